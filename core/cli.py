@@ -1,0 +1,190 @@
+"""The ``unlearn`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .config import apply_override, build_config, parse_value, read_config_file
+from .errors import ConfigError, NonFiniteLossError, RunError, UnlearnError
+from .plugins import get_host
+
+app = typer.Typer(help="Run, compose and vet LLM unlearning methods.", no_args_is_help=True, add_completion=False)
+plugins_app = typer.Typer(help="List, check and create plugins.", invoke_without_command=True)
+app.add_typer(plugins_app, name="plugins")
+out = Console()
+err = Console(stderr=True)
+
+# Flags that map onto one config field each; everything else goes through --set.
+_FLAG_FIELDS = {
+    "model": "model",
+    "data": "data",
+    "forget": "forget",
+    "retain": "retain",
+    "method": "method",
+    "output": "output_dir",
+    "seed": "seed",
+    "deepspeed": "deepspeed",
+    "lr": "trainer.learning_rate",
+    "epochs": "trainer.epochs",
+    "max_steps": "trainer.max_steps",
+    "batch_size": "trainer.batch_size",
+}
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML/YAML/JSON run config."),
+    model: Optional[str] = typer.Option(None, help="Model folder to unlearn."),
+    data: Optional[Path] = typer.Option(None, help="Folder with forget.jsonl and retain.jsonl."),
+    forget: Optional[Path] = typer.Option(None, help="Forget rows (file or folder)."),
+    retain: Optional[Path] = typer.Option(None, help="Retain rows (file or folder)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="The loss method, e.g. gd."),
+    with_: list[str] = typer.Option([], "--with", "-w", help="Parameter-selection / post-processing entries."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
+    seed: Optional[int] = typer.Option(None),
+    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON config (ZeRO 0-3)."),
+    lr: Optional[float] = typer.Option(None, help="trainer.learning_rate"),
+    epochs: Optional[float] = typer.Option(None, help="trainer.epochs"),
+    max_steps: Optional[int] = typer.Option(None, help="trainer.max_steps"),
+    batch_size: Optional[int] = typer.Option(None, help="trainer.batch_size"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Any field: --set config.gd.retain_weight=2"),
+    overwrite: bool = typer.Option(False, help="Replace an existing output and discard an unfinished run."),
+) -> None:
+    """Unlearn a model with one loss method plus any --with plugins."""
+    from .run import run as run_config
+
+    data_: dict[str, Any] = read_config_file(config) if config else {}
+    flags = locals()
+    for flag, field in _FLAG_FIELDS.items():
+        value = flags[flag]
+        if value is not None:
+            apply_override(data_, field, str(value) if isinstance(value, Path) else value)
+    if with_:
+        data_["with"] = list(with_)
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.learning_rate=1e-5")
+        apply_override(data_, key.strip(), parse_value(value.strip()))
+    cfg = build_config(data_, source=str(config) if config else "")
+    path = run_config(cfg, overwrite=overwrite)
+    out.print(f"[green]unlearned model written to[/green] {path}")
+
+
+@plugins_app.callback()
+def plugins(
+    ctx: typer.Context,
+    available: bool = typer.Option(False, "--available", "-a", help="Also list registered plugins that are not installed."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show installed plugins: name, version, entries, hooks, status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .registry import load_registry
+
+    host = get_host()
+    rows: list[dict[str, Any]] = []
+    for info in host.plugins.values():
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "entries": info.entries,
+                "kinds": sorted({host.entries[e].kind for e in info.entries}),
+                "hooks": info.hooks,
+                "status": info.status,
+                "error": info.error,
+                "installed": True,
+            }
+        )
+    if available:
+        installed = {r["name"] for r in rows} | set(host.entries)
+        for name, reg in load_registry().items():
+            if name not in installed:
+                rows.append(
+                    {
+                        "name": name,
+                        "distribution": reg.distribution,
+                        "version": None,
+                        "entries": [],
+                        "kinds": [reg.kind],
+                        "hooks": [],
+                        "status": "not installed",
+                        "error": None,
+                        "installed": False,
+                        "summary": reg.summary,
+                    }
+                )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="unlearn plugins")
+    for col in ("name", "version", "kind", "hooks", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = {"ok": "[green]ok[/green]", "not installed": "[dim]not installed[/dim]"}.get(
+            r["status"], f"[red]error: {r['error']}[/red]"
+        )
+        table.add_row(r["name"], r["version"] or "-", ",".join(r["kinds"]) or "-", ", ".join(r["hooks"]) or "-", status)
+    out.print(table)
+    if not rows:
+        out.print("No plugins installed. Try `unlearn plugins --available` and `unlearn install gd`.")
+
+
+@plugins_app.command("check")
+def plugins_check(name: str = typer.Argument(..., help="Plugin (entry-point) or entry name.")) -> None:
+    """Run the conformance checks on an installed plugin (what organisers run before a competition)."""
+    from .testing import check_plugin
+
+    results = check_plugin(name)
+    table = Table(title=f"conformance of {name}")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+    out.print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: str = typer.Argument(..., help="Plugin name, e.g. myloss."),
+    directory: Path = typer.Option(Path("."), "--dir", help="Where to create unlearn-plugin-NAME/."),
+) -> None:
+    """Write a ready-to-install method plugin package."""
+    from .scaffold import create_plugin
+
+    folder = create_plugin(name, directory)
+    out.print(f"created {folder}; install it with `pip install -e {folder}` and run `pytest {folder}`")
+
+
+@app.command()
+def install(
+    name: str = typer.Argument(..., help="A plugin listed by `unlearn plugins --available`."),
+    editable: bool = typer.Option(False, "--editable", "-e", help="Editable install from the checkout."),
+    pip_arg: list[str] = typer.Option([], "--pip-arg", help="Extra pip argument (repeatable)."),
+) -> None:
+    """pip-install a registered plugin into this environment (from plugins/ in a checkout)."""
+    from .registry import install as do_install
+
+    code = do_install(name, editable=editable, pip_args=pip_arg)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point: user errors print one line (exit 2 for bad input, 1 for a failed run)."""
+    try:
+        app()
+    except UnlearnError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1 if isinstance(exc, (RunError, NonFiniteLossError)) else 2)

@@ -1,0 +1,182 @@
+"""The configuration of one run: a pydantic model, loadable from TOML/YAML and overridable from
+the command line. Unknown keys and bad values are errors that name the field."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .plugins import PluginHost
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainerSettings(_Strict):
+    """Optimisation settings shared by every method (the HF ``Trainer`` arguments we expose)."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the forget set.")
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: use epochs).")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (SemEval baseline 1e-5).")
+    batch_size: int = Field(4, ge=1, description="Forget examples per device per step; each is paired with a retain example.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr_scheduler: str = Field("constant", description="Any HF scheduler name: constant, linear, cosine, ...")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (0 disables).")
+    max_length: int = Field(512, ge=8, description="Tokens per example; longer prompts are cut from the left.")
+    append_eos: bool = Field(True, description="End every answer with EOS, so the model learns where answers stop.")
+    retain_sampling: Literal["cycle", "random"] = Field(
+        "cycle",
+        description="cycle: walk a seeded permutation of the retain set, continuing across epochs so all "
+        "of it is seen; random: draw a fresh seeded retain example for each forget example every epoch.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and compute dtype.")
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch).")
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+class RunConfig(_Strict):
+    """One unlearning run: which model, which data, which plugins, how to train, where to write."""
+
+    model: str = Field(description="Path of the Hugging Face model folder to unlearn (never modified).")
+    tokenizer: str | None = Field(None, description="Tokenizer folder, if not the model's.")
+    data: Path | None = Field(None, description="A folder holding forget.jsonl and retain.jsonl (or .parquet).")
+    forget: Path | None = Field(None, description="Forget rows (jsonl/parquet file or folder); overrides data.")
+    retain: Path | None = Field(None, description="Retain rows (jsonl/parquet file or folder); overrides data.")
+    method: str = Field(description="The loss method: one registered entry of kind 'loss'.")
+    with_: list[str] = Field(
+        default_factory=list,
+        alias="with",
+        description="Parameter-selection and post-processing entries, applied in order.",
+    )
+    config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-entry settings, e.g. config.gd.retain_weight = 2."
+    )
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    seed: int = 42
+    output_dir: Path = Field(description="Where the unlearned model is written (atomically).")
+    deepspeed: Path | dict[str, Any] | None = Field(None, description="A DeepSpeed JSON config (file or table); enables ZeRO.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    @field_validator("with_")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"listed twice: {dupes}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_data(self) -> RunConfig:
+        if self.forget is None and self.data is None:
+            raise ValueError("give the forget rows with `forget` or a folder with `data`")
+        return self
+
+    def entries(self) -> list[str]:
+        """The chosen entries: the method, then the --with entries."""
+        return [self.method, *self.with_]
+
+    def resolve(self, host: PluginHost) -> dict[str, BaseModel]:
+        """Validate the chosen entries and their settings; returns each entry's config object.
+
+        Fills every chosen entry's defaults into ``self.config`` so the saved config is complete.
+        """
+        host.entry(self.method, kinds=("loss",))
+        for name in self.with_:
+            host.entry(name, kinds=("parameters", "post-process"))
+        stray = sorted(set(self.config) - set(self.entries()))
+        if stray:
+            raise ConfigError(
+                f"config.{stray[0]}: settings for an entry that is not part of this run "
+                f"(method {self.method!r}, with {self.with_})"
+            )
+        resolved: dict[str, BaseModel] = {}
+        for name in self.entries():
+            cls = host.entries[name].config
+            try:
+                resolved[name] = cls.model_validate(self.config.get(name, {}))
+            except ValidationError as exc:
+                raise ConfigError(describe_error(exc, prefix=f"config.{name}")) from None
+        self.config = {name: cfg.model_dump(mode="json") for name, cfg in resolved.items()}
+        return resolved
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def describe_error(exc: ValidationError, prefix: str = "", source: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "with_") or "(top level)"
+        loc = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{loc}: {msg}")
+    where = f"{source}: " if source else ""
+    return where + "; ".join(lines)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON run config into a plain dict."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format (use .toml, .yaml or .json)")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of settings")
+    base = path.parent
+    for key in ("model", "tokenizer", "data", "forget", "retain", "output_dir", "deepspeed"):
+        value = data.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            data[key] = str(base / value)  # paths in a file are relative to the file
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal if it parses (1e-5, true, [1, 2], "x"), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c = value`` inside nested dicts, creating tables as needed."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is a value, not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def build_config(data: dict[str, Any], source: str = "") -> RunConfig:
+    """Validate a plain dict into a RunConfig, with errors naming the field (and the file)."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, source=source)) from None

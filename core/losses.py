@@ -1,0 +1,168 @@
+"""What a loss method works with: the step's batch and model behind ``LossContext``, and the
+token-level helpers every method shares (NPO is DPO without a "win" side, KL is a sum over the
+vocabulary, ...), so each plugin only writes its formula."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX
+
+Batch = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class LossOutput:
+    """A loss plus named scalars to log beside it (e.g. ``{"forget_nll": ...}``)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Align position t's logits with token t+1."""
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token ``log p(label)`` (0 where masked) and the float mask of answer tokens, [B, T-1].
+
+    Uses ``cross_entropy`` so no [B, T, V] log-softmax is kept for the backward pass.
+    """
+    logits, labels = shift(logits, labels)
+    mask = labels != IGNORE_INDEX
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(labels.shape)
+    return -nll, mask.to(nll.dtype)
+
+
+def nll_from_logprobs(logp: torch.Tensor, mask: torch.Tensor, per_sequence: bool = False) -> torch.Tensor:
+    """Mean NLL over answer tokens: of the whole batch (scalar), or of each sequence ([B])."""
+    if per_sequence:
+        return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``KL(p_ref || p_theta)`` summed over the vocabulary, averaged over answer positions."""
+    ref_logits, shifted = shift(ref_logits, labels)
+    logits, _ = shift(logits, labels)
+    mask = (shifted != IGNORE_INDEX).float()
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+class LossContext:
+    """One training step as a method sees it.
+
+    ``batch`` is ``{"forget": {...}, "retain": {...}}``; each split has ``input_ids``,
+    ``attention_mask``, ``labels`` (prompt = -100) and ``index`` (row position in its split, the
+    key of the reference cache). Forward passes are memoised for the step, and reference-model
+    quantities come from the trainer's single reference provider.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch: Batch,
+        step: int,
+        reference: ReferenceModel | None = None,
+    ) -> None:
+        self.model = model
+        self.batch = batch
+        self.step = step
+        self._reference = reference
+        self._outputs: dict[str, Any] = {}
+
+    def outputs(self, split: str, **kwargs: Any) -> Any:
+        """The trained model's forward output on a split (memoised unless kwargs are given)."""
+        if kwargs:
+            return self.model(**self._inputs(split), **kwargs)
+        if split not in self._outputs:
+            self._outputs[split] = self.model(**self._inputs(split))
+        return self._outputs[split]
+
+    def token_logprobs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(label) per token, answer mask)`` under the trained model, [B, T-1]."""
+        return token_logprobs(self.outputs(split).logits, self.batch[split]["labels"])
+
+    def nll(self, split: str, per_sequence: bool = False) -> torch.Tensor:
+        """Mean token NLL over the split's answer tokens (SPEC's ``NLL``), or one per sequence."""
+        return nll_from_logprobs(*self.token_logprobs(split), per_sequence=per_sequence)
+
+    def reference_logits(self, split: str) -> torch.Tensor:
+        """Logits of the frozen reference (the input model), without gradients."""
+        return self._require_reference().logits(self._inputs(split))
+
+    def reference_token_logprobs(self, split: str) -> torch.Tensor:
+        """Reference ``log p(label)`` per token, [B, T-1]; cached per row after the first epoch."""
+        part = self.batch[split]
+        return self._require_reference().token_logprobs(split, part, self._inputs(split))
+
+    def _inputs(self, split: str) -> dict[str, torch.Tensor]:
+        if split not in self.batch:
+            raise KeyError(f"this batch has no {split!r} split (has {sorted(self.batch)}); is a retain set given?")
+        part = self.batch[split]
+        return {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
+
+    def _require_reference(self) -> ReferenceModel:
+        if self._reference is None:
+            raise RuntimeError("this run has no reference model")
+        return self._reference
+
+
+class ReferenceModel:
+    """The frozen input model, loaded only when a method first asks for it.
+
+    Per-token label log-probs are cached by (split, row index): a fixed example needs the
+    reference once, not once per epoch. Full logits (for KL) are recomputed, as caching
+    [T, V] per row would cost more memory than the second model.
+    """
+
+    def __init__(self, loader: Callable[[], torch.nn.Module]) -> None:
+        self._loader = loader
+        self._model: torch.nn.Module | None = None
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            model = self._loader()
+            model.eval()
+            model.requires_grad_(False)
+            self._model = model
+        return self._model
+
+    @torch.no_grad()
+    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        model = self.model
+        device = next(model.parameters()).device
+        return model(**{k: v.to(device) for k, v in inputs.items()}).logits.to(inputs["input_ids"].device)
+
+    @torch.no_grad()
+    def token_logprobs(self, split: str, part: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        keys = [(split, int(i)) for i in part["index"]]
+        width = part["labels"].shape[1] - 1
+        if all(k in self._cache for k in keys):
+            rows = [self._cache[k] for k in keys]
+        else:
+            logp, mask = token_logprobs(self.logits(inputs), part["labels"])
+            rows = []
+            for k, lp, m in zip(keys, logp, mask):
+                row = lp[: int(m.nonzero().max()) + 1 if m.any() else 0].detach().cpu()
+                self._cache[k] = row
+                rows.append(row)
+        out = torch.zeros((len(rows), width), dtype=torch.float32)
+        for r, row in enumerate(rows):
+            out[r, : row.numel()] = row
+        return out.to(part["labels"].device)

@@ -1,0 +1,260 @@
+"""One unlearning run, end to end: resolve plugins, load, select parameters, train, save
+atomically, post-process. A crashed run resumes from its last checkpoint when started again
+with the same config; the input model is only ever read."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from .config import RunConfig
+from .errors import ConfigError, RunError
+from .data import PairCollator, PairedDataset, encode, load_rows
+from .losses import ReferenceModel
+from .plugins import PluginHost, get_host
+
+CONFIG_FILE = "unlearn_config.json"
+REPORT_FILE = "unlearn_run.json"
+
+
+@dataclass
+class RunContext:
+    """What parameter-selection and post-processing hooks may read about the run."""
+
+    config: RunConfig
+    entry_configs: dict[str, BaseModel]
+    tokenizer: Any
+    work_dir: Path
+    host: PluginHost
+    is_main_process: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_distributed_env() -> None:
+    """Set the single-process torch.distributed variables DeepSpeed needs, if a launcher didn't."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defaults = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def deepspeed_config(value: Path | dict[str, Any]) -> dict[str, Any]:
+    """Read a DeepSpeed config and fill what the Trainer and a loadable save need."""
+    if isinstance(value, dict):
+        cfg = json.loads(json.dumps(value))
+    else:
+        try:
+            cfg = json.loads(Path(value).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"deepspeed: {value}: file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"deepspeed: {value}: not valid JSON ({exc})") from None
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        cfg.setdefault(key, "auto")  # the Trainer fills "auto" from trainer.* so the two never disagree
+    zero = cfg.setdefault("zero_optimization", {})
+    if int(zero.get("stage", 0)) == 3:
+        # Without this ZeRO-3 saves shards instead of a loadable safetensors model.
+        zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+    return cfg
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_model(config: RunConfig) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(config.model, dtype=_dtype(config.trainer.dtype))
+
+
+def _check_paths(config: RunConfig) -> tuple[Path, Path]:
+    model = Path(config.model)
+    if not model.is_dir():
+        raise ConfigError(f"model: {config.model}: not a folder (give a Hugging Face model folder)")
+    output = config.output_dir.resolve()
+    src = model.resolve()
+    if output == src or src in output.parents or output in src.parents:
+        raise ConfigError(f"output_dir: {output} overlaps the input model {src}; the input model is never written to")
+    return output, output.parent / f".{output.name}.partial"
+
+
+def prepare_work_dir(config: RunConfig, output: Path, work: Path, overwrite: bool) -> bool:
+    """Create or reuse the staging folder; True if an earlier run with this config is resumed."""
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise RunError(f"{output} already holds a result; pass --overwrite or choose another output_dir")
+    marker = work / CONFIG_FILE
+    if work.exists() and (overwrite or not marker.is_file()):
+        shutil.rmtree(work)
+    if work.exists():
+        if json.loads(marker.read_text()) != config.dump():
+            raise RunError(
+                f"{work} holds an unfinished run with a different config; pass --overwrite to discard "
+                "it, or run again with the same config to resume it"
+            )
+        return True
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(config.dump(), indent=2))
+    return False
+
+
+def training_arguments(config: RunConfig, work: Path) -> Any:
+    from transformers import TrainingArguments
+
+    t = config.trainer
+    return TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "epoch",
+        save_steps=t.save_steps or 500,
+        save_total_limit=1,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=t.dtype == "bfloat16" and torch.cuda.is_available(),
+        activation_checkpointing=t.gradient_checkpointing,
+        report_to=[],
+        remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
+        disable_tqdm=not t.progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        deepspeed=deepspeed_config(config.deepspeed) if config.deepspeed is not None else None,
+    )
+
+
+def _versions(host: PluginHost, config: RunConfig) -> dict[str, str | None]:
+    found = {"unlearn-core": dist_version("unlearn-core")}
+    for name in config.entries():
+        info = host.plugins[host.entries[name].plugin]
+        found[info.distribution or info.name] = info.version
+    return found
+
+
+def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
+    """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
+    from transformers import AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .trainer import UnlearnTrainer
+
+    host = host or get_host()
+    if not config.trainer.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    entry_configs = config.resolve(host)
+    method = host.entry(config.method, kinds=("loss",))
+    output, work = _check_paths(config)
+    if config.deepspeed is not None:
+        ensure_distributed_env()
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    # Every rank must agree on whether this resumes, so only rank 0 touches the folder.
+    if is_main:
+        prepare_work_dir(config, output, work, overwrite)
+    started = time.time()
+
+    forget_src = config.forget or config.data
+    retain_src = config.retain or config.data
+    if method.uses_retain and retain_src is None:
+        raise ConfigError(f"method {method.name!r} needs a retain set: give `retain` or a `data` folder")
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    t = config.trainer
+    forget_rows = load_rows(forget_src, "forget")
+    retain_rows = load_rows(retain_src, "retain") if method.uses_retain else None
+    dataset = PairedDataset(
+        encode(forget_rows, tokenizer, t.max_length, t.append_eos),
+        encode(retain_rows, tokenizer, t.max_length, t.append_eos) if retain_rows else None,
+        sampling=t.retain_sampling,
+        seed=config.seed,
+    )
+
+    model = load_model(config)
+    ctx = RunContext(config, entry_configs, tokenizer, work, host, is_main)
+    for name in config.entries():
+        entry = host.entries[name]
+        if host.implements("select_parameters", entry):
+            wrapped = host.call("select_parameters", entry, config=entry_configs[name], model=model, run=ctx)
+            model = wrapped if wrapped is not None else model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == 0:
+        raise RunError(f"no parameter is trainable after parameter selection by {config.entries()}")
+
+    trainer = UnlearnTrainer(
+        model=model,
+        args=training_arguments(config, work),
+        train_dataset=dataset,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        host=host,
+        method=method,
+        method_config=entry_configs[method.name],
+        reference=ReferenceModel(lambda: load_model(config)),
+    )
+    checkpoints = work / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=last)
+
+    staging = work / "model"
+    if is_main and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank takes part: ZeRO-3 gathers the weights
+    trainer.accelerator.wait_for_everyone()
+    if is_main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; outputs stay safetensors-only
+        for name in config.entries():
+            entry = host.entries[name]
+            if host.implements("post_process", entry):
+                host.call("post_process", entry, config=entry_configs[name], output_dir=staging, run=ctx)
+        if not any(staging.glob("*.safetensors")):
+            raise RunError(f"{staging}: no safetensors weights after saving and post-processing")
+        (staging / CONFIG_FILE).write_text(json.dumps(config.dump(), indent=2))
+        report = {
+            "method": method.name,
+            "with": config.with_,
+            "resumed_from": last,
+            "train": result.metrics,
+            "trainable_parameters": trainable,
+            "wall_time_s": round(time.time() - started, 2),
+            "versions": _versions(host, config),
+        }
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        _publish(staging, output)
+        shutil.rmtree(work, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return output
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """Replace ``output`` with ``staging`` so readers never see a half-written model."""
+    old = output.parent / f".{output.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+

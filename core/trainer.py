@@ -1,0 +1,79 @@
+"""The shared trainer: the HF ``Trainer`` with the loss delegated to the chosen method's hook."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from transformers import Trainer
+
+from .errors import NonFiniteLossError
+from .losses import LossContext, LossOutput, ReferenceModel
+from .plugins import Entry, PluginHost
+
+
+class UnlearnTrainer(Trainer):
+    """Calls ``compute_loss`` of the chosen method, guards against NaN/inf and logs the terms.
+
+    Everything else (DeepSpeed, accumulation, checkpoints, progress bars) is the HF Trainer's.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        host: PluginHost,
+        method: Entry,
+        method_config: BaseModel,
+        reference: ReferenceModel | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.host = host
+        self.method = method
+        self.method_config = method_config
+        self.reference = reference
+        self._terms: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        ctx = LossContext(model, inputs, self.state.global_step, self.reference)
+        result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
+        if result is None:
+            raise RuntimeError(
+                f"plugin {self.method.plugin!r} registered the loss method {self.method.name!r} "
+                "but its compute_loss returned nothing"
+            )
+        out = result if isinstance(result, LossOutput) else LossOutput(result)
+        loss = out.loss
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError(f"method {self.method.name!r} must return a scalar tensor, got {loss!r}")
+        value = float(loss.detach())
+        logs = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.logs.items()}
+        if not math.isfinite(value):
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+            raise NonFiniteLossError(
+                f"the loss of method {self.method.name!r} became {value} at step {self.state.global_step}"
+                + (f" ({terms})" if terms else "")
+                + ". Training stopped and no model was written; the input model is unchanged. "
+                "Lower trainer.learning_rate, clip harder (trainer.max_grad_norm) or use a bounded loss."
+            )
+        for key, val in logs.items():
+            self._terms[key].append(val)
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:  # a training log: add the mean of each term since the last one
+            for key, values in self._terms.items():
+                if values:
+                    logs[key] = round(sum(values) / len(values), 4)
+            self._terms.clear()
+        super().log(logs, *args, **kwargs)

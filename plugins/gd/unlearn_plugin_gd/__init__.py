@@ -1,0 +1,44 @@
+"""Gradient difference (GD): ascend on the forget set, descend on the retain set.
+
+Loss (SPEC.md section 3): ``-NLL(F) + lambda * NLL(R)``, each NLL the mean token negative
+log-likelihood over answer tokens, every forget example paired with a retain example by the
+core. Liu et al. 2022, "Continual Learning and Private Unlearning" (arXiv:2203.12817); the
+SemEval-2025 Task 4 organisers' baseline (TOFU-style).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearn import LossContext, LossOutput, hookimpl
+
+
+class GDConfig(BaseModel):
+    """Settings of gradient difference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retain_weight: float = Field(
+        1.0, ge=0, description="lambda, the weight of the retain NLL (1.0 in TOFU and the SemEval baseline)."
+    )
+
+
+@hookimpl
+def register_methods(register: Callable[..., None]) -> None:
+    register(
+        "gd",
+        config=GDConfig,
+        kind="loss",
+        summary="Gradient difference: -NLL(F) + lambda * NLL(R)",
+        uses_retain=True,
+    )
+
+
+@hookimpl
+def compute_loss(method: str, config: GDConfig, ctx: LossContext) -> LossOutput:
+    forget_nll = ctx.nll("forget")
+    retain_nll = ctx.nll("retain")
+    loss = -forget_nll + config.retain_weight * retain_nll
+    return LossOutput(loss, {"forget_nll": forget_nll, "retain_nll": retain_nll})
