@@ -178,14 +178,17 @@ class PluginHost:
         return entry
 
     def call(self, hook: str, entry: Entry, **kwargs: Any) -> Any:
-        """Call ``hook`` on the one plugin that registered ``entry`` and on no other."""
+        """Call ``hook`` on the one plugin that registered ``entry`` and on no other; its answer."""
         key = (hook, entry.plugin)
         caller = self._callers.get(key)
         if caller is None:
             others = [p for p in self.pm.get_plugins() if self.pm.get_name(p) != entry.plugin]
             caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
             self._callers[key] = caller
-        return caller(method=entry.name, **kwargs)
+        result = caller(method=entry.name, **kwargs)
+        if isinstance(result, list):  # not firstresult: one plugin was called, so at most one answer
+            return next((r for r in result if r is not None), None)
+        return result
 
     def implements(self, hook: str, entry: Entry) -> bool:
         return hook in self.plugins[entry.plugin].hooks
