@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -50,7 +51,7 @@ def run(
     with_: list[str] = typer.Option([], "--with", "-w", help="Parameter-selection / post-processing entries."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
     seed: Optional[int] = typer.Option(None),
-    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON config (ZeRO 0-3)."),
+    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON config, or a preset zero0..zero3."),
     lr: Optional[float] = typer.Option(None, help="trainer.learning_rate"),
     epochs: Optional[float] = typer.Option(None, help="trainer.epochs"),
     max_steps: Optional[int] = typer.Option(None, help="trainer.max_steps"),
@@ -76,7 +77,8 @@ def run(
         apply_override(data_, key.strip(), parse_value(value.strip()))
     cfg = build_config(data_, source=str(config) if config else "")
     path = run_config(cfg, overwrite=overwrite)
-    out.print(f"[green]unlearned model written to[/green] {path}")
+    if os.environ.get("RANK", "0") == "0":
+        out.print(f"[green]unlearned model written to[/green] {path}")
 
 
 @plugins_app.callback()

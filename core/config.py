@@ -65,7 +65,9 @@ class RunConfig(_Strict):
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     seed: int = 42
     output_dir: Path = Field(description="Where the unlearned model is written (atomically).")
-    deepspeed: Path | dict[str, Any] | None = Field(None, description="A DeepSpeed JSON config (file or table); enables ZeRO.")
+    deepspeed: Path | dict[str, Any] | None = Field(
+        None, description="Run under DeepSpeed: a JSON config file, a table, or a preset zero0..zero3."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from .config import RunConfig
+from .config import RunConfig, TrainerSettings
 from .errors import ConfigError, RunError
 from .data import PairCollator, PairedDataset, encode, load_rows
 from .losses import ReferenceModel
 from .plugins import PluginHost, get_host
 
 CONFIG_FILE = "unlearn_config.json"
+DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
 REPORT_FILE = "unlearn_run.json"
 
 
@@ -52,10 +53,17 @@ def ensure_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def deepspeed_config(value: Path | dict[str, Any]) -> dict[str, Any]:
-    """Read a DeepSpeed config and fill what the Trainer and a loadable save need."""
+def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, world_size: int = 1) -> dict[str, Any]:
+    """Read a DeepSpeed config (a file, a table, or a preset ``zero0``..``zero3``) and fill
+    what the Trainer and a loadable save need.
+
+    Batch sizes come from ``trainer.*``; ``train_batch_size`` is left for DeepSpeed to derive,
+    because the Trainer computes it before it knows the world size, which breaks multi-rank runs.
+    """
     if isinstance(value, dict):
         cfg = json.loads(json.dumps(value))
+    elif str(value) in DEEPSPEED_PRESETS and not Path(value).exists():
+        cfg = {"zero_optimization": {"stage": DEEPSPEED_PRESETS[str(value)]}}
     else:
         try:
             cfg = json.loads(Path(value).read_text(encoding="utf-8"))
@@ -63,8 +71,21 @@ def deepspeed_config(value: Path | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"deepspeed: {value}: file not found") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"deepspeed: {value}: not valid JSON ({exc})") from None
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
-        cfg.setdefault(key, "auto")  # the Trainer fills "auto" from trainer.* so the two never disagree
+    sizes = {
+        "train_micro_batch_size_per_gpu": trainer.batch_size,
+        "gradient_accumulation_steps": trainer.gradient_accumulation_steps,
+        "train_batch_size": trainer.batch_size * trainer.gradient_accumulation_steps * world_size,
+    }
+    for key, wanted in sizes.items():
+        given = cfg.get(key, "auto")
+        if given != "auto" and given != wanted:
+            raise ConfigError(
+                f"deepspeed: {key} = {given} disagrees with the trainer settings ({wanted} with "
+                f"{world_size} process(es)); set it to \"auto\" or change trainer.*"
+            )
+        cfg[key] = wanted
+    del cfg["train_batch_size"]
+    cfg.setdefault("gradient_clipping", "auto")
     zero = cfg.setdefault("zero_optimization", {})
     if int(zero.get("stage", 0)) == 3:
         # Without this ZeRO-3 saves shards instead of a loadable safetensors model.
@@ -139,7 +160,11 @@ def training_arguments(config: RunConfig, work: Path) -> Any:
         remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
-        deepspeed=deepspeed_config(config.deepspeed) if config.deepspeed is not None else None,
+        deepspeed=(
+            deepspeed_config(config.deepspeed, t, int(os.environ.get("WORLD_SIZE", "1")))
+            if config.deepspeed is not None
+            else None
+        ),
     )
 
 

@@ -18,14 +18,14 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .data import PairCollator, PairedDataset, Row, encode
 from .hookspecs import hookimpl
-from .losses import LossContext, LossOutput
+from .losses import LossContext, LossOutput, nll_from_logprobs, token_logprobs
 from .plugins import Entry, PluginHost, get_host
 
 EOS = "<|endoftext|>"
@@ -89,8 +89,14 @@ def build_tiny_model(
     seed: int = 0,
     hidden_size: int = 32,
     layers: int = 2,
+    memorise: Sequence[Row] = (),
+    steps: int = 150,
 ) -> Path:
-    """Save a randomly initialised OLMo model and its tokenizer to ``folder``."""
+    """Save a tiny OLMo model and its tokenizer to ``folder``.
+
+    Randomly initialised, or first trained for ``steps`` full-batch steps on ``memorise`` so
+    that unlearning has something to remove (a few seconds on a CPU).
+    """
     from transformers import OlmoConfig, OlmoForCausalLM
 
     texts = list(texts) if texts is not None else [r.text for r in FORGET_ROWS + RETAIN_ROWS]
@@ -109,7 +115,16 @@ def build_tiny_model(
         bos_token_id=None,
         tie_word_embeddings=False,
     )
-    OlmoForCausalLM(config).save_pretrained(folder)
+    model = OlmoForCausalLM(config)
+    if memorise:
+        batch = PairCollator(tokenizer.pad_token_id).pad(list(enumerate(encode(memorise, tokenizer, 128))))
+        optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(steps):
+            logp, mask = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+            optimiser.zero_grad()
+            nll_from_logprobs(logp, mask).backward()
+            optimiser.step()
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

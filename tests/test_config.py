@@ -74,6 +74,20 @@ def test_set_values_are_toml_literals():
     assert data == {"trainer": {"epochs": 3}, "config": {"gd": {"retain_weight": 0.5}}}
 
 
+def test_deepspeed_batch_sizes_follow_the_trainer_settings():
+    from unlearn.config import TrainerSettings
+    from unlearn.run import deepspeed_config
+
+    trainer = TrainerSettings(batch_size=2, gradient_accumulation_steps=3)
+    cfg = deepspeed_config("zero3", trainer, world_size=2)
+    assert cfg["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    assert cfg["train_micro_batch_size_per_gpu"] == 2 and cfg["gradient_accumulation_steps"] == 3
+    assert "train_batch_size" not in cfg  # DeepSpeed derives it with the real world size
+    with pytest.raises(ConfigError, match=r"deepspeed: train_batch_size = 4 disagrees with the trainer settings \(12"):
+        deepspeed_config({"train_batch_size": 4}, trainer, world_size=2)
+    assert deepspeed_config({"train_batch_size": 12}, trainer, world_size=2)["gradient_accumulation_steps"] == 3
+
+
 def test_cli_flags_override_the_file_and_the_resolved_config_is_saved(tmp_path, tiny_model, tiny_data):
     (tmp_path / "run.toml").write_text(
         f'model = "{tiny_model}"\ndata = "{tiny_data}"\nmethod = "ga"\noutput_dir = "ignored"\n'
