@@ -41,7 +41,7 @@ def test_loss_is_minus_the_mean_answer_token_nll():
     out = compute_loss(method="ga", config=GAConfig(), ctx=LossContext(model, batch, 0))
     expected_nll = (math.log(2.0) + math.log(4.0)) / 2  # -log 0.5 and -log 0.25
     assert math.isclose(float(out.loss.detach()), -expected_nll, rel_tol=1e-6)
-    assert math.isclose(float(out.logs["forget_nll"]), expected_nll, rel_tol=1e-6)
+    assert math.isclose(float(out.logs["forget_nll"].detach()), expected_nll, rel_tol=1e-6)
     out.loss.backward()
     # Descending the GA loss lowers the label's logit: the gradient on it is positive.
     assert model.logits.grad[0, 1, 2] > 0 and model.logits.grad[0, 2, 3] > 0
