@@ -160,6 +160,8 @@ def training_arguments(config: RunConfig, work: Path) -> Any:
         remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Without use_cpu, torchrun on a CPU machine gives every rank a world of one (no DDP).
+        use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
         deepspeed=(
             deepspeed_config(config.deepspeed, t, int(os.environ.get("WORLD_SIZE", "1")))
             if config.deepspeed is not None
@@ -264,6 +266,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "resumed_from": last,
             "train": result.metrics,
             "trainable_parameters": trainable,
+            "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
             "wall_time_s": round(time.time() - started, 2),
             "versions": _versions(host, config),
         }

@@ -72,5 +72,6 @@ def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     report = json.loads((out / "unlearn_run.json").read_text())
     assert report["train"]["train_loss"] is not None
+    assert report["world_size"] == 2
     assert not (tmp_path / ".ddp.partial").exists()
     assert res.stdout.count("unlearned model written") == 1  # reported once, by rank 0
