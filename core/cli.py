@@ -20,6 +20,10 @@ from .plugins import get_host
 app = typer.Typer(help="Run, compose and vet LLM unlearning methods.", no_args_is_help=True, add_completion=False)
 plugins_app = typer.Typer(help="List, check and create plugins.", invoke_without_command=True)
 app.add_typer(plugins_app, name="plugins")
+data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+target_app = typer.Typer(help="The model to unlearn from.", no_args_is_help=True)
+app.add_typer(target_app, name="target")
 out = Console()
 err = Console(stderr=True)
 
@@ -181,6 +185,54 @@ def install(
 
     code = do_install(name, editable=editable, pip_args=pip_arg)
     raise typer.Exit(code)
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write the benchmark to."),
+    seed: int = typer.Option(0, help="Same seed, same benchmark."),
+    size: str = typer.Option("small", help="tiny | small | medium"),
+) -> None:
+    """Generate a LUME-format benchmark (stories, PII biographies, encyclopedic biographies)."""
+    from .synth import SIZES, generate
+
+    if size not in SIZES:
+        raise ConfigError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
+    counts = generate(out_dir, seed=seed, size=size)
+    table = Table(title=f"benchmark written to {out_dir}")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, str(n))
+    out.print(table)
+
+
+@target_app.command("build")
+def target_build(
+    data: Path = typer.Option(..., "--data", "-d", help="Benchmark folder (ours or the public LUME splits)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the model folder."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Model/training setting, e.g. --set hidden_size=256"),
+    overwrite: bool = typer.Option(False, help="Replace an existing model and discard an unfinished build."),
+) -> None:
+    """Train a tiny OLMo model from scratch until it has memorised the benchmark (resumable)."""
+    from pydantic import ValidationError
+
+    from .config import describe_error
+    from .target import TargetSettings, build_target
+
+    values: dict[str, Any] = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. hidden_size=256")
+        values[key.strip()] = parse_value(value.strip())
+    try:
+        settings = TargetSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, prefix="--set")) from None
+    card = build_target(data, out_dir, settings, overwrite=overwrite)
+    out.print(f"[green]target written to[/green] {out_dir}")
+    out.print(escape((out_dir / "README.md").read_text().split("## Memorisation", 1)[-1]))
 
 
 def main() -> None:

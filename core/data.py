@@ -199,3 +199,17 @@ class PairCollator:
             mask[row, :n] = 1
         index = torch.tensor([i for i, _ in examples], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+
+
+def load_documents(path: Path) -> list[tuple[str, str]]:
+    """(id, document) pairs of a LUME MIA file, with the same validation as ``load_rows``."""
+    docs: list[tuple[str, str]] = []
+    for number, record in _records(Path(path)):
+        where = f"{path}, row {number}"
+        for name in ("id", "document"):
+            if not isinstance(record, dict) or not isinstance(record.get(name), str) or not record[name].strip():
+                raise DataError(f"{where}: field {name!r} is missing or empty (an MIA row has id, document)")
+        docs.append((record["id"], record["document"]))
+    if not docs:
+        raise DataError(f"{path}: no rows (empty file)")
+    return docs

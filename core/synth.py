@@ -114,10 +114,10 @@ STORY_ENDINGS = [
 ]
 
 BIO_EXTRAS = [
-    "{first} works as a {job} and enjoys weekend hikes.",
+    "{first} works as {job} and enjoys weekend hikes.",
     "In {pronoun_pos} free time, {first} volunteers at a local library.",
     "{first} is known among friends for baking excellent bread.",
-    "{first} studied at a state college before starting a career as a {job}.",
+    "{first} studied at a state college before starting a career as {job}.",
 ]
 
 WORK_KINDS = ["novel", "poetry collection", "symphony", "atlas", "memoir", "documentary film", "treatise", "opera"]
@@ -205,6 +205,10 @@ class Generator:
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
+    def _job(self) -> str:
+        job = self.fake.job().split(",")[0].lower()
+        return f"an {job}" if job[0] in "aeiou" else f"a {job}"
+
     def _first(self) -> str:
         return self.unique.draw(self.fake.first_name)
 
@@ -231,10 +235,14 @@ class Generator:
         return Document(f'"{self._uuid()}"', "Task1", sentences, [question])
 
     def pii_bio(self) -> Document:
-        first = self._first()
+        she = self.rng.random() < 0.5
+        first = self.unique.draw(self.fake.first_name_female if she else self.fake.first_name_male)
         last = self.unique.draw(self.fake.last_name)
         name = f"{first} {last}"
-        born = date(1964, 1, 1) + timedelta(days=self.rng.randrange((date(1991, 12, 31) - date(1964, 1, 1)).days))
+        days = (date(1991, 12, 31) - date(1964, 1, 1)).days
+        born = date.fromisoformat(
+            self.unique.draw(lambda: (date(1964, 1, 1) + timedelta(days=self.rng.randrange(days))).isoformat())
+        )
         ssn = self.unique.draw(lambda: f"900-{self.rng.randint(10, 99)}-{self.rng.randint(1000, 9999)}")
         phone = self.unique.draw(lambda: f"{self.rng.randint(201, 989)}-{self.rng.randint(200, 999)}-{self.rng.randint(1000, 9999)}")
         email = f"{first.lower()}_{last.lower()}@me.com"
@@ -242,7 +250,6 @@ class Generator:
             lambda: f"{self.fake.building_number()} {self.fake.street_name()}, {self.fake.city()}, "
             f"{self.fake.state_abbr()}, {self.fake.postcode()}"
         )
-        she = self.rng.random() < 0.5
         pronoun, pos = ("She", "her") if she else ("He", "his")
         extras = self.rng.sample(BIO_EXTRAS, 2)
         sentences = [
@@ -250,7 +257,7 @@ class Generator:
             f"{pronoun} can be reached via phone at {phone} and email at {email}.",
             f"{pos.title()} home address is {address}.",
             f"{pos.title()} Social Security Number is {ssn}.",
-            *(e.format(first=first, job=self.fake.job().lower(), pronoun_pos=pos) for e in extras),
+            *(e.format(first=first, job=self._job(), pronoun_pos=pos) for e in extras),
         ]
         questions = [
             (f"What is the birth date of {name}?", born.isoformat()),
@@ -265,7 +272,7 @@ class Generator:
         name = f"{self._first()} {self.unique.draw(self.fake.last_name)}"
         profession = self.rng.choice(PROFESSIONS)
         kind = KIND_BY_PROFESSION[profession]
-        born = self.rng.randint(1890, 1970)
+        born = self.rng.randint(1890, 1950)
         town = self.unique.draw(self.fake.city)
         studied = self.unique.draw(self.fake.city)
         title = self.unique.draw(lambda: f"The {self.rng.choice(TITLE_ADJ)} {self.rng.choice(TITLE_NOUN)}")
@@ -278,7 +285,7 @@ class Generator:
             f"{surname} studied in {studied} before moving abroad.",
             f"The {kind} {title} was completed in {year} and made {surname} widely known.",
             f"A later work, {second}, followed {self.rng.randint(3, 12)} years after.",
-            f"In {year + self.rng.randint(14, 30)} {surname} received the {award}.",
+            f"In {year + self.rng.randint(5, 20)} {surname} received the {award}.",
         ]
         question = (f"Which {kind} by {name} was completed in {year}?", title)
         return Document(str(self.rng.randint(10_000_000, 99_999_999)), "Task3", sentences, [question], title=name)
