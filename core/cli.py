@@ -138,7 +138,7 @@ def plugins(
         table.add_column(col)
     for r in rows:
         status = {"ok": "[green]ok[/green]", "not installed": "[dim]not installed[/dim]"}.get(
-            r["status"], f"[red]error: {r['error']}[/red]"
+            r["status"], f"[red]error: {escape(r['error'] or '')}[/red]"
         )
         table.add_row(r["name"], r["version"] or "-", ",".join(r["kinds"]) or "-", ", ".join(r["hooks"]) or "-", status)
     out.print(table)
@@ -156,7 +156,7 @@ def plugins_check(name: str = typer.Argument(..., help="Plugin (entry-point) or 
     for col in ("check", "result", "detail"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", escape(r.detail))
     out.print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
@@ -185,6 +185,34 @@ def install(
 
     code = do_install(name, editable=editable, pip_args=pip_arg)
     raise typer.Exit(code)
+
+
+@app.command()
+def evaluate(
+    model: Optional[Path] = typer.Argument(None, help="The model folder to evaluate."),
+    data: Path = typer.Option(..., "--data", "-d", help="Folder with the forget and retain rows."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the evaluation."),
+    split: str = typer.Option("train", help="Evaluate {forget,retain}_SPLIT.jsonl when the folder has them."),
+    mia: Optional[Path] = typer.Option(None, help="Folder with mia_member.jsonl and mia_nonmember.jsonl (default: --data)."),
+    utility: Optional[Path] = typer.Option(None, help="An MMLU folder (test/, dev/) or a utility.jsonl (default: DATA/utility.jsonl)."),
+    baseline: Optional[Path] = typer.Option(None, help="The evaluation of the model before unlearning (gate, before/after)."),
+    generations: Optional[Path] = typer.Option(None, help="Rescore the generations of an earlier evaluation; no model needed."),
+    max_new_tokens: int = typer.Option(256),
+    batch_size: int = typer.Option(16),
+    mmlu_shots: int = typer.Option(5),
+) -> None:
+    """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite."""
+    from .evaluator.evaluate import evaluate_model, rescore
+
+    if (model is None) == (generations is None):
+        raise ConfigError("give either a MODEL folder or --generations DIR")
+    if generations is not None:
+        results = rescore(generations, data, out_dir, split=split, baseline=baseline)
+    else:
+        results = evaluate_model(model, data, out_dir, split=split, mia=mia, utility=utility, baseline=baseline,
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu_shots=mmlu_shots)
+    out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+    out.print(f"final score {results['aggregate-score']:.4f}; results in {out_dir}")
 
 
 @data_app.command("synth")

@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from .config import RunConfig, TrainerSettings
 from .errors import ConfigError, RunError
+from .io import publish
 from .data import PairCollator, PairedDataset, encode, load_rows
 from .losses import ReferenceModel
 from .plugins import PluginHost, get_host
@@ -38,7 +39,6 @@ class RunContext:
     work_dir: Path
     host: PluginHost
     is_main_process: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def ensure_distributed_env() -> None:
@@ -241,6 +241,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         method_config=entry_configs[method.name],
         reference=ReferenceModel(lambda: load_model(config)),
     )
+    trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
     checkpoints = work / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
@@ -271,18 +272,9 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "versions": _versions(host, config),
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        _publish(staging, output)
+        publish(staging, output)
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output
 
-
-def _publish(staging: Path, output: Path) -> None:
-    """Replace ``output`` with ``staging`` so readers never see a half-written model."""
-    old = output.parent / f".{output.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if output.exists():
-        output.rename(old)
-    staging.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
 

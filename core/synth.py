@@ -16,8 +16,6 @@ personal data; the output is a function of the seed and the Faker version.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import uuid
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .data import Row
+from .io import write_jsonl
 
 SIZES: dict[str, dict[str, int]] = {
     # documents per task in each of forget and retain; non-members per task; utility questions
@@ -326,16 +325,6 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
     files["mia_member.jsonl"] = [{"id": d.key, "document": d.text} for d in splits["forget"]]
     files["mia_nonmember.jsonl"] = [{"id": d.key, "document": d.text} for d in splits["nonmember"]]
     files["utility.jsonl"] = [r.__dict__ for r in gen.utility(n["utility"])]
-    out.mkdir(parents=True, exist_ok=True)
     for name, records in files.items():
         write_jsonl(out / name, records)
     return {name: len(records) for name, records in files.items()}
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write jsonl atomically: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)

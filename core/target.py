@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .data import Encoded, PairCollator, Row, encode, load_rows
 from .errors import DataError, RunError
+from .io import publish
 from .losses import token_logprobs
 
 CARD_JSON = "target_card.json"
@@ -251,12 +252,7 @@ def build_target(data: Path, out: Path, settings: TargetSettings | None = None, 
     card["memorisation"] = memorisation_report(model, tokenizer, data, progress=progress)
     (staging / CARD_JSON).write_text(json.dumps(card, indent=2))
     (staging / CARD_MD).write_text(card_markdown(card))
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    publish(staging, out)
     shutil.rmtree(work, ignore_errors=True)
     return card
 

@@ -1,0 +1,235 @@
+"""``unlearn evaluate``: score a model (or saved generations) the official way, plus the MIA
+suite, and write results, per-example files, a Markdown summary and a figure atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from unlearn.data import Row, load_documents, load_rows, resolve_split
+from unlearn.errors import DataError
+from unlearn.io import publish, write_json, write_jsonl, write_text
+
+from .generation import greedy_generate
+from .metrics import exact_match, row_score
+from .mia import attack_aucs, document_scores
+from .mmlu import evaluate_mmlu, mmlu_summary
+from .report import summary_markdown, write_figure
+from .scoring import official_results
+
+RESULTS = "evaluation_results.json"
+GATE_FRACTION = 0.75  # the organisers' gate: utility >= 75% of the pre-unlearning model's
+
+
+def eval_split(data: Path, name: str, split: str | None) -> Path:
+    """The forget/retain file to evaluate: ``{name}_{split}.jsonl`` when a split is named and
+    present, else the folder's ``{name}.jsonl``/``.parquet``/``{name}_train.jsonl``."""
+    if split and (data / f"{name}_{split}.jsonl").is_file():
+        return data / f"{name}_{split}.jsonl"
+    return resolve_split(data, name)
+
+
+def _utility_source(data: Path, utility: Path | None) -> Path | None:
+    if utility is not None:
+        if not utility.exists():
+            raise DataError(f"{utility}: no such MMLU folder or utility file")
+        return utility
+    default = data / "utility.jsonl"
+    return default if default.is_file() else None
+
+
+def _mia_files(data: Path, mia: Path | None) -> tuple[Path, Path] | None:
+    folder = mia or data
+    member, nonmember = folder / "mia_member.jsonl", folder / "mia_nonmember.jsonl"
+    if member.is_file() and nonmember.is_file():
+        return member, nonmember
+    if mia is not None:
+        raise DataError(f"{mia}: needs mia_member.jsonl and mia_nonmember.jsonl")
+    return None
+
+
+def load_baseline(baseline: Path) -> tuple[Path, dict[str, Any]]:
+    """The results file of an earlier evaluation (a folder or the file itself) and its content."""
+    file = baseline / RESULTS if baseline.is_dir() else baseline
+    try:
+        return file, json.loads(file.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{file}: no baseline evaluation here (run `unlearn evaluate` on the original model)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON ({exc.msg})") from None
+
+
+def _gate(utility: float | None, file: Path, before: dict[str, Any]) -> dict[str, Any]:
+    base = before.get("mmlu_average")
+    if base is None or utility is None:
+        return {"baseline": str(file), "pass": None, "reason": "utility missing in this or the baseline evaluation"}
+    return {
+        "baseline": str(file),
+        "baseline_utility": base,
+        "threshold": GATE_FRACTION * base,
+        "pass": utility >= GATE_FRACTION * base,
+    }
+
+
+def _finish(
+    out: Path,
+    staging: Path,
+    rows: dict[str, list[Row]],
+    generations: dict[str, list[str]],
+    mia: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None,
+    utility: dict[str, Any] | None,
+    baseline: Path | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    scores = {s: [row_score(r.id, r.output, g) for r, g in zip(rows[s], generations[s])] for s in rows}
+    aucs = attack_aucs(*mia) if mia else None
+    results = official_results(
+        (rows["forget"], scores["forget"]),
+        (rows["retain"], scores["retain"]),
+        mia_auc=aucs["loss"] if aucs else None,
+        utility=utility["value"] if utility else None,
+    )
+    results["utility_source"] = utility["source"] if utility else None
+    if aucs:
+        results["mia_attacks_auc"] = aucs
+    before = None
+    if baseline is not None:
+        file, before = load_baseline(baseline)
+        results["utility_gate"] = _gate(results.get("mmlu_average"), file, before)
+    results.update(extra)
+    for split in rows:
+        write_jsonl(
+            staging / "generations" / f"{split}.jsonl",
+            (
+                {"id": r.id, "task": r.task, "prompt": r.input, "gold": r.output, "generation": g, "score": s}
+                for r, g, s in zip(rows[split], generations[split], scores[split])
+            ),
+        )
+    if mia:
+        for name, docs in zip(("member", "nonmember"), mia):
+            write_jsonl(staging / "mia" / f"{name}.jsonl", docs)
+    if utility:
+        write_jsonl(staging / "utility" / "predictions.jsonl", utility["records"])
+    write_text(staging / "summary.md", summary_markdown(results, before))
+    write_figure(staging / "figure.png", results, before)
+    write_json(staging / RESULTS, results)  # last: its presence means the evaluation is complete
+    publish(staging, out)
+    return results
+
+
+def _staging(out: Path) -> Path:
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def evaluate_model(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    split: str | None = "train",
+    mia: Path | None = None,
+    utility: Path | None = None,
+    baseline: Path | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    mmlu_shots: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate, score and write the evaluation of ``model_dir`` into ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.time()
+    files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
+    rows = {s: load_rows(f) for s, f in files.items()}
+    mia_files = _mia_files(data, mia)
+    utility_path = _utility_source(data, utility)
+    out = out.resolve()
+    staging = _staging(out)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # no remote code, ever
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    all_rows = rows["forget"] + rows["retain"]
+    texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch_size, progress)
+    generations = {"forget": texts[: len(rows["forget"])], "retain": texts[len(rows["forget"]) :]}
+    mia_docs = None
+    if mia_files:
+        members, nonmembers = (load_documents(f) for f in mia_files)
+        mia_docs = tuple(
+            [{"id": i, **s} for (i, _), s in zip(docs, document_scores(model, tokenizer, [d for _, d in docs]))]
+            for docs in (members, nonmembers)
+        )
+    utility_result = None
+    if utility_path is not None and utility_path.is_dir():
+        mmlu = evaluate_mmlu(model, tokenizer, utility_path, shots=mmlu_shots)
+        utility_result = {"value": mmlu["average_acc"], "source": f"mmlu ({mmlu_shots}-shot): {utility_path}",
+                          "records": mmlu["predictions"]}
+    elif utility_path is not None:
+        urows = load_rows(utility_path)
+        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch_size)
+        records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
+        utility_result = _utility_from_records(records, str(utility_path))
+    extra = {
+        "model": str(model_dir),
+        "data": {s: str(f) for s, f in files.items()},
+        "seconds": round(time.time() - started, 2),
+        "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
+    }
+    return _finish(out, staging, rows, generations, mia_docs, utility_result, baseline, extra)
+
+
+def _utility_from_records(records: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    if records and "subject" in records[0]:
+        return {"value": mmlu_summary(records)["average_acc"], "source": source, "records": records}
+    value = sum(exact_match(r["gold"], r["generation"]) for r in records) / len(records)
+    return {"value": value, "source": f"utility exact match: {source}", "records": records}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (expected the output folder of an earlier `unlearn evaluate`)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON lines ({exc.msg})") from None
+
+
+def rescore(generations_dir: Path, data: Path, out: Path, split: str | None = "train", baseline: Path | None = None) -> dict[str, Any]:
+    """Score saved generations again, without a model; they must match the data's rows."""
+    files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
+    rows = {s: load_rows(f) for s, f in files.items()}
+    generations = {}
+    for split_name, split_rows in rows.items():
+        path = generations_dir / "generations" / f"{split_name}.jsonl"
+        saved = {r.get("id"): r for r in _read_jsonl(path)}
+        missing = [r.id for r in split_rows if r.id not in saved]
+        extra_ids = sorted(set(saved) - {r.id for r in split_rows})
+        if missing or extra_ids:
+            raise DataError(
+                f"{path} does not match {files[split_name]}: "
+                + (f"{len(missing)} id(s) missing, e.g. {missing[0]!r}" if missing else "")
+                + ("; " if missing and extra_ids else "")
+                + (f"{len(extra_ids)} unknown id(s), e.g. {extra_ids[0]!r}" if extra_ids else "")
+            )
+        for r in split_rows:
+            if not isinstance(saved[r.id].get("generation"), str):
+                raise DataError(f"{path}: id {r.id!r} has no 'generation' string")
+        generations[split_name] = [saved[r.id]["generation"] for r in split_rows]
+    mia = None
+    if (generations_dir / "mia" / "member.jsonl").is_file():
+        mia = tuple(_read_jsonl(generations_dir / "mia" / f"{n}.jsonl") for n in ("member", "nonmember"))
+    utility = None
+    if (generations_dir / "utility" / "predictions.jsonl").is_file():
+        previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
+        utility = _utility_from_records(
+            _read_jsonl(generations_dir / "utility" / "predictions.jsonl"), previous.get("utility_source") or "saved predictions"
+        )
+        utility["source"] = previous.get("utility_source") or utility["source"]
+    out = out.resolve()
+    staging = _staging(out)
+    extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
+    return _finish(out, staging, rows, generations, mia, utility, baseline, extra)
