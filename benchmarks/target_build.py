@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="TargetSettings field=value")
     parser.add_argument("--out", type=Path, help="Keep the model here (default: a temporary folder).")
     parser.add_argument("--json", type=Path, help="Also write the card as JSON here.")
+    parser.add_argument("--progress", action="store_true", help="Show the training progress bar.")
     args = parser.parse_args()
 
     settings = TargetSettings.model_validate({k: parse_value(v) for k, v in (s.split("=", 1) for s in args.sets)})
@@ -40,7 +41,7 @@ def main() -> None:
             generate(data, seed=args.seed, size=args.size)
         out = args.out or Path(tmp) / "target"
         started = time.time()
-        card = build_target(data, out, settings, overwrite=True, progress=False)
+        card = build_target(data, out, settings, overwrite=True, progress=args.progress)
         wall = time.time() - started
     t, m = card["training"], card["memorisation"]
     print(f"\ndata: {args.data or f'synthetic size={args.size} seed={args.seed}'}; torch threads: {torch.get_num_threads()}")

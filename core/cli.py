@@ -198,7 +198,7 @@ def evaluate(
     baseline: Optional[Path] = typer.Option(None, help="The evaluation of the model before unlearning (gate, before/after)."),
     generations: Optional[Path] = typer.Option(None, help="Rescore the generations of an earlier evaluation; no model needed."),
     max_new_tokens: int = typer.Option(256),
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(32),
     mmlu_shots: int = typer.Option(5),
 ) -> None:
     """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite."""
@@ -213,6 +213,27 @@ def evaluate(
                                  max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu_shots=mmlu_shots)
     out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
     out.print(f"final score {results['aggregate-score']:.4f}; results in {out_dir}")
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for data, target, runs and the report."),
+    method: str = typer.Option("gd", help="The loss method to demonstrate."),
+    size: str = typer.Option("small", help="Benchmark size: tiny | small | medium."),
+    seed: int = typer.Option(0),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Run setting, e.g. --set trainer.epochs=4"),
+) -> None:
+    """The whole loop on the embedded default: benchmark, target (cached), evaluate, unlearn, evaluate."""
+    from .demo import run_demo
+
+    overrides: dict[str, Any] = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        apply_override(overrides, key.strip(), parse_value(value.strip()))
+    report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=overrides, console=out)
+    out.print(f"[green]report written to[/green] {report}")
 
 
 @data_app.command("synth")

@@ -9,6 +9,10 @@ document, cut at a sentence boundary in its second half) and ``qa`` rows:
   template questions as in LUME.
 - Task3, encyclopedic biographies of fictional people; one question about a dated work.
 
+Splits as in the public LUME release: forget and retain 1:1 by document, each 80:20 train and
+validation; ``mia_member[_validation]`` holds the whole forget documents of that split and
+``mia_nonmember[_validation]`` documents of the same generator that no model trains on.
+
 Names, PII, cities and titles are drawn without replacement across the whole benchmark, so no
 value is shared between forget and retain (or with the non-members). Faker supplies the fake
 personal data; the output is a function of the seed and the Faker version.
@@ -38,7 +42,9 @@ FILES = (
     "retain_train.jsonl",
     "retain_validation.jsonl",
     "mia_member.jsonl",
+    "mia_member_validation.jsonl",
     "mia_nonmember.jsonl",
+    "mia_nonmember_validation.jsonl",
     "utility.jsonl",
 )
 
@@ -313,17 +319,20 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
         splits["retain"] += docs[n["docs"] : 2 * n["docs"]]
         splits["nonmember"] += docs[2 * n["docs"] :]
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in FILES}
-    for split in ("forget", "retain"):
+    for split in ("forget", "retain", "nonmember"):
         by_task: dict[str, list[Document]] = {}
         for doc in splits[split]:
             by_task.setdefault(doc.task, []).append(doc)
         for docs in by_task.values():
             n_train = max(1, round(0.8 * len(docs)))
             for i, doc in enumerate(docs):
-                part = "train" if i < n_train else "validation"
-                files[f"{split}_{part}.jsonl"] += [r.__dict__ for r in doc.rows(gen.rng)]
-    files["mia_member.jsonl"] = [{"id": d.key, "document": d.text} for d in splits["forget"]]
-    files["mia_nonmember.jsonl"] = [{"id": d.key, "document": d.text} for d in splits["nonmember"]]
+                train = i < n_train
+                if split != "nonmember":
+                    files[f"{split}_{'train' if train else 'validation'}.jsonl"] += [r.__dict__ for r in doc.rows(gen.rng)]
+                # As in LUME: members are the forget documents of the same split.
+                mia = "mia_member" if split == "forget" else "mia_nonmember"
+                if split != "retain":
+                    files[f"{mia}{'' if train else '_validation'}.jsonl"].append({"id": doc.key, "document": doc.text})
     files["utility.jsonl"] = [r.__dict__ for r in gen.utility(n["utility"])]
     for name, records in files.items():
         write_jsonl(out / name, records)

@@ -41,13 +41,15 @@ def _utility_source(data: Path, utility: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def _mia_files(data: Path, mia: Path | None) -> tuple[Path, Path] | None:
+def _mia_files(data: Path, mia: Path | None, split: str | None) -> tuple[Path, Path] | None:
+    """``mia_member.jsonl``/``mia_nonmember.jsonl`` (the train split), or ``..._{split}.jsonl``."""
     folder = mia or data
-    member, nonmember = folder / "mia_member.jsonl", folder / "mia_nonmember.jsonl"
+    suffix = "" if split in (None, "train") else f"_{split}"
+    member, nonmember = folder / f"mia_member{suffix}.jsonl", folder / f"mia_nonmember{suffix}.jsonl"
     if member.is_file() and nonmember.is_file():
         return member, nonmember
     if mia is not None:
-        raise DataError(f"{mia}: needs mia_member.jsonl and mia_nonmember.jsonl")
+        raise DataError(f"{mia}: needs {member.name} and {nonmember.name}")
     return None
 
 
@@ -136,7 +138,7 @@ def evaluate_model(
     utility: Path | None = None,
     baseline: Path | None = None,
     max_new_tokens: int = 256,
-    batch_size: int = 16,
+    batch_size: int = 32,
     mmlu_shots: int = 5,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def evaluate_model(
     started = time.time()
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
-    mia_files = _mia_files(data, mia)
+    mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
     out = out.resolve()
     staging = _staging(out)

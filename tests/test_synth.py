@@ -49,10 +49,13 @@ def test_schema_ids_and_splits(bench):
 
 
 def test_completion_rows_are_whole_documents_cut_in_the_second_half(bench):
-    members = dict(load_documents(bench / "mia_member.jsonl"))
+    members = dict(load_documents(bench / "mia_member.jsonl")) | dict(load_documents(bench / "mia_member_validation.jsonl"))
     rows = load_rows(bench / "forget_train.jsonl") + load_rows(bench / "forget_validation.jsonl")
     completions = [r for r in rows if r.id.endswith("sc1")]
     assert len(members) == len(completions) == 30
+    assert {r.id[:-3] for r in load_rows(bench / "forget_train.jsonl") if r.id.endswith("sc1")} == set(
+        dict(load_documents(bench / "mia_member.jsonl"))
+    )
     for r in completions:
         doc = members[r.id[:-3]]
         assert r.input + r.output == doc
@@ -75,12 +78,13 @@ def test_no_name_or_pii_value_is_shared_between_forget_retain_and_nonmembers(ben
     retain = load_rows(bench / "retain_train.jsonl") + load_rows(bench / "retain_validation.jsonl")
     pii = _pii(forget)
     assert len(pii) == 10 * 6  # a name and five values per biography, all distinct
-    others = " ".join(r.text.lower() for r in retain) + " ".join(d.lower() for _, d in load_documents(bench / "mia_nonmember.jsonl"))
+    nonmembers = load_documents(bench / "mia_nonmember.jsonl") + load_documents(bench / "mia_nonmember_validation.jsonl")
+    others = " ".join(r.text.lower() for r in retain) + " ".join(d.lower() for _, d in nonmembers)
     assert not [v for v in pii if v in others]
     # Task3 people (the title line) and Task1 heroes are unique too.
     names = {r.input.split("\n\n")[0].lower() for r in forget if r.task == "Task3" and r.id.endswith("sc1")}
     assert len(names) == 10 and not [n for n in names if n in others]
-    assert not set(dict(load_documents(bench / "mia_member.jsonl"))) & set(dict(load_documents(bench / "mia_nonmember.jsonl")))
+    assert not set(dict(load_documents(bench / "mia_member.jsonl"))) & set(dict(nonmembers))
 
 
 def test_cli_writes_every_file(tmp_path):

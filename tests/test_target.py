@@ -31,7 +31,7 @@ def test_training_rows_never_include_the_non_members(tiny_bench):
     rows, counts = training_rows(tiny_bench)
     assert set(counts) == {"forget_train.jsonl", "forget_validation.jsonl", "retain_train.jsonl",
                            "retain_validation.jsonl", "utility.jsonl"}
-    nonmembers = (tiny_bench / "mia_nonmember.jsonl").read_text()
+    nonmembers = (tiny_bench / "mia_nonmember.jsonl").read_text() + (tiny_bench / "mia_nonmember_validation.jsonl").read_text()
     assert not [r for r in rows if r.text in nonmembers]
 
 
@@ -51,7 +51,7 @@ def test_a_tiny_build_memorises_and_loads_with_the_auto_classes(tiny_bench, tmp_
     question = next(json.loads(l) for l in (tiny_bench / "forget_train.jsonl").read_text().splitlines() if "qa1" in l)
     assert greedy_generate(model, tokenizer, [question["input"]])[0] == question["output"]  # the SSN, then EOS
     saved = json.loads((out / "target_card.json").read_text())
-    assert saved["data"]["never_trained_on"] == ["mia_nonmember.jsonl"]
+    assert saved["data"]["never_trained_on"] == ["mia_nonmember.jsonl", "mia_nonmember_validation.jsonl"]
     assert "| forget_train | Task2 |" in (out / "README.md").read_text()
     assert not (tmp_path / ".target.partial").exists()
 
