@@ -200,17 +200,21 @@ def evaluate(
     max_new_tokens: int = typer.Option(256),
     batch_size: int = typer.Option(32),
     mmlu_shots: int = typer.Option(5),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 (the organisers' choice) | float16"),
 ) -> None:
     """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite."""
     from .evaluator.evaluate import evaluate_model, rescore
 
     if (model is None) == (generations is None):
         raise ConfigError("give either a MODEL folder or --generations DIR")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
     if generations is not None:
         results = rescore(generations, data, out_dir, split=split, baseline=baseline)
     else:
         results = evaluate_model(model, data, out_dir, split=split, mia=mia, utility=utility, baseline=baseline,
-                                 max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu_shots=mmlu_shots)
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu_shots=mmlu_shots,
+                                 dtype=dtype)
     out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
     out.print(f"final score {results['aggregate-score']:.4f}; results in {out_dir}")
 
@@ -279,7 +283,7 @@ def target_build(
         settings = TargetSettings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, prefix="--set")) from None
-    card = build_target(data, out_dir, settings, overwrite=overwrite)
+    build_target(data, out_dir, settings, overwrite=overwrite)
     out.print(f"[green]target written to[/green] {out_dir}")
     out.print(escape((out_dir / "README.md").read_text().split("## Memorisation", 1)[-1]))
 

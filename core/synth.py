@@ -311,9 +311,8 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")
     n = SIZES[size]
     gen = Generator(seed)
-    makers = {"Task1": gen.story, "Task2": gen.pii_bio, "Task3": gen.encyclopedic_bio}
     splits: dict[str, list[Document]] = {"forget": [], "retain": [], "nonmember": []}
-    for task, make in makers.items():
+    for make in (gen.story, gen.pii_bio, gen.encyclopedic_bio):  # Task1, Task2, Task3
         docs = [make() for _ in range(2 * n["docs"] + n["nonmembers"])]
         splits["forget"] += docs[: n["docs"]]
         splits["retain"] += docs[n["docs"] : 2 * n["docs"]]

@@ -141,8 +141,12 @@ def evaluate_model(
     batch_size: int = 32,
     mmlu_shots: int = 5,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
-    """Generate, score and write the evaluation of ``model_dir`` into ``out``."""
+    """Generate, score and write the evaluation of ``model_dir`` into ``out``.
+
+    ``dtype="bfloat16"`` matches the organisers' script, which loaded models in bfloat16.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -153,7 +157,8 @@ def evaluate_model(
     utility_path = _utility_source(data, utility)
     out = out.resolve()
     staging = _staging(out)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # no remote code, ever
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     all_rows = rows["forget"] + rows["retain"]
     texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch_size, progress)
@@ -178,6 +183,7 @@ def evaluate_model(
     extra = {
         "model": str(model_dir),
         "data": {s: str(f) for s, f in files.items()},
+        "dtype": dtype,
         "seconds": round(time.time() - started, 2),
         "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
     }

@@ -34,7 +34,7 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
     lines += ["| task | forget regurgitation | forget knowledge | retain regurgitation | retain knowledge |",
               "| --- | --- | --- | --- | --- |"]
     for task in _tasks(results):
-        cells = [cell(lambda r, s=s, k=k: r[s][task][k]) for s in ("forget-set", "retain-set") for k in TASK_KEYS]
+        cells = [cell(lambda r, s=s, k=k, t=task: r[s][t][k]) for s in ("forget-set", "retain-set") for k in TASK_KEYS]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += ["", "Forget values should fall, retain values stay. Higher is better below.", "",
               "| score | value |", "| --- | --- |"]
