@@ -52,7 +52,7 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for split, tasks in m["tasks"].items():
         for task, v in tasks.items():
-            print(f"| {split} | {task} | {v['regurgitation']:.3f} | {v['knowledge']:.3f} |")
+            print(f"| {split} | {task} | {v['regurgitation-score']:.3f} | {v['knowledge-score']:.3f} |")
     if "mia_auc" in m:
         print(f"\nMIA LOSS AUC (members vs non-members): {m['mia_auc']:.3f} "
               f"(mean NLL {m['mia_member_nll']:.3f} vs {m['mia_nonmember_nll']:.3f})")

@@ -286,7 +286,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     for split, tasks in m["tasks"].items():
         for task, values in tasks.items():
-            lines.append(f"| {split} | {task} | {values['regurgitation']:.3f} | {values['knowledge']:.3f} |")
+            lines.append(f"| {split} | {task} | {values['regurgitation-score']:.3f} | {values['knowledge-score']:.3f} |")
     lines.append("")
     if m.get("mia_auc") is not None:
         lines.append(f"LOSS-attack MIA AUC, members vs non-members: {m['mia_auc']:.3f}")

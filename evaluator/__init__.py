@@ -1,5 +1,6 @@
-"""Evaluation: likelihoods now; the official SemEval-2025 Task 4 scoring builds on them."""
+"""Evaluation: the official SemEval-2025 Task 4 scoring (``evaluate``), its parts, and the
+answer likelihoods method tests use."""
 
-from .likelihood import answer_nll, document_nll
+from .likelihood import answer_nll
 
-__all__ = ["answer_nll", "document_nll"]
+__all__ = ["answer_nll"]

@@ -1,5 +1,5 @@
-"""Per-example negative log-likelihoods, batched: the quantity behind the LOSS membership attack
-and the quickest check that a forget set was forgotten."""
+"""Per-row answer negative log-likelihoods, batched: the quickest check that a forget set was
+forgotten (the method plugins' tests use it)."""
 
 from __future__ import annotations
 
@@ -32,15 +32,6 @@ def _nll(model: torch.nn.Module, pad_id: int, encoded: Sequence[Encoded], batch_
 def answer_nll(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8) -> list[float]:
     """Mean NLL of each row's ``output`` given its ``input`` (EOS included, as in training)."""
     return _nll(model, _pad_id(tokenizer), encode(rows, tokenizer, max_length), batch_size)
-
-
-def document_nll(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], max_length: int = 512, batch_size: int = 8) -> list[float]:
-    """Mean NLL of every token of each document (``labels = input_ids``), SPEC's LOSS attack."""
-    encoded = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
-        encoded.append(Encoded(ids, list(ids)))
-    return _nll(model, _pad_id(tokenizer), encoded, batch_size)
 
 
 def _pad_id(tokenizer: Any) -> int:
