@@ -129,6 +129,82 @@ def build_tiny_model(
     return folder
 
 
+class FixedLogits(torch.nn.Module):
+    """A stand-in model whose output logits are trainable tensors chosen by hand, one per split,
+    so a loss can be checked against values worked out on paper. Use with ``hand_batch``."""
+
+    def __init__(self, forget: torch.Tensor, retain: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.forget = torch.nn.Parameter(forget.clone())
+        self.retain = torch.nn.Parameter(retain.clone() if retain is not None else torch.zeros(1))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
+        from transformers.modeling_outputs import CausalLMOutput
+
+        return CausalLMOutput(logits=self.forget if int(input_ids[0, 0]) == 0 else self.retain)
+
+
+def hand_batch(forget_labels: list[list[int]], retain_labels: list[list[int]] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """A ``{"forget", "retain"}`` batch with the given labels (-100 = prompt) for ``FixedLogits``."""
+
+    def split(labels: list[list[int]], marker: int) -> dict[str, torch.Tensor]:
+        lab = torch.tensor(labels)
+        ids = lab.clamp(min=0)
+        ids[:, 0] = marker  # tells FixedLogits which split this is
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": lab, "index": torch.arange(len(labels))}
+
+    batch = {"forget": split(forget_labels, 0)}
+    if retain_labels is not None:
+        batch["retain"] = split(retain_labels, 1)
+    return batch
+
+
+@dataclass
+class NLLChange:
+    """Mean answer NLL of the tiny forget and retain rows before and after a run."""
+
+    forget_before: float
+    forget_after: float
+    retain_before: float
+    retain_after: float
+
+
+def nll_change(
+    method: str,
+    workdir: Path,
+    trainer: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    memorise_steps: int = 150,
+    host: PluginHost | None = None,
+) -> NLLChange:
+    """Memorise the tiny rows into a tiny model, unlearn with ``method``, and measure.
+
+    The end-to-end check every method plugin's tests make: forget NLL rises, retain NLL stays
+    within a bound the plugin states.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .config import RunConfig
+    from .run import run
+    from unlearn.evaluator import answer_nll
+
+    model_dir = build_tiny_model(workdir / "model", memorise=FORGET_ROWS + RETAIN_ROWS, steps=memorise_steps)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def mean_nll(folder: Path, rows: list[Row]) -> float:
+        values = answer_nll(AutoModelForCausalLM.from_pretrained(folder), tokenizer, rows)
+        return sum(values) / len(values)
+
+    settings = {"max_steps": 4, "batch_size": 6, "learning_rate": 1e-3, "progress": False, **(trainer or {})}
+    cfg = RunConfig.model_validate(
+        {"model": str(model_dir), "data": str(write_tiny_data(workdir / "data")), "method": method,
+         "output_dir": str(workdir / "out"), "trainer": settings, "config": {method: config or {}}}
+    )
+    out = run(cfg, host=host or PluginHost())
+    return NLLChange(mean_nll(model_dir, FORGET_ROWS), mean_nll(out, FORGET_ROWS),
+                     mean_nll(model_dir, RETAIN_ROWS), mean_nll(out, RETAIN_ROWS))
+
+
 @dataclass
 class CheckResult:
     """One conformance check: its name, whether it passed and why not."""
@@ -213,13 +289,14 @@ def check_entry(entry: Entry, host: PluginHost, workdir: Path) -> list[CheckResu
             loss = out.loss if isinstance(out, LossOutput) else out
             if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
                 _fail(f"compute_loss must return a scalar tensor, got {type(out).__name__}")
-            if not math.isfinite(float(loss)):
-                _fail(f"loss is {float(loss)}")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _fail(f"loss is {value}")
             loss.backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if not grads or all(float(g.abs().sum()) == 0 for g in grads):
                 _fail("the loss has no gradient with respect to the model")
-            return f"loss {float(loss):.4f}"
+            return f"loss {value:.4f}"
 
         _check(results, "loss is finite and differentiable", loss_is_differentiable)
 

@@ -1,0 +1,60 @@
+"""Inverted hinge loss (IHL): a bounded forget loss that moves probability from each answer
+token to its strongest competitor, instead of pushing likelihood down without limit as GA does.
+
+Per forget answer token (SPEC.md section 3; Cha et al. 2024, "Learning to Unlearn: Instance-wise
+Unlearning for Pre-trained Classifiers" / LoKU, "Towards Robust and Parameter-Efficient Knowledge
+Unlearning for LLMs", arXiv:2408.06621)::
+
+    IHL(y_t) = 1 + p(y_t) - max_{v != y_t} p(v)        in [0, 2]
+
+averaged over the forget answer tokens, plus ``retain_nll_weight * NLL(R)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearn import LossContext, LossOutput, hookimpl
+from unlearn.data import IGNORE_INDEX
+from unlearn.losses import shift
+
+
+class IHLConfig(BaseModel):
+    """Settings of the inverted hinge loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
+
+
+def inverted_hinge(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of ``1 + p(y_t) - max_{v != y_t} p(v)`` over answer tokens."""
+    logits, labels = shift(logits, labels)
+    mask = labels != IGNORE_INDEX
+    probs = logits.float().softmax(-1)
+    target = labels.clamp(min=0).unsqueeze(-1)
+    p_true = probs.gather(-1, target).squeeze(-1)
+    p_other = probs.scatter(-1, target, float("-inf")).max(-1).values
+    per_token = 1 + p_true - p_other
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+@hookimpl
+def register_methods(register: Callable[..., None]) -> None:
+    register("ihl", config=IHLConfig, kind="loss", summary="Inverted hinge loss: bounded forgetting, plus retain NLL",
+             uses_retain=True)
+
+
+@hookimpl
+def compute_loss(method: str, config: IHLConfig, ctx: LossContext) -> LossOutput:
+    forget = inverted_hinge(ctx.outputs("forget").logits, ctx.batch["forget"]["labels"])
+    logs: dict[str, float | torch.Tensor] = {"ihl": forget, "forget_nll": ctx.nll("forget")}
+    loss = forget
+    if config.retain_nll_weight:
+        retain_nll = ctx.nll("retain")
+        loss = loss + config.retain_nll_weight * retain_nll
+        logs["retain_nll"] = retain_nll
+    return LossOutput(loss, logs)

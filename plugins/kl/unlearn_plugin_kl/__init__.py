@@ -1,0 +1,38 @@
+"""KL minimisation: gradient ascent on the forget set, and keep the retain set's next-token
+distributions close to the original model's.
+
+Loss (SPEC.md section 3): ``-NLL(F) + w * KL(p_ref || p_theta)`` on the retain batch, the KL
+summed over the vocabulary and averaged over answer positions; ``p_ref`` is the frozen input
+model, provided by the core. Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs"
+(arXiv:2401.06121); a SemEval-2025 Task 4 organiser baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearn import LossContext, LossOutput, hookimpl
+from unlearn.losses import kl_divergence
+
+
+class KLConfig(BaseModel):
+    """Settings of KL minimisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kl_weight: float = Field(1.0, ge=0, description="w, the weight of the retain KL (1.0 in TOFU).")
+
+
+@hookimpl
+def register_methods(register: Callable[..., None]) -> None:
+    register("kl", config=KLConfig, kind="loss", summary="-NLL(F) + KL(p_ref || p_theta) on R", uses_retain=True)
+
+
+@hookimpl
+def compute_loss(method: str, config: KLConfig, ctx: LossContext) -> LossOutput:
+    forget_nll = ctx.nll("forget")
+    retain = ctx.batch["retain"]
+    kl = kl_divergence(ctx.reference_logits("retain"), ctx.outputs("retain").logits, retain["labels"])
+    return LossOutput(-forget_nll + config.kl_weight * kl, {"forget_nll": forget_nll, "retain_kl": kl})

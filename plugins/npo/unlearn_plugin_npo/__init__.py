@@ -1,0 +1,75 @@
+"""Negative Preference Optimization (NPO): DPO with only a "lose" side, a bounded alternative to
+gradient ascent, optionally with a retain term.
+
+Forget loss (SPEC.md section 3; Zhang et al. 2024, "Negative Preference Optimization: From
+Catastrophic Collapse to Effective Unlearning", arXiv:2404.05868)::
+
+    (2 / beta) * log(1 + (pi_theta(y|x) / pi_ref(y|x)) ** beta)
+        = -(2 / beta) * logsigmoid(-beta * (log pi_theta(y|x) - log pi_ref(y|x)))
+
+``variant="sequence"`` (the paper): log-probs summed over each answer, averaged over the batch.
+``variant="batch_mean"`` (ZJUKLAB, 2nd at SemEval-2025 Task 4): the log-ratio of the batch-mean
+token NLLs. The reference log-probs come from the core's cache, so the frozen model runs once
+per forget row, not once per epoch. Total loss::
+
+    npo_weight * NPO(F) + retain_kl_weight * KL(p_ref || p_theta)(R) + retain_nll_weight * NLL(R)
+
+ZJUKLAB's two runs used (a, b, c) = (0.4, 0.4, 0.2) and (0.3, 0.3, 0.4).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from unlearn import LossContext, LossOutput, hookimpl
+from unlearn.losses import kl_divergence, nll_from_logprobs
+
+
+class NPOConfig(BaseModel):
+    """Settings of NPO; defaults from the paper (beta 0.1) with a retain NLL term (NPO-RT)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="Inverse temperature of the preference loss (paper: 0.1).")
+    variant: Literal["sequence", "batch_mean"] = Field(
+        "sequence", description="sequence: per-answer summed log-probs (paper); batch_mean: ZJUKLAB's batch-mean NLL."
+    )
+    npo_weight: float = Field(1.0, ge=0, description="Weight of the NPO forget loss.")
+    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
+    retain_kl_weight: float = Field(0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch (0 turns it off).")
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """``-(2/beta) * logsigmoid(-beta * (logp - ref_logp))``, averaged over what is given."""
+    return (-(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp))).mean()
+
+
+@hookimpl
+def register_methods(register: Callable[..., None]) -> None:
+    register("npo", config=NPOConfig, kind="loss", summary="Negative Preference Optimization, optional retain NLL/KL",
+             uses_retain=True)
+
+
+@hookimpl
+def compute_loss(method: str, config: NPOConfig, ctx: LossContext) -> LossOutput:
+    logp, mask = ctx.token_logprobs("forget")
+    ref_logp = ctx.reference_token_logprobs("forget")
+    if config.variant == "sequence":
+        forget = npo_loss((logp * mask).sum(-1), (ref_logp * mask).sum(-1), config.beta)
+    else:
+        forget = npo_loss(-nll_from_logprobs(logp, mask), -nll_from_logprobs(ref_logp, mask), config.beta)
+    loss = config.npo_weight * forget
+    logs: dict[str, float | torch.Tensor] = {"npo": forget, "forget_nll": nll_from_logprobs(logp, mask)}
+    if config.retain_nll_weight:
+        retain_nll = ctx.nll("retain")
+        loss = loss + config.retain_nll_weight * retain_nll
+        logs["retain_nll"] = retain_nll
+    if config.retain_kl_weight:
+        kl = kl_divergence(ctx.reference_logits("retain"), ctx.outputs("retain").logits, ctx.batch["retain"]["labels"])
+        loss = loss + config.retain_kl_weight * kl
+        logs["retain_kl"] = kl
+    return LossOutput(loss, logs)
