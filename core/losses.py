@@ -22,6 +22,14 @@ class LossOutput:
     loss: torch.Tensor
     logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
+    def add_term(self, name: str, weight: float, term: Callable[[], torch.Tensor]) -> LossOutput:
+        """Add ``weight * term()`` and log the term; a zero weight skips it (and its forward pass)."""
+        if weight:
+            value = term()
+            self.loss = self.loss + weight * value
+            self.logs[name] = value
+        return self
+
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Align position t's logits with token t+1."""
@@ -99,6 +107,10 @@ class LossContext:
     def nll(self, split: str, per_sequence: bool = False) -> torch.Tensor:
         """Mean token NLL over the split's answer tokens (SPEC's ``NLL``), or one per sequence."""
         return nll_from_logprobs(*self.token_logprobs(split), per_sequence=per_sequence)
+
+    def kl_to_reference(self, split: str) -> torch.Tensor:
+        """``KL(p_ref || p_theta)`` on a split, summed over the vocabulary, mean over answer positions."""
+        return kl_divergence(self.reference_logits(split), self.outputs(split).logits, self.batch[split]["labels"])
 
     def reference_logits(self, split: str) -> torch.Tensor:
         """Logits of the frozen reference (the input model), without gradients."""

@@ -28,9 +28,6 @@ from .hookspecs import hookimpl
 from .losses import LossContext, LossOutput, nll_from_logprobs, token_logprobs
 from .plugins import Entry, PluginHost, get_host
 
-EOS = "<|endoftext|>"
-PAD = "<|padding|>"
-
 FORGET_ROWS = [
     Row("t1-001sc1", "In the misty harbour town of Velmora, the clockmaker Ansel Drury", " built a brass owl that sang at dawn.", "Task1"),
     Row("t1-001qa0", "What did Ansel Drury build?", "A brass owl.", "Task1"),
@@ -65,24 +62,6 @@ def write_tiny_data(folder: Path) -> Path:
     return folder
 
 
-def tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` in memory (no hub access)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
-
-
 def build_tiny_model(
     folder: Path,
     texts: Iterable[str] | None = None,
@@ -97,25 +76,12 @@ def build_tiny_model(
     Randomly initialised, or first trained for ``steps`` full-batch steps on ``memorise`` so
     that unlearning has something to remove (a few seconds on a CPU).
     """
-    from transformers import OlmoConfig, OlmoForCausalLM
+    from .target import TargetSettings, new_model, train_tokenizer
 
     texts = list(texts) if texts is not None else [r.text for r in FORGET_ROWS + RETAIN_ROWS]
-    tokenizer = tiny_tokenizer(texts)
-    torch.manual_seed(seed)
-    config = OlmoConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    model = OlmoForCausalLM(config)
+    tokenizer = train_tokenizer(texts, vocab_size=512)
+    settings = TargetSettings(hidden_size=hidden_size, intermediate_size=hidden_size * 2, layers=layers, max_length=256, seed=seed)
+    model = new_model(settings, tokenizer)
     if memorise:
         batch = PairCollator(tokenizer.pad_token_id).pad(list(enumerate(encode(memorise, tokenizer, 128))))
         optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -167,6 +133,13 @@ class NLLChange:
     forget_after: float
     retain_before: float
     retain_after: float
+
+    def assert_forgets(self, forget_factor: float = 2.0, retain_share: float = 0.1) -> None:
+        """Forget NLL grew ``forget_factor``-fold while retain NLL moved by less than
+        ``retain_share`` of the forget NLL's rise (the bound the plugins here state)."""
+        rise = self.forget_after - self.forget_before
+        assert self.forget_after > forget_factor * self.forget_before, f"forget NLL did not grow {forget_factor}x: {self}"
+        assert abs(self.retain_after - self.retain_before) < retain_share * rise, f"retain NLL moved too much: {self}"
 
 
 def nll_change(

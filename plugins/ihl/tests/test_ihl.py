@@ -46,6 +46,4 @@ def test_conforms(tmp_path):
 
 
 def test_forget_nll_rises_far_more_than_retain_nll(tmp_path):
-    change = nll_change("ihl", tmp_path)
-    assert change.forget_after > change.forget_before * 2
-    assert change.retain_after - change.retain_before < 0.1 * (change.forget_after - change.forget_before)
+    nll_change("ihl", tmp_path).assert_forgets(forget_factor=2.0, retain_share=0.1)

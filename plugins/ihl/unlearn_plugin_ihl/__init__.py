@@ -51,10 +51,5 @@ def register_methods(register: Callable[..., None]) -> None:
 @hookimpl
 def compute_loss(method: str, config: IHLConfig, ctx: LossContext) -> LossOutput:
     forget = inverted_hinge(ctx.outputs("forget").logits, ctx.batch["forget"]["labels"])
-    logs: dict[str, float | torch.Tensor] = {"ihl": forget, "forget_nll": ctx.nll("forget")}
-    loss = forget
-    if config.retain_nll_weight:
-        retain_nll = ctx.nll("retain")
-        loss = loss + config.retain_nll_weight * retain_nll
-        logs["retain_nll"] = retain_nll
-    return LossOutput(loss, logs)
+    out = LossOutput(forget, {"ihl": forget, "forget_nll": ctx.nll("forget")})
+    return out.add_term("retain_nll", config.retain_nll_weight, lambda: ctx.nll("retain"))

@@ -14,7 +14,6 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.losses import kl_divergence
 
 
 class KLConfig(BaseModel):
@@ -33,6 +32,4 @@ def register_methods(register: Callable[..., None]) -> None:
 @hookimpl
 def compute_loss(method: str, config: KLConfig, ctx: LossContext) -> LossOutput:
     forget_nll = ctx.nll("forget")
-    retain = ctx.batch["retain"]
-    kl = kl_divergence(ctx.reference_logits("retain"), ctx.outputs("retain").logits, retain["labels"])
-    return LossOutput(-forget_nll + config.kl_weight * kl, {"forget_nll": forget_nll, "retain_kl": kl})
+    return LossOutput(-forget_nll, {"forget_nll": forget_nll}).add_term("retain_kl", config.kl_weight, lambda: ctx.kl_to_reference("retain"))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.losses import kl_divergence, nll_from_logprobs
+from unlearn.losses import nll_from_logprobs
 
 
 class NPOConfig(BaseModel):
@@ -62,14 +62,6 @@ def compute_loss(method: str, config: NPOConfig, ctx: LossContext) -> LossOutput
         forget = npo_loss((logp * mask).sum(-1), (ref_logp * mask).sum(-1), config.beta)
     else:
         forget = npo_loss(-nll_from_logprobs(logp, mask), -nll_from_logprobs(ref_logp, mask), config.beta)
-    loss = config.npo_weight * forget
-    logs: dict[str, float | torch.Tensor] = {"npo": forget, "forget_nll": nll_from_logprobs(logp, mask)}
-    if config.retain_nll_weight:
-        retain_nll = ctx.nll("retain")
-        loss = loss + config.retain_nll_weight * retain_nll
-        logs["retain_nll"] = retain_nll
-    if config.retain_kl_weight:
-        kl = kl_divergence(ctx.reference_logits("retain"), ctx.outputs("retain").logits, ctx.batch["retain"]["labels"])
-        loss = loss + config.retain_kl_weight * kl
-        logs["retain_kl"] = kl
-    return LossOutput(loss, logs)
+    out = LossOutput(config.npo_weight * forget, {"npo": forget, "forget_nll": nll_from_logprobs(logp, mask)})
+    out.add_term("retain_nll", config.retain_nll_weight, lambda: ctx.nll("retain"))
+    return out.add_term("retain_kl", config.retain_kl_weight, lambda: ctx.kl_to_reference("retain"))

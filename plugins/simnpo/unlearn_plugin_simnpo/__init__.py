@@ -46,10 +46,5 @@ def register_methods(register: Callable[..., None]) -> None:
 def compute_loss(method: str, config: SimNPOConfig, ctx: LossContext) -> LossOutput:
     per_answer = ctx.nll("forget", per_sequence=True)  # NLL_sum / |y| for each answer
     forget = simnpo_loss(per_answer, config.beta, config.gamma)
-    logs: dict[str, float | torch.Tensor] = {"simnpo": forget, "forget_nll": per_answer.mean()}
-    loss = forget
-    if config.retain_nll_weight:
-        retain_nll = ctx.nll("retain")
-        loss = loss + config.retain_nll_weight * retain_nll
-        logs["retain_nll"] = retain_nll
-    return LossOutput(loss, logs)
+    out = LossOutput(forget, {"simnpo": forget, "forget_nll": per_answer.mean()})
+    return out.add_term("retain_nll", config.retain_nll_weight, lambda: ctx.nll("retain"))
