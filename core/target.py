@@ -160,7 +160,9 @@ def build_target(data: Path, out: Path, settings: TargetSettings | None = None, 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunError(f"{out} already holds a model; pass --overwrite or choose another --out")
     rows, counts = training_rows(data)
-    fingerprint = {"settings": settings.model_dump(), "data": _digest(rows)}
+    # When to stop is not part of what is trained: raising max_epochs resumes an earlier build.
+    stopping = {"max_epochs", "check_every", "target_accuracy"}
+    fingerprint = {"settings": settings.model_dump(exclude=stopping), "data": _digest(rows)}
     work = out.parent / f".{out.name}.partial"
     state_file = work / "state.pt"
     if work.exists() and (overwrite or json.loads((work / "build.json").read_text()) != fingerprint):
