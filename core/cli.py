@@ -44,6 +44,16 @@ _FLAG_FIELDS = {
 }
 
 
+def _apply_sets(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Apply ``--set KEY=VALUE`` items to ``data`` (dotted keys reach into tables)."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.learning_rate=1e-5")
+        apply_override(data, key.strip(), parse_value(value.strip()))
+    return data
+
+
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML/YAML/JSON run config."),
@@ -74,12 +84,7 @@ def run(
             apply_override(data_, field, str(value) if isinstance(value, Path) else value)
     if with_:
         data_["with"] = list(with_)
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.learning_rate=1e-5")
-        apply_override(data_, key.strip(), parse_value(value.strip()))
-    cfg = build_config(data_, source=str(config) if config else "")
+    cfg = build_config(_apply_sets(data_, set_), source=str(config) if config else "")
     path = run_config(cfg, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
         out.print(f"[green]unlearned model written to[/green] {path}")
@@ -230,13 +235,7 @@ def demo(
     """The whole loop on the embedded default: benchmark, target (cached), evaluate, unlearn, evaluate."""
     from .demo import run_demo
 
-    overrides: dict[str, Any] = {}
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        apply_override(overrides, key.strip(), parse_value(value.strip()))
-    report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=overrides, console=out)
+    report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=_apply_sets({}, set_), console=out)
     out.print(f"[green]report written to[/green] {report}")
 
 
@@ -273,14 +272,8 @@ def target_build(
     from .config import describe_error
     from .target import TargetSettings, build_target
 
-    values: dict[str, Any] = {}
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. hidden_size=256")
-        values[key.strip()] = parse_value(value.strip())
     try:
-        settings = TargetSettings.model_validate(values)
+        settings = TargetSettings.model_validate(_apply_sets({}, set_))
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, prefix="--set")) from None
     build_target(data, out_dir, settings, overwrite=overwrite)

@@ -7,6 +7,7 @@ write a before/after report.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import build_config
+from .io import publish
 
 # Settings that make gradient difference forget most of the small benchmark's forget set on the
 # tiny target (measured: final score 0.33 -> 0.55) in about half a minute.
@@ -68,8 +70,6 @@ def run_demo(
     step(f"unlearn with {method}", False, lambda: run(config, overwrite=True))
     step(f"evaluate after {method}", False, lambda: evaluate_model(unlearned, data, after, baseline=before))
 
-    import json
-
     old, new = (json.loads((d / RESULTS).read_text()) for d in (before, after))
     table = Table(title=f"{method} on the tiny target: before -> after")
     for col in ("score", "before", "after", "better when"):
@@ -98,7 +98,5 @@ def run_demo(
     for name in ("summary.md", "figure.png", RESULTS):
         shutil.copy2(after / name, staging / name)
     (staging / "timings.json").write_text(json.dumps(timings, indent=2))
-    from .io import publish
-
     publish(staging, report)
     return report
