@@ -178,6 +178,28 @@ class PairedDataset(torch.utils.data.Dataset):
         return item
 
 
+class ScheduledDataset(torch.utils.data.Dataset):
+    """The items a method's ``schedule`` hook returned, served in that order."""
+
+    def __init__(self, items: Sequence[dict[str, tuple[int, Encoded]]], batch_size: int, method: str) -> None:
+        if not items:
+            raise DataError(f"method {method!r} scheduled no training items")
+        for start in range(0, len(items), batch_size):
+            splits = {tuple(sorted(item)) for item in items[start : start + batch_size]}
+            if len(splits) > 1:
+                raise DataError(
+                    f"method {method!r} scheduled items {start}..{start + batch_size - 1} with different splits "
+                    f"{sorted(splits)}; every item of one batch (batch_size {batch_size}) must hold the same splits"
+                )
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, tuple[int, Encoded]]:
+        return self.items[i]
+
+
 @dataclass
 class PairCollator:
     """Pads each split of a list of paired items into tensors (right padding, -100 labels)."""

@@ -16,7 +16,7 @@ several entries.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pluggy
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
     from pydantic import BaseModel
 
+    from .data import Encoded
     from .losses import LossContext, LossOutput
     from .run import RunContext
 
@@ -52,6 +53,20 @@ def compute_loss(method: str, config: BaseModel, ctx: LossContext) -> torch.Tens
     helpers on ``ctx`` (``nll``, ``token_logprobs``, ``reference_token_logprobs``, ...) rather
     than calling the model yourself, so forward passes and reference log-probs are shared and
     cached. Return a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms.
+    """
+
+
+@hookspec(firstresult=True)
+def schedule(
+    method: str, config: BaseModel, forget: Sequence[Encoded], retain: Sequence[Encoded] | None, seed: int, batch_size: int
+) -> list[dict[str, tuple[int, Encoded]]] | None:
+    """Give the exact order of training items instead of the core's shuffled forget/retain pairs.
+
+    Return a list of items, each ``{"forget": (row, example)}``, ``{"retain": (row, example)}``
+    or both, where ``row`` is the example's position in ``forget``/``retain``. Items are batched
+    in order, ``batch_size`` at a time, and every item of one batch must hold the same splits
+    (e.g. sequential chunks, or alternating forget and retain batches). ``trainer.epochs``
+    counts passes over the list. Return None to keep the default pairing.
     """
 
 

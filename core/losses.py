@@ -92,6 +92,10 @@ class LossContext:
         self._reference = reference
         self._outputs: dict[str, Any] = {}
 
+    def has(self, split: str) -> bool:
+        """Whether this batch holds ``split`` (methods with their own schedule alternate them)."""
+        return split in self.batch
+
     def outputs(self, split: str, **kwargs: Any) -> Any:
         """The trained model's forward output on a split (memoised unless kwargs are given)."""
         if kwargs:

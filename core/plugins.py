@@ -186,9 +186,10 @@ class PluginHost:
             caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
             self._callers[key] = caller
         result = caller(method=entry.name, **kwargs)
-        if isinstance(result, list):  # not firstresult: one plugin was called, so at most one answer
-            return next((r for r in result if r is not None), None)
-        return result
+        if getattr(self.pm.hook, hook).spec.opts.get("firstresult"):
+            return result
+        # Not firstresult: pluggy returns a list, but one plugin was called, so at most one answer.
+        return next((r for r in result if r is not None), None)
 
     def implements(self, hook: str, entry: Entry) -> bool:
         return hook in self.plugins[entry.plugin].hooks

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from .config import RunConfig, TrainerSettings
 from .errors import ConfigError, RunError
 from .io import publish
-from .data import PairCollator, PairedDataset, encode, load_rows
+from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
 from .losses import ReferenceModel
 from .plugins import PluginHost, get_host
 
@@ -133,7 +133,8 @@ def prepare_work_dir(config: RunConfig, output: Path, work: Path, overwrite: boo
     return False
 
 
-def training_arguments(config: RunConfig, work: Path) -> Any:
+def training_arguments(config: RunConfig, work: Path, sequential: bool = False) -> Any:
+    """The HF ``TrainingArguments`` for a run; ``sequential`` keeps a method's own item order."""
     from transformers import TrainingArguments
 
     t = config.trainer
@@ -158,6 +159,7 @@ def training_arguments(config: RunConfig, work: Path) -> Any:
         activation_checkpointing=t.gradient_checkpointing,
         report_to=[],
         remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
+        train_sampling_strategy="sequential" if sequential else "random",
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
         # Without use_cpu, torchrun on a CPU machine gives every rank a world of one (no DDP).
@@ -210,14 +212,16 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     t = config.trainer
-    forget_rows = load_rows(forget_src, "forget")
-    retain_rows = load_rows(retain_src, "retain") if method.uses_retain else None
-    dataset = PairedDataset(
-        encode(forget_rows, tokenizer, t.max_length, t.append_eos),
-        encode(retain_rows, tokenizer, t.max_length, t.append_eos) if retain_rows else None,
-        sampling=t.retain_sampling,
-        seed=config.seed,
-    )
+    forget = encode(load_rows(forget_src, "forget"), tokenizer, t.max_length, t.append_eos)
+    retain = encode(load_rows(retain_src, "retain"), tokenizer, t.max_length, t.append_eos) if method.uses_retain else None
+    items = None
+    if host.implements("schedule", method):
+        items = host.call("schedule", method, config=entry_configs[method.name], forget=forget, retain=retain,
+                          seed=config.seed, batch_size=t.batch_size)
+    if items is not None:
+        dataset: torch.utils.data.Dataset = ScheduledDataset(items, t.batch_size, method.name)
+    else:
+        dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
 
     model = load_model(config)
     ctx = RunContext(config, entry_configs, tokenizer, work, host, is_main)
@@ -232,7 +236,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
 
     trainer = UnlearnTrainer(
         model=model,
-        args=training_arguments(config, work),
+        args=training_arguments(config, work, sequential=items is not None),
         train_dataset=dataset,
         data_collator=PairCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,

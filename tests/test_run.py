@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from helpers import cli
 from unlearn import LossContext, hookimpl
-from unlearn.errors import ConfigError, NonFiniteLossError, PluginError, RunError
+from unlearn.errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError
 from unlearn.run import run
 
 
@@ -228,3 +228,42 @@ def test_cli_nan_exit_code(tmp_path, tiny_model, tiny_data):
     assert res.returncode == 1, res.stderr
     assert "error: the loss of method 'ga' became" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+class Scheduler:
+    """Supplies its own order: forget rows backwards, then one retain batch; records what it sees."""
+
+    def __init__(self, mixed: bool = False) -> None:
+        self.seen: list[tuple[str, list[int]]] = []
+        self.mixed = mixed
+
+    @hookimpl
+    def register_methods(self, register):
+        register("ordered", config=Empty, kind="loss", uses_retain=True)
+
+    @hookimpl
+    def schedule(self, method, config, forget, retain, seed, batch_size):
+        items = [{"forget": (i, forget[i])} for i in reversed(range(len(forget)))]
+        items += [{"retain": (j, retain[j])} for j in range(batch_size)]
+        if self.mixed:
+            items.insert(1, {"retain": (0, retain[0])})
+        return items
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        split = "forget" if ctx.has("forget") else "retain"
+        self.seen.append((split, ctx.batch[split]["index"].tolist()))
+        return ctx.nll(split)
+
+
+def test_a_method_schedule_is_followed_in_order(host, make_config):
+    scheduler = Scheduler()
+    host.register(scheduler, "scheduler")
+    run(make_config(method="ordered", trainer={"max_steps": -1, "epochs": 1, "batch_size": 2}), host=host)
+    assert scheduler.seen == [("forget", [5, 4]), ("forget", [3, 2]), ("forget", [1, 0]), ("retain", [0, 1])]
+
+
+def test_a_schedule_that_mixes_splits_in_a_batch_is_refused(host, make_config):
+    host.register(Scheduler(mixed=True), "scheduler")
+    with pytest.raises(DataError, match=r"method 'ordered' scheduled items 0..1 with different splits"):
+        run(make_config(method="ordered", trainer={"batch_size": 2}), host=host)
