@@ -105,6 +105,7 @@ class Encoded:
 
     input_ids: list[int]
     labels: list[int]
+    task: str = ""
 
 
 def encode(rows: Sequence[Row], tokenizer: Any, max_length: int, append_eos: bool = True) -> list[Encoded]:
@@ -131,7 +132,7 @@ def encode(rows: Sequence[Row], tokenizer: Any, max_length: int, append_eos: boo
         if len(ids) > max_length:
             start = min(len(ids) - max_length, first)
             ids, answer = ids[start : start + max_length], answer[start : start + max_length]
-        out.append(Encoded(ids, [t if a else IGNORE_INDEX for t, a in zip(ids, answer)]))
+        out.append(Encoded(ids, [t if a else IGNORE_INDEX for t, a in zip(ids, answer)], row.task))
     return out
 
 
@@ -220,7 +221,8 @@ class PairCollator:
             labels[row, :n] = torch.tensor(e.labels)
             mask[row, :n] = 1
         index = torch.tensor([i for i, _ in examples], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+        tasks = [e.task for _, e in examples]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index, "task": tasks}
 
 
 def load_documents(path: Path) -> list[tuple[str, str]]:

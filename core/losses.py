@@ -85,10 +85,12 @@ class LossContext:
         batch: Batch,
         step: int,
         reference: ReferenceModel | None = None,
+        run: Any = None,
     ) -> None:
         self.model = model
         self.batch = batch
         self.step = step
+        self.run = run  # the RunContext (tokenised rows, per-run state); None in hand-made tests
         self._reference = reference
         self._outputs: dict[str, Any] = {}
 
@@ -116,6 +118,17 @@ class LossContext:
         """``KL(p_ref || p_theta)`` on a split, summed over the vocabulary, mean over answer positions."""
         return kl_divergence(self.reference_logits(split), self.outputs(split).logits, self.batch[split]["labels"])
 
+    def hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        """Output of decoder layer ``layer`` of the trained model, [B, T, H], with gradients.
+
+        The forward pass stops after that layer, so later layers cost nothing.
+        """
+        return layer_output(self.model, self._inputs(split), layer)
+
+    def reference_hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        """The same for the frozen reference model, without gradients."""
+        return self._require_reference().hidden_states(self._inputs(split), layer)
+
     def reference_logits(self, split: str) -> torch.Tensor:
         """Logits of the frozen reference (the input model), without gradients."""
         return self._require_reference().logits(self._inputs(split))
@@ -131,10 +144,39 @@ class LossContext:
         part = self.batch[split]
         return {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
 
+    @property
+    def reference(self) -> ReferenceModel:
+        """The frozen input model (loaded on first use), for inputs outside this batch."""
+        return self._require_reference()
+
     def _require_reference(self) -> ReferenceModel:
         if self._reference is None:
             raise RuntimeError("this run has no reference model")
         return self._reference
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook once the wanted layer has run."""
+
+
+def layer_output(model: torch.nn.Module, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """Hidden states after decoder layer ``layer`` (a forward hook; the rest of the pass is skipped)."""
+    from .params import decoder_layers
+
+    captured: list[torch.Tensor] = []
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = decoder_layers(getattr(model, "module", model))[layer].register_forward_hook(hook)
+    try:
+        model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 class ReferenceModel:
@@ -164,6 +206,13 @@ class ReferenceModel:
         model = self.model
         device = next(model.parameters()).device
         return model(**{k: v.to(device) for k, v in inputs.items()}).logits.to(inputs["input_ids"].device)
+
+    @torch.no_grad()
+    def hidden_states(self, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        model = self.model
+        device = next(model.parameters()).device
+        states = layer_output(model, {k: v.to(device) for k, v in inputs.items()}, layer)
+        return states.to(inputs["input_ids"].device)
 
     @torch.no_grad()
     def token_logprobs(self, split: str, part: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from .config import RunConfig, TrainerSettings
 from .errors import ConfigError, RunError
 from .io import publish
-from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
+from .data import Encoded, PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
 from .losses import ReferenceModel
 from .plugins import PluginHost, get_host
 
@@ -31,14 +31,21 @@ REPORT_FILE = "unlearn_run.json"
 
 @dataclass
 class RunContext:
-    """What parameter-selection and post-processing hooks may read about the run."""
+    """What hooks may read about the run (``ctx.run`` in ``compute_loss``).
+
+    ``forget``/``retain`` are the tokenised rows; ``state`` is a place for a method to keep what
+    it computes once per run (e.g. RMU's steering coefficients).
+    """
 
     config: RunConfig
     entry_configs: dict[str, BaseModel]
     tokenizer: Any
     work_dir: Path
     host: PluginHost
+    forget: list[Encoded]
+    retain: list[Encoded] | None
     is_main_process: bool = True
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def ensure_distributed_env() -> None:
@@ -224,7 +231,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
 
     model = load_model(config)
-    ctx = RunContext(config, entry_configs, tokenizer, work, host, is_main)
+    ctx = RunContext(config, entry_configs, tokenizer, work, host, forget, retain, is_main)
     for name in config.entries():
         entry = host.entries[name]
         if host.implements("select_parameters", entry):
@@ -244,6 +251,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         method=method,
         method_config=entry_configs[method.name],
         reference=ReferenceModel(lambda: load_model(config)),
+        run=ctx,
     )
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
     checkpoints = work / "checkpoints"

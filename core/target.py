@@ -177,7 +177,7 @@ def build_target(data: Path, out: Path, settings: TargetSettings | None = None, 
         tokenizer.save_pretrained(work / "tokenizer")
 
     encoded = encode(rows, tokenizer, settings.max_length, append_eos=True)
-    train = [Encoded(e.input_ids, list(e.input_ids)) for e in encoded]  # learn every token of every text
+    train = [Encoded(e.input_ids, list(e.input_ids), e.task) for e in encoded]  # learn every token of every text
     model = new_model(settings, tokenizer)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / max(1, settings.warmup_steps)))

@@ -28,6 +28,7 @@ class UnlearnTrainer(Trainer):
         method: Entry,
         method_config: BaseModel,
         reference: ReferenceModel | None = None,
+        run: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -35,6 +36,7 @@ class UnlearnTrainer(Trainer):
         self.method = method
         self.method_config = method_config
         self.reference = reference
+        self.run = run
         self._terms: dict[str, list[float]] = defaultdict(list)
 
     def compute_loss(
@@ -45,7 +47,7 @@ class UnlearnTrainer(Trainer):
         num_items_in_batch: Any = None,
         **kwargs: Any,
     ) -> Any:
-        ctx = LossContext(model, inputs, self.state.global_step, self.reference)
+        ctx = LossContext(model, inputs, self.state.global_step, self.reference, self.run)
         result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
         if result is None:
             raise RuntimeError(

@@ -35,7 +35,7 @@ def random_labels(example: Encoded, pool: Sequence[int], rng: random.Random) -> 
     """The example with every answer token replaced by a draw from ``pool`` (the prompt stays)."""
     ids = [t if label == IGNORE_INDEX else rng.choice(pool) for t, label in zip(example.input_ids, example.labels)]
     labels = [IGNORE_INDEX if label == IGNORE_INDEX else t for t, label in zip(ids, example.labels)]
-    return Encoded(ids, labels)
+    return Encoded(ids, labels, example.task)
 
 
 def stat_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: STATConfig, seed: int, batch_size: int) -> list[dict]:
