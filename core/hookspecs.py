@@ -49,7 +49,7 @@ def compute_loss(method: str, config: BaseModel, ctx: LossContext) -> torch.Tens
     """Return the loss of one training step for the loss method ``method``.
 
     ``ctx.batch`` is ``{"forget": ..., "retain": ...}`` (each with ``input_ids``,
-    ``attention_mask``, ``labels`` where the prompt is masked with -100, and ``index``). Use the
+    ``attention_mask``, ``labels`` where the prompt is masked with -100, ``index`` and ``task``). Use the
     helpers on ``ctx`` (``nll``, ``token_logprobs``, ``reference_token_logprobs``, ...) rather
     than calling the model yourself, so forward passes and reference log-probs are shared and
     cached. Return a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms.

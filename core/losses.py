@@ -73,9 +73,9 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.
 class LossContext:
     """One training step as a method sees it.
 
-    ``batch`` is ``{"forget": {...}, "retain": {...}}``; each split has ``input_ids``,
-    ``attention_mask``, ``labels`` (prompt = -100) and ``index`` (row position in its split, the
-    key of the reference cache). Forward passes are memoised for the step, and reference-model
+    ``batch`` is ``{"forget": {...}, "retain": {...}}`` (one split only for a method with its own
+    ``schedule``); each split has ``input_ids``, ``attention_mask``, ``labels`` (prompt = -100),
+    ``index`` (row position in its split, the key of the reference cache) and ``task``. Forward passes are memoised for the step, and reference-model
     quantities come from the trainer's single reference provider.
     """
 
@@ -134,7 +134,7 @@ class LossContext:
         return self._require_reference().logits(self._inputs(split))
 
     def reference_token_logprobs(self, split: str) -> torch.Tensor:
-        """Reference ``log p(label)`` per token, [B, T-1]; cached per row after the first epoch."""
+        """Reference ``log p(label)`` per token, [B, T-1]; computed once per row, then cached."""
         part = self.batch[split]
         return self._require_reference().token_logprobs(split, part, self._inputs(split))
 
