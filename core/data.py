@@ -179,6 +179,21 @@ class PairedDataset(torch.utils.data.Dataset):
         return item
 
 
+class RetainCycle:
+    """Retain examples taken in order, wrapping around, as ``schedule`` items."""
+
+    def __init__(self, retain: Sequence[Encoded]) -> None:
+        if not retain:
+            raise DataError("this method needs retain rows to cycle through")
+        self.retain = retain
+        self.cursor = 0
+
+    def take(self, n: int) -> list[dict[str, tuple[int, Encoded]]]:
+        rows = [(self.cursor + k) % len(self.retain) for k in range(n)]
+        self.cursor += n
+        return [{"retain": (j, self.retain[j])} for j in rows]
+
+
 class ScheduledDataset(torch.utils.data.Dataset):
     """The items a method's ``schedule`` hook returned, served in that order."""
 

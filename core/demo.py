@@ -20,7 +20,7 @@ from .config import build_config
 from .io import publish
 
 # Settings that make gradient difference forget most of the small benchmark's forget set on the
-# tiny target (measured: final score 0.33 -> 0.55) in about half a minute.
+# tiny target in about 20 s (measured, seed 0: final score 0.333 -> 0.681; utility 1.0 -> 0.6).
 DEMO_RUN: dict[str, dict[str, Any]] = {
     "gd": {"trainer": {"epochs": 8, "learning_rate": 3e-4}, "config": {"gd": {"retain_weight": 2.0}}},
     "ga": {"trainer": {"epochs": 2, "learning_rate": 1e-4}},

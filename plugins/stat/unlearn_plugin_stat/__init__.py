@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import IGNORE_INDEX, Encoded
+from unlearn.data import IGNORE_INDEX, Encoded, RetainCycle
 
 
 class STATConfig(BaseModel):
@@ -45,16 +45,13 @@ def stat_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: 
     rng.shuffle(order)
     relabelled = {i: random_labels(forget[i], pool, random.Random(f"{seed}-{i}")) for i in order}
     items: list[dict] = []
-    cursor = 0
+    cycle = RetainCycle(retain)
     per_block = config.forget_batches * batch_size
     for start in range(0, len(order), per_block):
         block = order[start : start + per_block]
         block += (order * per_block)[: -len(block) % batch_size]  # fill a short last batch from the start
         items += [{"forget": (i, relabelled[i])} for i in block]
-        for _ in range(config.retain_batches * batch_size):
-            j = cursor % len(retain)
-            items.append({"retain": (j, retain[j])})
-            cursor += 1
+        items += cycle.take(config.retain_batches * batch_size)
     return items
 
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import Encoded
+from unlearn.data import Encoded, RetainCycle
 from unlearn.params import decoder_layers, train_only
 
 
@@ -40,7 +40,7 @@ class SUGDConfig(BaseModel):
 def sugd_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: SUGDConfig, batch_size: int) -> list[dict]:
     """Chunks in order; per group of ``batch_size`` forget items, ``retain_per_forget`` retain groups."""
     items: list[dict] = []
-    cursor = 0
+    cycle = RetainCycle(retain)
     for start in range(0, len(forget), config.chunk_size):
         chunk = list(range(start, min(start + config.chunk_size, len(forget))))
         for _ in range(config.epochs_per_chunk):
@@ -48,11 +48,7 @@ def sugd_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: 
                 # A short last group wraps around the chunk so batches never mix splits.
                 group = (chunk[g : g + batch_size] + chunk * batch_size)[:batch_size]
                 items += [{"forget": (i, forget[i])} for i in group]
-                for _ in range(config.retain_per_forget):
-                    for _ in group:
-                        j = cursor % len(retain)
-                        items.append({"retain": (j, retain[j])})
-                        cursor += 1
+                items += cycle.take(config.retain_per_forget * len(group))
     return items
 
 
