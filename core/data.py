@@ -99,6 +99,11 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
     return rows
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The tokenizer's pad token, or EOS for tokenizers without one (as the official script)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 @dataclass
 class Encoded:
     """A tokenised row: ``labels`` equal ``input_ids`` on answer tokens, -100 on the prompt."""

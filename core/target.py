@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .data import Encoded, PairCollator, Row, encode, load_rows
 from .errors import DataError, RunError
 from .io import publish
-from .losses import token_logprobs
+from .losses import nll_from_logprobs, token_logprobs
 
 CARD_JSON = "target_card.json"
 CARD_MD = "README.md"
@@ -200,7 +200,7 @@ def build_target(data: Path, out: Path, settings: TargetSettings | None = None, 
         for idx in _batches(train, settings.batch_size, rng):
             batch = collate.pad([(i, train[i]) for i in idx])
             logp, mask = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
-            loss = -(logp * mask).sum() / mask.sum()
+            loss = nll_from_logprobs(logp, mask)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import torch
 
+from unlearn.data import pad_token_id
+
 # Generation-config fields that make HF's greedy search differ from a plain argmax.
 _PROCESSORS = {
     "repetition_penalty": (None, 1.0),
@@ -28,7 +30,8 @@ def plain_greedy(model: Any) -> bool:
     return config is None or all(getattr(config, k, None) in ok for k, ok in _PROCESSORS.items())
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as a left-padded batch (the last position is every prompt's last token)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -38,11 +41,16 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def left_pad_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that give each left-padded row the positions it would have alone."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 @torch.no_grad()
 def _greedy_batch(model: Any, ids: torch.Tensor, mask: torch.Tensor, eos_id: int | None, max_new_tokens: int) -> list[list[int]]:
     """Argmax decoding with a KV cache; a row that reaches EOS leaves the batch, so the rest
     run on a smaller batch (the main saving over ``model.generate`` on mixed-length answers)."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each prompt as if it were alone
+    positions = left_pad_positions(mask)
     tokens: list[list[int]] = [[] for _ in range(len(ids))]
     alive = list(range(len(ids)))
     finished: set[int] = set()
@@ -86,7 +94,7 @@ def greedy_generate(
     config alters greedy search (repetition penalty, forced tokens, ...) go through
     ``model.generate``, as does ``use_hf_generate=True``.
     """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     device = next(model.parameters()).device
@@ -102,7 +110,7 @@ def greedy_generate(
     try:
         for start in starts:
             idx = order[start : start + batch_size]
-            ids, mask = _left_pad([encoded[i] for i in idx], pad_id)
+            ids, mask = left_pad([encoded[i] for i in idx], pad_id)
             ids, mask = ids.to(device), mask.to(device)
             if hf:
                 generated = model.generate(

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from unlearn.data import Encoded, PairCollator, Row, encode
+from unlearn.data import Encoded, PairCollator, Row, encode, pad_token_id
 from unlearn.losses import nll_from_logprobs, token_logprobs
 
 
@@ -31,8 +31,4 @@ def _nll(model: torch.nn.Module, pad_id: int, encoded: Sequence[Encoded], batch_
 
 def answer_nll(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8) -> list[float]:
     """Mean NLL of each row's ``output`` given its ``input`` (EOS included, as in training)."""
-    return _nll(model, _pad_id(tokenizer), encode(rows, tokenizer, max_length), batch_size)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return _nll(model, pad_token_id(tokenizer), encode(rows, tokenizer, max_length), batch_size)

@@ -23,9 +23,14 @@ def exact_match(gold: str, generation: str) -> float:
     return float(gold.strip().lower() == generation.strip().lower())
 
 
+def is_knowledge(row_id: str) -> bool:
+    """``qa0``..``qa4`` rows test knowledge; ``sc1`` rows test regurgitation."""
+    return row_id[:-1].endswith("qa")
+
+
 def row_score(row_id: str, gold: str, generation: str) -> float:
     """ROUGE-L recall for ``sc`` rows, exact match for ``qa`` rows (by the id's suffix)."""
-    return exact_match(gold, generation) if row_id[-3:-1] == "qa" else rouge_l_recall(gold, generation)
+    return exact_match(gold, generation) if is_knowledge(row_id) else rouge_l_recall(gold, generation)
 
 
 def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:

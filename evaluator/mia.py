@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from unlearn.data import Encoded, PairCollator, pad_token_id
+
 from .metrics import auc
 
 ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -29,7 +31,7 @@ def document_scores(
     token's logits unchanged in a causal model.
     """
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate = PairCollator(pad_token_id(tokenizer))
     was_training = model.training
     model.eval()
     encoded = [tokenizer(d)["input_ids"] for d in documents]
@@ -37,12 +39,8 @@ def document_scores(
     try:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
-            width = max(len(ids) for ids in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(chunk):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
+            batch = collate.pad([(i, Encoded(seq, seq)) for i, seq in enumerate(chunk)])
+            ids, mask = batch["input_ids"], batch["attention_mask"]
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
             logp_all = F.log_softmax(logits, dim=-1)
             targets = ids[:, 1:].to(device)

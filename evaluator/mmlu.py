@@ -11,7 +11,10 @@ from typing import Any
 
 import torch
 
+from unlearn.data import pad_token_id
 from unlearn.errors import DataError
+
+from .generation import left_pad, left_pad_positions
 
 CHOICES = ("A", "B", "C", "D")
 
@@ -67,7 +70,7 @@ def evaluate_mmlu(model: Any, tokenizer: Any, folder: Path, shots: int = 5, batc
     """Accuracy per subject and the micro average; ``predictions`` for rescoring."""
     choice_ids = [tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in CHOICES]
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     was_training = model.training
     model.eval()
     predictions = []
@@ -75,14 +78,8 @@ def evaluate_mmlu(model: Any, tokenizer: Any, folder: Path, shots: int = 5, batc
         for subject, (dev, test) in load_mmlu(folder).items():
             prompts = [tokenizer(prompt(q, dev[:shots]))["input_ids"] for q in test]
             for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                width = max(len(p) for p in chunk)
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, p in enumerate(chunk):  # left padding: the last position is the answer slot
-                    ids[row, width - len(p) :] = torch.tensor(p)
-                    mask[row, width - len(p) :] = 1
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as if each prompt were alone
+                ids, mask = left_pad(prompts[start : start + batch_size], pad_id)  # the last position answers
+                positions = left_pad_positions(mask)
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
                 logits = logits.logits[:, -1, choice_ids]
                 for row, best in enumerate(logits.argmax(-1).tolist()):

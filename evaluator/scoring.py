@@ -8,12 +8,8 @@ from typing import Any, Sequence
 from unlearn.data import Row
 from unlearn.errors import DataError
 
+from .metrics import is_knowledge
 from .mia import mia_score
-
-
-def is_knowledge(row_id: str) -> bool:
-    """``qa0``..``qa4`` rows test knowledge; ``sc1`` rows test regurgitation."""
-    return row_id[:-1].endswith("qa")
 
 
 def split_summary(rows: Sequence[Row], scores: Sequence[float], name: str) -> tuple[dict[str, Any], list[float]]:
