@@ -24,6 +24,8 @@ data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 target_app = typer.Typer(help="The model to unlearn from.", no_args_is_help=True)
 app.add_typer(target_app, name="target")
+recipe_app = typer.Typer(help="Run whole systems: several runs plus post-processing.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
 out = Console()
 err = Console(stderr=True)
 
@@ -99,7 +101,7 @@ def plugins(
     """Show installed plugins: name, version, entries, hooks, status."""
     if ctx.invoked_subcommand is not None:
         return
-    from .registry import load_registry
+    from .registry import load_recipe_index, load_registry
 
     host = get_host()
     rows: list[dict[str, Any]] = []
@@ -135,18 +137,43 @@ def plugins(
                         "summary": reg.summary,
                     }
                 )
+        for name, recipe in load_recipe_index().items():
+            missing = [p for p in recipe.plugins if p not in host.entries]
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": None,
+                    "version": None,
+                    "entries": recipe.plugins,
+                    "kinds": ["recipe"],
+                    "hooks": [],
+                    "status": "ok" if not missing else f"needs {', '.join(missing)}",
+                    "error": None,
+                    "installed": not missing,
+                    "summary": recipe.summary,
+                }
+            )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="unlearn plugins")
     for col in ("name", "version", "kind", "hooks", "status"):
         table.add_column(col)
+    recipes = Table(title="recipes (unlearn recipe run NAME)")
+    for col in ("name", "uses", "status", "summary"):
+        recipes.add_column(col)
     for r in rows:
+        if r["kinds"] == ["recipe"]:
+            status = "[green]ok[/green]" if r["installed"] else f"[dim]{escape(r['status'])}[/dim]"
+            recipes.add_row(r["name"], ", ".join(r["entries"]), status, escape(r["summary"]))
+            continue
         status = {"ok": "[green]ok[/green]", "not installed": "[dim]not installed[/dim]"}.get(
             r["status"], f"[red]error: {escape(r['error'] or '')}[/red]"
         )
         table.add_row(r["name"], r["version"] or "-", ",".join(r["kinds"]) or "-", ", ".join(r["hooks"]) or "-", status)
     out.print(table)
+    if recipes.row_count:
+        out.print(recipes)
     if not rows:
         out.print("No plugins installed. Try `unlearn plugins --available` and `unlearn install gd`.")
 
@@ -237,6 +264,52 @@ def demo(
 
     report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=_apply_sets({}, set_), console=out)
     out.print(f"[green]report written to[/green] {report}")
+
+
+@recipe_app.command("run")
+def recipe_run(
+    recipe: str = typer.Argument(..., help="A recipe file, or the name of a built-in recipe (`unlearn recipe list`)."),
+    model: Optional[str] = typer.Option(None, help="Model folder to unlearn (overrides the recipe's)."),
+    data: Optional[Path] = typer.Option(None, help="Folder with the forget and retain rows."),
+    forget: Optional[Path] = typer.Option(None, help="Forget rows (file or folder)."),
+    retain: Optional[Path] = typer.Option(None, help="Retain rows (file or folder)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for every step's model and recipe.json."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Any recipe field: --set defaults.trainer.epochs=2"),
+    overwrite: bool = typer.Option(False, help="Redo finished steps too."),
+) -> None:
+    """Run a recipe end to end; finished steps are skipped, so a crashed recipe resumes."""
+    from .recipe import find_recipe, load_recipe, run_recipe
+
+    path = find_recipe(recipe)
+    paths = {"model": model, "data": data, "forget": forget, "retain": retain}
+    loaded = load_recipe(path, {k: str(v) for k, v in paths.items() if v is not None},
+                         edit=lambda raw: _apply_sets(raw, set_))
+    final = run_recipe(loaded, output, overwrite=overwrite, say=lambda line: out.print(escape(line)))
+    out.print(f"[green]recipe {loaded.name} finished; final model[/green] {final}")
+
+
+@recipe_app.command("list")
+def recipe_list() -> None:
+    """The built-in recipes and the plugins each needs."""
+    from .recipe import builtin_recipes, load_recipe
+
+    host = get_host()
+    table = Table(title="built-in recipes")
+    for col in ("name", "plugins", "summary"):
+        table.add_column(col)
+    for name, path in builtin_recipes().items():
+        recipe = load_recipe(path)
+        needs = [p if p in host.entries else f"[red]{p} (not installed)[/red]" for p in recipe.plugins()]
+        table.add_row(name, ", ".join(needs), escape(recipe.summary))
+    out.print(table)
+
+
+@recipe_app.command("show")
+def recipe_show(recipe: str = typer.Argument(..., help="A recipe file or built-in name.")) -> None:
+    """Print a recipe file."""
+    from .recipe import find_recipe
+
+    out.print(find_recipe(recipe).read_text(), markup=False, highlight=False)
 
 
 @data_app.command("synth")

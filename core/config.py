@@ -165,15 +165,26 @@ def parse_value(text: str) -> Any:
 
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c = value`` inside nested dicts, creating tables as needed."""
+    """Set ``a.b.c = value`` inside nested dicts, creating tables as needed; a number picks an
+    item of a list (``runs.0.trainer.epochs``)."""
     keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {key!r} is a value, not a table")
-        node = child
-    node[keys[-1]] = value
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {key!r} is not an item of a list of {len(node)}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {keys[i - 1]!r} is a value, not a table")
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
 
 
 def build_config(data: dict[str, Any], source: str = "") -> RunConfig:

@@ -4,8 +4,9 @@ vocabulary, ...), so each plugin only writes its formula."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -185,12 +186,26 @@ class ReferenceModel:
     Per-token label log-probs are cached by (split, row index): a fixed example needs the
     reference once, not once per epoch. Full logits (for KL) are recomputed, as caching
     [T, V] per row would cost more memory than the second model.
+
+    A parameter-selection plugin whose trained model *contains* the input model (a LoRA
+    adapter on frozen weights) calls ``share(model, switch_off)`` so the reference is that same
+    network with its additions switched off, and no second copy is loaded.
     """
 
     def __init__(self, loader: Callable[[], torch.nn.Module]) -> None:
         self._loader = loader
         self._model: torch.nn.Module | None = None
+        self._switch_off: Callable[[], ContextManager[Any]] | None = None
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    def share(self, model: torch.nn.Module, switch_off: Callable[[], ContextManager[Any]]) -> None:
+        """Use ``model`` inside ``switch_off()`` (e.g. ``peft_model.disable_adapter``) as the reference."""
+        self._model, self._switch_off = model, switch_off
+
+    @property
+    def shared(self) -> bool:
+        """Whether the reference is the trained network with its additions switched off."""
+        return self._switch_off is not None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -201,17 +216,32 @@ class ReferenceModel:
             self._model = model
         return self._model
 
+    @contextmanager
+    def _frozen(self) -> Iterator[torch.nn.Module]:
+        """The reference network, in eval mode (no dropout), additions switched off if shared."""
+        model = self.model
+        if self._switch_off is None:
+            yield model
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            with self._switch_off():
+                yield model
+        finally:
+            model.train(was_training)
+
     @torch.no_grad()
     def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        model = self.model
-        device = next(model.parameters()).device
-        return model(**{k: v.to(device) for k, v in inputs.items()}).logits.to(inputs["input_ids"].device)
+        with self._frozen() as model:
+            device = next(model.parameters()).device
+            return model(**{k: v.to(device) for k, v in inputs.items()}).logits.to(inputs["input_ids"].device)
 
     @torch.no_grad()
     def hidden_states(self, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
-        model = self.model
-        device = next(model.parameters()).device
-        states = layer_output(model, {k: v.to(device) for k, v in inputs.items()}, layer)
+        with self._frozen() as model:
+            device = next(model.parameters()).device
+            states = layer_output(model, {k: v.to(device) for k, v in inputs.items()}, layer)
         return states.to(inputs["input_ids"].device)
 
     @torch.no_grad()

@@ -27,16 +27,39 @@ def layer_index(model: torch.nn.Module) -> dict[str, int]:
     return {name: owner[id(p)] for name, p in model.named_parameters() if id(p) in owner}
 
 
-def train_only(model: torch.nn.Module, layers: Iterable[int] | None = None, pattern: str | None = None) -> list[str]:
-    """Freeze everything but the parameters in ``layers`` (all if None) whose name matches
-    ``pattern`` (any if None); returns the names left trainable, and refuses an empty choice."""
+def embedding_parameters(model: torch.nn.Module) -> set[int]:
+    """``id`` of the input and output embedding weights (the same tensor when tied)."""
+    found = set()
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, get, lambda: None)()
+        if module is not None:
+            found.update(id(p) for p in module.parameters())
+    return found
+
+
+def train_only(
+    model: torch.nn.Module,
+    layers: Iterable[int] | None = None,
+    pattern: str | None = None,
+    embeddings: bool = False,
+) -> list[str]:
+    """Freeze everything but the chosen parameters; returns the names left trainable.
+
+    With ``layers``, only parameters inside those decoder layers are chosen; with None, every
+    parameter (final norm included) except the embeddings unless ``embeddings``. ``pattern``
+    (a regex searched in the parameter name) narrows either choice. An empty choice is refused.
+    """
     wanted = set(layers) if layers is not None else None
     index = layer_index(model)
     regex = re.compile(pattern) if pattern else None
+    frozen = set() if embeddings else embedding_parameters(model)
     chosen = []
     for name, param in model.named_parameters():
-        in_layer = name in index and (wanted is None or index[name] in wanted)
-        keep = in_layer and (regex is None or regex.search(name) is not None)
+        if wanted is None:
+            keep = id(param) not in frozen
+        else:
+            keep = name in index and index[name] in wanted
+        keep = keep and (regex is None or regex.search(name) is not None)
         param.requires_grad_(keep)
         if keep:
             chosen.append(name)

@@ -30,6 +30,18 @@ class RegistryEntry(BaseModel):
     reference: str = Field(description="Paper or source the plugin implements.")
 
 
+class RecipeIndexEntry(BaseModel):
+    """One recipe, as listed in ``registry.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str = Field(description="The recipe file in this repository.")
+    plugins: list[str] = Field(description="The entries it needs.")
+    summary: str
+    reference: str
+
+
 def checkout_root() -> Path | None:
     """The repository checkout we run from (it has registry.toml and plugins/), if any."""
     here = Path(__file__).resolve().parent
@@ -48,21 +60,34 @@ def registry_path() -> Path:
     return root / REGISTRY_FILE if root else Path(__file__).resolve().parent / REGISTRY_FILE
 
 
-def load_registry(path: Path | None = None) -> dict[str, RegistryEntry]:
+def _read(path: Path | None) -> tuple[Path, dict]:
     path = path or registry_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RegistryError(f"{path}: registry file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(f"{path}: cannot parse: {exc}") from None
-    entries: dict[str, RegistryEntry] = {}
-    for name, table in (data.get("plugins") or {}).items():
+
+
+def _tables(path: Path, data: dict, section: str, model: type[BaseModel]) -> dict:
+    entries = {}
+    for name, table in (data.get(section) or {}).items():
         try:
-            entries[name] = RegistryEntry.model_validate({"name": name, **table})
+            entries[name] = model.model_validate({"name": name, **table})
         except ValidationError as exc:
-            raise RegistryError(describe_error(exc, prefix=f"plugins.{name}", source=str(path))) from None
+            raise RegistryError(describe_error(exc, prefix=f"{section}.{name}", source=str(path))) from None
     return entries
+
+
+def load_registry(path: Path | None = None) -> dict[str, RegistryEntry]:
+    """The ``[plugins.*]`` tables."""
+    return _tables(*_read(path), "plugins", RegistryEntry)
+
+
+def load_recipe_index(path: Path | None = None) -> dict[str, RecipeIndexEntry]:
+    """The ``[recipes.*]`` tables."""
+    return _tables(*_read(path), "recipes", RecipeIndexEntry)
 
 
 def install_command(name: str, editable: bool = False, pip_args: list[str] | None = None) -> list[str]:

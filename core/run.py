@@ -34,7 +34,9 @@ class RunContext:
     """What hooks may read about the run (``ctx.run`` in ``compute_loss``).
 
     ``forget``/``retain`` are the tokenised rows; ``state`` is a place for a method to keep what
-    it computes once per run (e.g. RMU's steering coefficients).
+    it computes once per run (e.g. RMU's steering coefficients). ``reference`` is the frozen
+    input model that ``select_parameters`` may ``share`` with the trained one (LoRA).
+    ``inputs`` is what ``post_process`` rewrites: ``[output_dir]``, the model just trained.
     """
 
     config: RunConfig
@@ -46,6 +48,13 @@ class RunContext:
     retain: list[Encoded] | None
     is_main_process: bool = True
     state: dict[str, Any] = field(default_factory=dict)
+    reference: ReferenceModel | None = None
+    inputs: list[Path] = field(default_factory=list)
+
+    @property
+    def base_model(self) -> Path:
+        """The input model (the base of task vectors when merging)."""
+        return Path(self.config.model)
 
 
 def ensure_distributed_env() -> None:
@@ -231,7 +240,8 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
 
     model = load_model(config)
-    ctx = RunContext(config, entry_configs, tokenizer, work, host, forget, retain, is_main)
+    reference = ReferenceModel(lambda: load_model(config))
+    ctx = RunContext(config, entry_configs, tokenizer, work, host, forget, retain, is_main, reference=reference)
     for name in config.entries():
         entry = host.entries[name]
         if host.implements("select_parameters", entry):
@@ -250,7 +260,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         host=host,
         method=method,
         method_config=entry_configs[method.name],
-        reference=ReferenceModel(lambda: load_model(config)),
+        reference=reference,
         run=ctx,
     )
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
@@ -266,6 +276,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     trainer.accelerator.wait_for_everyone()
     if is_main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; outputs stay safetensors-only
+        ctx.inputs = [staging]
         for name in config.entries():
             entry = host.entries[name]
             if host.implements("post_process", entry):

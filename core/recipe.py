@@ -1,0 +1,257 @@
+"""Recipes: one unlearning *system* as a file. A recipe is one or more training runs (a loss
+method, its settings, parameter selection) and optional post-processing steps over their
+outputs (e.g. a TIES merge), run end to end by ``unlearn recipe run FILE``.
+
+Every step writes its own folder under the output folder, atomically. Running a recipe again
+skips the steps that finished with the same settings (a crashed run resumes from its last
+checkpoint), redoes a post-processing step whose inputs changed, and refuses a finished step
+whose settings changed unless ``overwrite``. ``recipe.json`` names the final model.
+
+The recipe file (TOML, YAML or JSON)::
+
+    name = "zjuklab"
+    summary = "..."
+    reference = "..."
+    [defaults]                   # RunConfig fields shared by every run
+    trainer = { epochs = 5, learning_rate = 1e-4 }
+    [[runs]]                     # RunConfig fields but model/data/output_dir, plus a name
+    name = "npo_a"
+    method = "npo"
+    with = ["lora"]
+    config.npo = { npo_weight = 0.4, retain_kl_weight = 0.4, retain_nll_weight = 0.2 }
+    [[post]]                     # a post-process entry over finished runs, in order
+    name = "merged"
+    entry = "merge"
+    inputs = ["npo_a", "npo_b"]
+    config = { merge_method = "ties", density = 0.8 }
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .config import build_config, describe_error, read_config_file
+from .errors import ConfigError, RunError
+from .io import publish, write_json
+from .plugins import PluginHost, get_host
+from .run import CONFIG_FILE, REPORT_FILE, run
+
+RESULT_FILE = "recipe.json"
+STEP_FILE = "unlearn_step.json"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class PostStep(BaseModel):
+    """A post-processing step: a registered post-process ``entry`` applied to finished steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME, description="The step's folder under the output folder.")
+    entry: str = Field(description="A registered post-process entry, e.g. merge.")
+    inputs: list[str] = Field(min_length=1, description="Names of earlier runs/steps whose models it takes, in order.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The entry's settings.")
+
+
+class Recipe(BaseModel):
+    """One system: its runs, then its post-processing steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    summary: str = ""
+    reference: str = Field("", description="The paper or system description it reproduces.")
+    notes: str = Field("", description="How the published settings were scaled, and why.")
+    model: str | None = Field(None, description="Default input model (the command line's --model wins).")
+    data: Path | None = None
+    forget: Path | None = None
+    retain: Path | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict, description="RunConfig fields shared by every run.")
+    runs: list[dict[str, Any]] = Field(min_length=1, description="Training runs: RunConfig fields plus `name`.")
+    post: list[PostStep] = Field(default_factory=list)
+
+    @field_validator("runs")
+    @classmethod
+    def _runs_named(cls, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import re
+
+        for i, item in enumerate(runs):
+            name = item.get("name")
+            if not isinstance(name, str) or not re.match(_NAME, name):
+                raise ValueError(f"runs[{i}].name: give each run a name of letters, digits, '_', '-' or '.' (got {name!r})")
+            for key in ("model", "data", "forget", "retain", "output_dir"):
+                if key in item:
+                    raise ValueError(f"runs[{i}] ({name}).{key}: set by the recipe, not per run")
+        return runs
+
+    @model_validator(mode="after")
+    def _references(self) -> Recipe:
+        seen: list[str] = []
+        for name in [r["name"] for r in self.runs] + [p.name for p in self.post]:
+            if name in seen or name == "recipe.json":
+                raise ValueError(f"step name {name!r} is used twice")
+            seen.append(name)
+        done = [r["name"] for r in self.runs]
+        for step in self.post:
+            missing = [i for i in step.inputs if i not in done]
+            if missing:
+                raise ValueError(f"post {step.name!r}: inputs {missing} are not earlier steps ({done})")
+            done.append(step.name)
+        return self
+
+    def step_names(self) -> list[str]:
+        return [r["name"] for r in self.runs] + [p.name for p in self.post]
+
+    def plugins(self) -> list[str]:
+        """Every entry the recipe uses."""
+        names: list[str] = []
+        for item in self.runs:
+            merged = _deep_merge(self.defaults, item)
+            for name in [merged.get("method"), *merged.get("with", [])]:
+                if name and name not in names:
+                    names.append(name)
+        names += [p.entry for p in self.post if p.entry not in names]
+        return names
+
+
+@dataclass
+class StepContext:
+    """What ``post_process`` sees in a recipe step (the fields it shares with ``RunContext``)."""
+
+    base_model: Path
+    inputs: list[Path]
+    work_dir: Path
+    host: PluginHost
+    is_main_process: bool = True
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """The recipes shipped with unlearn (``unlearn/recipes/*.toml``), by name."""
+    folder = Path(str(resources.files("unlearn") / "recipes"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file by path, or a built-in recipe by name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = builtin_recipes()
+    if str(name_or_path) in builtin:
+        return builtin[str(name_or_path)]
+    raise ConfigError(f"{name_or_path}: no such recipe file, and no built-in recipe of that name ({', '.join(builtin)})")
+
+
+def load_recipe(path: Path, overrides: dict[str, Any] | None = None,
+                edit: Callable[[dict[str, Any]], Any] | None = None) -> Recipe:
+    """Read and validate a recipe file. ``overrides`` (top-level fields, e.g. ``model``) replace
+    the file's; ``edit`` may change the raw data first (the command line's ``--set``)."""
+    data = read_config_file(path)
+    if edit is not None:
+        edit(data)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, source=str(path))) from None
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _fingerprint(folder: Path) -> str:
+    """Identifies one finished result: the hash of its run report or step marker."""
+    for name in (REPORT_FILE, STEP_FILE):
+        if (folder / name).is_file():
+            return hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
+    raise RunError(f"{folder}: not a finished step (no {REPORT_FILE} or {STEP_FILE})")
+
+
+def run_recipe(
+    recipe: Recipe,
+    output_dir: Path,
+    host: PluginHost | None = None,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Run every step not already done; returns the final model's folder."""
+    host = host or get_host()
+    if recipe.model is None:
+        raise ConfigError(f"recipe {recipe.name}: no model; give --model")
+    if recipe.forget is None and recipe.data is None:
+        raise ConfigError(f"recipe {recipe.name}: no data; give --data (or --forget/--retain)")
+    for name in recipe.plugins():
+        host.entry(name)  # an unknown or broken plugin fails before any work
+    output_dir.mkdir(parents=True, exist_ok=True)
+    steps: list[dict[str, Any]] = []
+    for i, item in enumerate(recipe.runs):
+        name = item["name"]
+        fields = {k: v for k, v in _deep_merge(recipe.defaults, item).items() if k != "name"}
+        fields.update(model=recipe.model, output_dir=str(output_dir / name))
+        for key in ("data", "forget", "retain"):
+            if getattr(recipe, key) is not None:
+                fields[key] = str(getattr(recipe, key))
+        config = build_config(fields, source=f"recipe {recipe.name}, runs[{i}] ({name})")
+        config.resolve(host)
+        done = output_dir / name / CONFIG_FILE
+        started = time.time()
+        if done.is_file() and json.loads(done.read_text()) == config.dump() and not overwrite:
+            say(f"[{name}] done already, skipped")
+            steps.append({"name": name, "kind": "run", "status": "skipped", "path": str(output_dir / name)})
+            continue
+        if done.is_file() and not overwrite:
+            raise RunError(f"{output_dir / name} finished with other settings than recipe step {name!r}; "
+                           "pass --overwrite to redo it, or choose another output folder")
+        say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
+        run(config, host=host, overwrite=done.is_file())
+        steps.append({"name": name, "kind": "run", "status": "ran", "path": str(output_dir / name),
+                      "wall_time_s": round(time.time() - started, 2)})
+    for step in recipe.post:
+        inputs = [output_dir / n for n in step.inputs]
+        entry = host.entry(step.entry, kinds=("post-process",))
+        try:
+            entry_config = entry.config.model_validate(step.config)
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc, prefix=f"post.{step.name}.config", source=f"recipe {recipe.name}")) from None
+        marker = {"entry": step.entry, "config": entry_config.model_dump(mode="json"), "base_model": recipe.model,
+                  "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)}}
+        target = output_dir / step.name
+        if (target / STEP_FILE).is_file() and not overwrite:
+            if json.loads((target / STEP_FILE).read_text()) == marker:
+                say(f"[{step.name}] done already, skipped")
+                steps.append({"name": step.name, "kind": "post", "status": "skipped", "path": str(target)})
+                continue
+        say(f"[{step.name}] {step.entry} over {', '.join(step.inputs)}")
+        started = time.time()
+        staging = output_dir / f".{step.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        ctx = StepContext(Path(recipe.model), inputs, staging, host)
+        host.call("post_process", entry, config=entry_config, output_dir=staging, run=ctx)
+        if not any(staging.glob("*.safetensors")):
+            raise RunError(f"recipe step {step.name!r}: {step.entry} left no safetensors weights")
+        write_json(staging / STEP_FILE, marker)
+        publish(staging, target)
+        steps.append({"name": step.name, "kind": "post", "status": "ran", "path": str(target),
+                      "wall_time_s": round(time.time() - started, 2)})
+    final = output_dir / recipe.step_names()[-1]
+    write_json(output_dir / RESULT_FILE, {"recipe": recipe.name, "final": recipe.step_names()[-1], "model": str(final),
+                                          "steps": steps})
+    return final
