@@ -275,7 +275,7 @@ def recipe_run(
     retain: Optional[Path] = typer.Option(None, help="Retain rows (file or folder)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for every step's model and recipe.json."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Any recipe field: --set defaults.trainer.epochs=2"),
-    overwrite: bool = typer.Option(False, help="Redo finished steps too."),
+    overwrite: bool = typer.Option(False, help="Redo the runs whose settings changed (finished or not)."),
 ) -> None:
     """Run a recipe end to end; finished steps are skipped, so a crashed recipe resumes."""
     from .recipe import find_recipe, load_recipe, run_recipe

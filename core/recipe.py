@@ -4,8 +4,9 @@ outputs (e.g. a TIES merge), run end to end by ``unlearn recipe run FILE``.
 
 Every step writes its own folder under the output folder, atomically. Running a recipe again
 skips the steps that finished with the same settings (a crashed run resumes from its last
-checkpoint), redoes a post-processing step whose inputs changed, and refuses a finished step
-whose settings changed unless ``overwrite``. ``recipe.json`` names the final model.
+checkpoint) and redoes a post-processing step whose settings or inputs changed. A training run
+whose settings changed (finished, or unfinished in its ``.NAME.partial`` folder) is refused
+unless ``overwrite``, which redoes exactly the changed runs. ``recipe.json`` names the final model.
 
 The recipe file (TOML, YAML or JSON)::
 
@@ -212,15 +213,15 @@ def run_recipe(
         config.resolve(host)
         done = output_dir / name / CONFIG_FILE
         started = time.time()
-        if done.is_file() and json.loads(done.read_text()) == config.dump() and not overwrite:
+        if done.is_file() and json.loads(done.read_text()) == config.dump():
             say(f"[{name}] done already, skipped")
             steps.append({"name": name, "kind": "run", "status": "skipped", "path": str(output_dir / name)})
             continue
         if done.is_file() and not overwrite:
             raise RunError(f"{output_dir / name} finished with other settings than recipe step {name!r}; "
-                           "pass --overwrite to redo it, or choose another output folder")
+                           "pass --overwrite to redo the steps whose settings changed")
         say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
-        run(config, host=host, overwrite=done.is_file())
+        run(config, host=host, overwrite=overwrite)
         steps.append({"name": name, "kind": "run", "status": "ran", "path": str(output_dir / name),
                       "wall_time_s": round(time.time() - started, 2)})
     for step in recipe.post:
@@ -233,7 +234,8 @@ def run_recipe(
         marker = {"entry": step.entry, "config": entry_config.model_dump(mode="json"), "base_model": recipe.model,
                   "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)}}
         target = output_dir / step.name
-        if (target / STEP_FILE).is_file() and not overwrite:
+        if (target / STEP_FILE).is_file():
+            # A post step is redone whenever its settings or inputs changed: it is cheap and derived.
             if json.loads((target / STEP_FILE).read_text()) == marker:
                 say(f"[{step.name}] done already, skipped")
                 steps.append({"name": step.name, "kind": "post", "status": "skipped", "path": str(target)})

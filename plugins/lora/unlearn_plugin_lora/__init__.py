@@ -49,15 +49,25 @@ def register_methods(register: Callable[..., None]) -> None:
              summary="Train LoRA adapters (peft); reference = adapter off; saves a merged model or the adapter")
 
 
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Short names of every ``nn.Linear`` but the output head (``q_proj``, ``down_proj``, ...)."""
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
+
+
 @hookimpl
 def select_parameters(method: str, config: LoRAConfig, model: torch.nn.Module, run: Any) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    targets = config.target_modules
+    if targets == "all-linear":
+        targets = linear_module_names(model)  # named, so that `layers` can restrict them
     peft_config = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules,
+        target_modules=targets,
         layers_to_transform=config.layers,
         bias="none",
         task_type="CAUSAL_LM",
