@@ -76,17 +76,23 @@ def select_parameters(
 ) -> torch.nn.Module | None:
     """Choose what trains, before training starts.
 
-    Either set ``requires_grad`` on ``model``'s parameters in place and return None, or return
-    a wrapped model (e.g. a LoRA ``PeftModel``) that the trainer uses instead. Called for the
-    loss method and every ``--with`` entry, in the order given.
+    Either set ``requires_grad`` on ``model``'s parameters in place and return None (see
+    ``unlearn.params.train_only``), or return a wrapped model (e.g. a LoRA ``PeftModel``) that
+    the trainer uses instead. Called for the loss method and every ``--with`` entry, in the
+    order given, each on the previous one's result. A wrapper that keeps the input weights
+    frozen inside it should call ``run.reference.share(wrapped, switch_off)`` so the reference
+    model is the same network with the addition switched off, not a second copy.
     """
 
 
 @hookspec
 def post_process(method: str, config: BaseModel, output_dir: Path, run: RunContext) -> None:
-    """Rewrite the finished model in ``output_dir`` (a staging folder) after training.
+    """Write the finished model into ``output_dir``, a staging folder that becomes the output
+    only when every hook has returned. Leave a loadable safetensors checkpoint behind.
 
-    Called once, on the main process, after the model was saved with ``save_pretrained``; the
-    folder becomes the run's output only when every hook has returned. Use it to merge, prune
-    or convert; leave a loadable safetensors checkpoint behind.
+    ``run.inputs`` are the models to work on and ``run.base_model`` is the input model. In a
+    run (``--with``), called once on the main process after ``save_pretrained``: ``inputs`` is
+    ``[output_dir]``, the model just trained, to rewrite in place (merge an adapter, prune,
+    convert). In a recipe's ``[[post]]`` step, ``inputs`` are the finished models the step
+    names and ``output_dir`` starts empty (e.g. a TIES merge of two runs).
     """

@@ -4,6 +4,7 @@ with the same config; the input model is only ever read."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -245,8 +246,9 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     for name in config.entries():
         entry = host.entries[name]
         if host.implements("select_parameters", entry):
-            wrapped = host.call("select_parameters", entry, config=entry_configs[name], model=model, run=ctx)
-            model = wrapped if wrapped is not None else model
+            selected = host.call("select_parameters", entry, config=entry_configs[name], model=model, run=ctx)
+            model = selected if selected is not None else model
+            del selected
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if trainable == 0:
         raise RunError(f"no parameter is trainable after parameter selection by {config.entries()}")
@@ -273,7 +275,13 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))  # every rank takes part: ZeRO-3 gathers the weights
-    trainer.accelerator.wait_for_everyone()
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    # Free the trained model, optimiser state and reference before post-processing loads models.
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    del trainer, model, reference
+    ctx.reference = None
+    gc.collect()
     if is_main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; outputs stay safetensors-only
         ctx.inputs = [staging]
@@ -297,7 +305,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         publish(staging, output)
         shutil.rmtree(work, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()
     return output
 
 
