@@ -266,6 +266,27 @@ def demo(
     out.print(f"[green]report written to[/green] {report}")
 
 
+@app.command()
+def compete(
+    config: Path = typer.Option(..., "--config", "-c", help="The competition file (TOML/YAML/JSON)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Overrides output_dir."),
+    time_limit: Optional[float] = typer.Option(None, help="Overrides time_limit_s (seconds per entrant)."),
+    launcher: Optional[str] = typer.Option(None, help="Overrides launcher: python | torchrun | deepspeed."),
+    nproc: Optional[int] = typer.Option(None, help="Overrides nproc."),
+    entrant: list[str] = typer.Option([], "--entrant", "-e", help="Run only these entrants (repeatable)."),
+    rerun: list[str] = typer.Option([], "--rerun", help="Redo these entrants even if cached (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Any field: --set trainer.epochs=2"),
+) -> None:
+    """Organiser mode: run every entrant isolated and time-limited, evaluate, write a leaderboard."""
+    from .compete import load_competition, run_competition
+
+    flags = {"output_dir": str(output) if output else None, "time_limit_s": time_limit, "launcher": launcher, "nproc": nproc}
+    comp = load_competition(config, flags, edit=lambda raw: _apply_sets(raw, set_))
+    folder = run_competition(comp, only=entrant or None, rerun=rerun)
+    out.print((folder / "leaderboard.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    out.print(f"[green]leaderboard written to[/green] {folder}/leaderboard.{{md,csv,json,png}}", soft_wrap=True)
+
+
 @recipe_app.command("run")
 def recipe_run(
     recipe: str = typer.Argument(..., help="A recipe file, or the name of a built-in recipe (`unlearn recipe list`)."),
