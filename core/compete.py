@@ -99,6 +99,9 @@ class Competition(BaseModel):
     output_dir: Path = Field(Path("runs/competition"), description="Where entrants' folders, results and the leaderboard go.")
     time_limit_s: float = Field(3600, gt=0, description="Wall-clock limit per entrant run (SemEval: one hour).")
     grace_s: float = Field(10, ge=0, description="Between SIGTERM and SIGKILL when the limit is reached.")
+    stall_s: float = Field(
+        300, gt=0, description="End a run early as `hang` once its processes have used under 5% of a core for this long."
+    )
     launcher: Literal["python", "torchrun", "deepspeed"] = Field(
         "python", description="How plugin entrants are launched; deepspeed = torchrun with a DeepSpeed preset."
     )
@@ -254,13 +257,18 @@ def _signal_all(pgid: int, token: str, sig: int) -> None:
 
 
 def supervise(command: list[str], cwd: Path, env: dict[str, str], log: Path, time_limit: float, grace: float,
-              token: str, poll: float = 0.25) -> Outcome:
-    """Run ``command`` as its own process group under a time limit; none of its processes survive."""
+              token: str, stall: float = 300.0, poll: float = 0.25) -> Outcome:
+    """Run ``command`` as its own process group under a time limit; none of its processes survive.
+
+    A run idle for ``stall`` seconds (under 5% of one core) is ended early as ``hang``; one still
+    busy at the limit as ``timeout``.
+    """
     import subprocess
 
     started = time.time()
     peak = 0
     cpu_seen: list[tuple[float, float]] = []
+    cpu_by_pid: dict[int, float] = {}  # processes that ended keep their last reading
     status = None
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -270,9 +278,13 @@ def supervise(command: list[str], cwd: Path, env: dict[str, str], log: Path, tim
                 members = _group(proc.pid)
                 peak = max(peak, sum(rss for _, rss in members.values()))
                 now = time.time()
-                cpu_seen.append((now, sum(cpu for cpu, _ in members.values())))
-                if now - started > time_limit:
-                    status = _hang_or_timeout(cpu_seen, time_limit)
+                cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
+                cpu_seen.append((now, sum(cpu_by_pid.values())))
+                if now - started > stall and _idle(cpu_seen, stall):
+                    status = "hang"
+                elif now - started > time_limit:
+                    status = "hang" if _idle(cpu_seen, min(stall, time_limit / 2)) else "timeout"
+                if status is not None:
                     _signal_all(proc.pid, token, signal.SIGTERM)
                     try:
                         proc.wait(timeout=grace)
@@ -285,9 +297,10 @@ def supervise(command: list[str], cwd: Path, env: dict[str, str], log: Path, tim
             proc.wait()
     wall = round(time.time() - started, 2)
     mb = round(peak / 2**20, 1)
-    if status is not None:
-        what = "used almost no CPU" if status == "hang" else "was still working"
-        return Outcome(status, f"killed after the {time_limit:g} s limit; it {what}", wall, mb, proc.returncode)
+    if status == "hang":
+        return Outcome(status, f"killed after {wall:.0f} s; it had used almost no CPU for {stall:g} s", wall, mb, proc.returncode)
+    if status == "timeout":
+        return Outcome(status, f"killed at the {time_limit:g} s limit; it was still working", wall, mb, proc.returncode)
     if proc.returncode != 0:
         text = log.read_text(errors="replace")
         if "non-finite loss" in text or "NonFiniteLossError" in text:
@@ -296,13 +309,11 @@ def supervise(command: list[str], cwd: Path, env: dict[str, str], log: Path, tim
     return Outcome("ok", "", wall, mb, 0)
 
 
-def _hang_or_timeout(cpu_seen: list[tuple[float, float]], limit: float) -> str:
-    """A run that used under 5% of one core over the last part of its time hung; else it was slow."""
-    window = min(30.0, max(limit / 2, 1.0))
+def _idle(cpu_seen: list[tuple[float, float]], window: float) -> bool:
+    """Whether the processes used under 5% of one core over the last ``window`` seconds."""
     end_t, end_cpu = cpu_seen[-1]
-    start = next(((t, c) for t, c in cpu_seen if t >= end_t - window), cpu_seen[0])
-    elapsed = max(end_t - start[0], 1e-9)
-    return "hang" if (end_cpu - start[1]) / elapsed < 0.05 else "timeout"
+    start_t, start_cpu = next(((t, c) for t, c in cpu_seen if t >= end_t - window), cpu_seen[0])
+    return (end_cpu - start_cpu) / max(end_t - start_t, 1e-9) < 0.05
 
 
 def _error_kind(log: str) -> str:
@@ -532,7 +543,8 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
                             "code": _hash_files([entrant.submission]) if entrant.submission else None,
                             "recipe": _hash_files([_recipe_file(entrant)]) if entrant.recipe else None,
                             "launcher": comp.launcher, "nproc": comp.nproc, "deepspeed": comp.deepspeed,
-                            "trainer": comp.trainer, "seed": comp.seed, "time_limit_s": comp.time_limit_s})
+                            "trainer": comp.trainer, "seed": comp.seed, "time_limit_s": comp.time_limit_s,
+                            "stall_s": comp.stall_s})
             cached = _read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
                 if cached["status"] != "ok" or cached.get("eval_key") == _key(eval_key):
@@ -600,7 +612,7 @@ def _run_entrant(comp: Competition, entrant: Entrant, folder: Path, model: Path,
     else:
         env = _entrant_env(work, token, model, comp.launcher)
     log = folder / "log.txt"
-    outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token)
+    outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s)
     result: dict[str, Any] = {"status": outcome.status, "reason": outcome.reason, "wall_time_s": outcome.wall_time_s,
                               "peak_memory_mb": outcome.peak_memory_mb, "exit_code": outcome.exit_code,
                               "log": str(log.relative_to(folder.parent.parent))}

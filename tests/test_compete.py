@@ -129,7 +129,7 @@ def _competition_file(arena: Path, folder: Path, entrants: list, limit: float = 
     path.write_text(json.dumps({
         "name": "test", "model": str(arena / "target"), "forget": str(private / "forget.jsonl"),
         "retain": str(private / "retain.jsonl"), "mia": str(private), "utility": str(private / "utility.jsonl"),
-        "output_dir": "out", "time_limit_s": limit, "grace_s": 3, "max_new_tokens": 24,
+        "output_dir": "out", "time_limit_s": limit, "grace_s": 3, "stall_s": 6, "max_new_tokens": 24,
         "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3}, "entrants": entrants,
     }))
     return path
