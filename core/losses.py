@@ -203,11 +203,6 @@ class ReferenceModel:
         self._model, self._switch_off = model, switch_off
 
     @property
-    def shared(self) -> bool:
-        """Whether the reference is the trained network with its additions switched off."""
-        return self._switch_off is not None
-
-    @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
             model = self._loader()
