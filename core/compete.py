@@ -525,6 +525,7 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
                  "max_new_tokens": comp.max_new_tokens, "progress": False}
 
     report = Reporter(len(entrants), say)
+    previous = _stop_on_sigterm()
     try:
         baseline = organiser / "baseline"
         key_file = organiser / "baseline_key.json"
@@ -566,8 +567,22 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
             report.advance()
     finally:
         report.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     results = [r for r in (_read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
     return write_leaderboard(comp, results, before, isolation, out)
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into an exception so the running entrant's processes are killed on the way out."""
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _recipe_file(entrant: Entrant) -> Path:
