@@ -517,10 +517,12 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
     landlock = abi()
     isolation = f"Landlock ABI {landlock}: own folder, read-only system and model" if landlock else \
         "environment and folder only (this kernel has no Landlock)"
-    data_key = {"target": _hash_files([model]), "forget": _hash_files([eval_data / "forget.jsonl"]),
+    # The target is keyed by its files' sizes and times: hashing a 7B model at every start costs minutes.
+    data_key = {"target": _key(_model_stamp(model)), "forget": _hash_files([eval_data / "forget.jsonl"]),
                 "retain": _hash_files([eval_data / "retain.jsonl"])}
     eval_key = {**data_key, "mia": _hash_files([comp.mia]), "utility": _hash_files([comp.utility]) if comp.utility else None,
                 "dtype": comp.eval_dtype, "max_new_tokens": comp.max_new_tokens}
+    scored_key = _key({**eval_key, "gate": comp.gate})  # an entrant's scores and its gate verdict
     eval_args = {"mia": comp.mia, "utility": comp.utility, "dtype": comp.eval_dtype,
                  "max_new_tokens": comp.max_new_tokens, "progress": False}
 
@@ -548,7 +550,7 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
                             "stall_s": comp.stall_s})
             cached = _read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
-                if cached["status"] != "ok" or cached.get("eval_key") == _key(eval_key):
+                if cached["status"] != "ok" or cached.get("eval_key") == scored_key:
                     report.line(f"[{i}/{len(entrants)}] {entrant.name}: cached, {_summary(cached)}")
                     report.advance()
                     continue
@@ -561,7 +563,7 @@ def run_competition(comp: Competition, host: PluginHost | None = None, only: lis
                     raise RunError(f"the target model {model} changed during entrant {entrant.name!r}; the competition stops")
             if result["status"] == "ok":
                 result = _evaluate(result, entrant, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
-                result["eval_key"] = _key(eval_key)
+                result["eval_key"] = scored_key
             write_json(folder / RESULT_FILE, result)
             report.line(f"[{i}/{len(entrants)}] {entrant.name}: {_summary(result)}")
             report.advance()

@@ -8,6 +8,7 @@ harness called (SPEC.md section 1). Each data folder holds ``forget.jsonl`` (or
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def main() -> None:
     if len(sys.argv) != 6:
         raise SystemExit(__doc__.strip().splitlines()[-1].strip())
     run_submission(Path(sys.argv[1]), *sys.argv[2:])
+    gc.freeze()  # the model is saved; skip the collector's pass over every object at exit
 
 
 if __name__ == "__main__":
