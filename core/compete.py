@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ from .data import load_rows
 from .errors import ConfigError, RunError
 from .io import write_json, write_jsonl, write_text
 from .plugins import PluginHost, get_host
+from .run import free_port
 
 RESULT_FILE = "result.json"
 STATUSES = ("ok", "crash", "hang", "timeout", "nan", "no model", "unloadable", "pickle")
@@ -220,27 +220,24 @@ def _proc_stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[2]), (int(fields[11]) + int(fields[12])) / ticks, int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _group(pgid: int) -> dict[int, tuple[float, int]]:
+def _members(pgid: int, token: str) -> dict[int, tuple[float, int]]:
+    """CPU seconds and RSS of the entrant's processes: its group, and any process carrying its
+    token (torchrun starts its workers in sessions of their own)."""
+    needle = f"UNLEARN_ENTRANT_TOKEN={token}".encode()
     found = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat and stat[0] == pgid:
-                found[int(entry)] = stat[1:]
-    return found
-
-
-def _with_token(token: str) -> list[int]:
-    """Processes whose environment carries the entrant's token (they may have left its group)."""
-    needle = f"UNLEARN_ENTRANT_TOKEN={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
+        if not entry.isdigit():
+            continue
+        stat = _proc_stat(int(entry))
+        if stat is None:
+            continue
+        if stat[0] != pgid:
             try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
+                if needle not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    continue
             except OSError:
                 continue
+        found[int(entry)] = stat[1:]
     return found
 
 
@@ -249,7 +246,7 @@ def _signal_all(pgid: int, token: str, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-    for pid in _with_token(token):
+    for pid in _members(pgid, token):  # also the ones that left the group
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -275,7 +272,7 @@ def supervise(command: list[str], cwd: Path, env: dict[str, str], log: Path, tim
                                 start_new_session=True)
         try:
             while proc.poll() is None:
-                members = _group(proc.pid)
+                members = _members(proc.pid, token)
                 peak = max(peak, sum(rss for _, rss in members.values()))
                 now = time.time()
                 cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
@@ -324,12 +321,6 @@ def _error_kind(log: str) -> str:
     if re.search(r"^error: ", log, flags=re.MULTILINE):
         return "unlearn error (see the log)"
     return "no traceback (see the log)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _readable_paths() -> list[str]:
@@ -405,7 +396,7 @@ def _command(comp: Competition, entrant: Entrant, work: Path) -> list[str]:
         if comp.launcher == "python":
             return python + cli
         return python + ["-m", "torch.distributed.run", "--nproc_per_node", str(comp.nproc),
-                         "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + cli
+                         "--master_addr", "127.0.0.1", "--master_port", str(free_port())] + cli
     if entrant.kind == "recipe":
         from .recipe import find_recipe
 
