@@ -29,9 +29,14 @@ def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
     out = []
     for p in prompts:
         ids = tokenizer(p, return_tensors="pt").input_ids
-        gen = model.generate(ids, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-        out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+        gen = model.generate(
+            ids,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out.append(tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
     return out
 
 
@@ -45,8 +50,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, data = args.model, args.data
         if model_dir is None:
-            from unlearn.synth import generate
-            from unlearn.target import build_target
+            from unlearn.bench.synth import generate
+            from unlearn.bench.target import build_target
 
             data = Path(tmp) / "data"
             generate(data)
@@ -59,7 +64,10 @@ def main() -> None:
         timings, outputs = {}, {}
         for name, fn in (
             ("one at a time (official)", lambda: one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)),
-            (f"batched, batch {args.batch_size}", lambda: greedy_generate(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)),
+            (
+                f"batched, batch {args.batch_size}",
+                lambda: greedy_generate(model, tokenizer, prompts, args.max_new_tokens, args.batch_size),
+            ),
         ):
             started = time.time()
             outputs[name] = fn()
@@ -67,12 +75,17 @@ def main() -> None:
     names = list(timings)
     scores = {n: [row_score(r.id, r.output, g) for r, g in zip(rows, outputs[n])] for n in names}
     same_text = outputs[names[0]] == outputs[names[1]]
-    print(f"\n{len(rows)} forget+retain rows, max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}\n")
+    print(
+        f"\n{len(rows)} forget+retain rows, max_new_tokens {args.max_new_tokens}, "
+        f"torch threads {torch.get_num_threads()}\n"
+    )
     print("| evaluator | seconds | examples/s | speed-up | mean score |")
     print("| --- | --- | --- | --- | --- |")
     for n in names:
-        print(f"| {n} | {timings[n]:.1f} | {len(rows) / timings[n]:.1f} | {timings[names[0]] / timings[n]:.1f}x | "
-              f"{sum(scores[n]) / len(rows):.4f} |")
+        print(
+            f"| {n} | {timings[n]:.1f} | {len(rows) / timings[n]:.1f} | {timings[names[0]] / timings[n]:.1f}x | "
+            f"{sum(scores[n]) / len(rows):.4f} |"
+        )
     print(f"\nidentical generations: {same_text}; identical scores: {scores[names[0]] == scores[names[1]]}")
 
 

@@ -24,14 +24,16 @@ def model_of_size(target: Path, folder: Path, hidden: int, layers: int) -> Path:
     """The target if it has this size, else an untrained OLMo of it with the target's tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from unlearn.target import TargetSettings, new_model
+    from unlearn.bench.target import TargetSettings, new_model
 
     config = AutoConfig.from_pretrained(target)
     if (config.hidden_size, config.num_hidden_layers) == (hidden, layers):
         return target
     if not (folder / "config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(target)
-        settings = TargetSettings(hidden_size=hidden, layers=layers, heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+        settings = TargetSettings(
+            hidden_size=hidden, layers=layers, heads=max(1, hidden // 64), intermediate_size=4 * hidden
+        )
         new_model(settings, tokenizer).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return folder
@@ -40,7 +42,9 @@ def model_of_size(target: Path, folder: Path, hidden: int, layers: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--sizes", default="192x4,1024x8", help="hidden x layers, comma-separated (192x4 is the default target).")
+    parser.add_argument(
+        "--sizes", default="192x4,1024x8", help="hidden x layers, comma-separated (192x4 is the default target)."
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rank", type=int, default=32, help="LoRA rank (ZJUKLAB: 32); alpha = rank.")
     args = parser.parse_args()
@@ -52,11 +56,33 @@ def main() -> None:
         hidden, layers = (int(x) for x in size.split("x"))
         model = model_of_size(target, args.work / f"olmo_{size}", hidden, layers)
         for lora in (False, True):
-            cmd = ["run", "--method", "npo", "--model", str(model), "--data", str(data), "-o", str(args.work / f"mem_{size}_{int(lora)}"),
-                   "--max-steps", str(args.steps), "--overwrite", "--set", "config.npo.retain_kl_weight=1.0",
-                   "--set", "trainer.progress=false"]
+            cmd = [
+                "run",
+                "--method",
+                "npo",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "-o",
+                str(args.work / f"mem_{size}_{int(lora)}"),
+                "--max-steps",
+                str(args.steps),
+                "--overwrite",
+                "--set",
+                "config.npo.retain_kl_weight=1.0",
+                "--set",
+                "trainer.progress=false",
+            ]
             if lora:
-                cmd += ["--with", "lora", "--set", f"config.lora.rank={args.rank}", "--set", f"config.lora.alpha={args.rank}"]
+                cmd += [
+                    "--with",
+                    "lora",
+                    "--set",
+                    f"config.lora.rank={args.rank}",
+                    "--set",
+                    f"config.lora.alpha={args.rank}",
+                ]
             res, wall, rss, heap = measure(cmd)
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-2000:])

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
-from unlearn.plugins import PluginHost
+from unlearn import PluginHost
 from unlearn.recipe import RESULT_FILE, builtin_recipes
 
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
@@ -34,8 +34,18 @@ ONE_PASS = {"sugd": 1}
 # network with the adapter switched off.
 VARIANTS = {
     "npo+kl": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0"],
-    "npo+kl+lora": ["--method", "npo", "--with", "lora", "--set", "config.npo.retain_kl_weight=1.0",
-                    "--set", "config.lora.rank=32", "--set", "config.lora.alpha=32"],
+    "npo+kl+lora": [
+        "--method",
+        "npo",
+        "--with",
+        "lora",
+        "--set",
+        "config.npo.retain_kl_weight=1.0",
+        "--set",
+        "config.lora.rank=32",
+        "--set",
+        "config.lora.alpha=32",
+    ],
 }
 
 # Runs the CLI and reports the process's peak resident memory and its peak heap in use (glibc's
@@ -77,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/bench"), help="Data, target and runs live here.")
     parser.add_argument("--methods", help="Comma-separated loss methods (default: every installed one; 'none').")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Comma-separated of {', '.join(VARIANTS)} ('none').")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"Comma-separated of {', '.join(VARIANTS)} ('none')."
+    )
     parser.add_argument("--recipes", help="Comma-separated built-in recipes (default: all; 'none').")
     parser.add_argument("--epochs", type=float, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -85,11 +97,11 @@ def main() -> None:
     args = parser.parse_args()
     data, target, before = args.work / "data", args.work / "target", args.work / "eval_target"
     if not (data / "utility.jsonl").is_file():
-        from unlearn.synth import generate
+        from unlearn.bench.synth import generate
 
         generate(data, seed=0)
     if not (target / "target_card.json").is_file():
-        from unlearn.target import build_target
+        from unlearn.bench.target import build_target
 
         build_target(data, target, overwrite=True, progress=False)
     if not (before / RESULTS).is_file():
@@ -99,17 +111,34 @@ def main() -> None:
     def chosen(value: str | None, default: list[str]) -> list[str]:
         return [] if value == "none" else value.split(",") if value else default
 
-    methods = chosen(args.methods, sorted(n for n, e in host.entries.items() if e.kind == "loss"))
+    methods = chosen(args.methods, sorted(n for n, e in host.methods.items() if e.kind == "loss"))
     jobs: list[tuple[str, list[str], Path]] = []
     for method in methods:
-        jobs.append((method, ["--method", method, "--epochs", str(ONE_PASS.get(method, args.epochs))], args.work / f"unlearned_{method}"))
+        jobs.append(
+            (
+                method,
+                ["--method", method, "--epochs", str(ONE_PASS.get(method, args.epochs))],
+                args.work / f"unlearned_{method}",
+            )
+        )
     for variant in chosen(args.variants, []):
         jobs.append((variant, [*VARIANTS[variant], "--epochs", str(args.epochs)], args.work / f"unlearned_{variant}"))
     common = ["--model", str(target), "--data", str(data), "--overwrite"]
     rows = []
     for label, extra, out in jobs:
-        cmd = ["run", *extra, *common, "-o", str(out), "--lr", str(args.lr), "--seed", str(args.seed),
-               "--set", "trainer.progress=false"]
+        cmd = [
+            "run",
+            *extra,
+            *common,
+            "-o",
+            str(out),
+            "--lr",
+            str(args.lr),
+            "--seed",
+            str(args.seed),
+            "--set",
+            "trainer.progress=false",
+        ]
         rows.append(_measure(label, cmd, out, out, data, before, args.work))
     for recipe in chosen(args.recipes, sorted(builtin_recipes())):
         out = args.work / f"recipe_{recipe}"
@@ -117,32 +146,50 @@ def main() -> None:
         cmd = ["recipe", "run", recipe, *common[:-1], "-o", str(out)]
         rows.append(_measure(f"recipe: {recipe}", cmd, out, out / "__final__", data, before, args.work))
     target_results = json.loads((before / RESULTS).read_text())
-    print(f"\nmethods and variants: epochs {args.epochs} (1 pass for {', '.join(ONE_PASS)}), lr {args.lr}, "
-          f"seed {args.seed}, plugin default configs; recipes: their own settings\n")
-    print("| method | task aggregate | MIA AUC | MIA score | utility | gate | final score | run wall s | peak RSS MB | peak heap MB |")
+    print(
+        f"\nmethods and variants: epochs {args.epochs} (1 pass for {', '.join(ONE_PASS)}), lr {args.lr}, "
+        f"seed {args.seed}, plugin default configs; recipes: their own settings\n"
+    )
+    print(
+        "| method | task aggregate | MIA AUC | MIA score | utility | gate | final score | run wall s "
+        "| peak RSS MB | peak heap MB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     t = target_results
-    print(f"| (target) | {t['harmonic-mean-task-aggregate']:.3f} | {t['mia_loss_acc']:.3f} | {t['mia_final_score']:.3f} | "
-          f"{t['mmlu_average']:.3f} | | {t['aggregate-score']:.3f} | | | |")
+    print(
+        f"| (target) | {t['harmonic-mean-task-aggregate']:.3f} | {t['mia_loss_acc']:.3f} "
+        f"| {t['mia_final_score']:.3f} | "
+        f"{t['mmlu_average']:.3f} | | {t['aggregate-score']:.3f} | | | |"
+    )
     for method, r, wall, peak, heap, error in rows:
         if r is None:
             print(f"| {method} | failed: {error} | | | | | | {wall:.0f} | {peak:.0f} | {heap:.0f} |")
             continue
         gate = "pass" if r["utility_gate"]["pass"] else "FAIL"
-        print(f"| {method} | {r['harmonic-mean-task-aggregate']:.3f} | {r['mia_loss_acc']:.3f} | {r['mia_final_score']:.3f} | "
-              f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |")
+        print(
+            f"| {method} | {r['harmonic-mean-task-aggregate']:.3f} | {r['mia_loss_acc']:.3f} "
+            f"| {r['mia_final_score']:.3f} | "
+            f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
+        )
 
 
 def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, before: Path, work: Path) -> tuple:
     """Run one CLI command in its own process; evaluate the model it wrote (a recipe's: from recipe.json)."""
     res, wall, peak, heap = measure(cmd)
     if res.returncode != 0:
-        lines = [l for l in res.stderr.strip().splitlines() if not l.startswith("PEAK_")] or ["?"]
+        lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("PEAK_")] or ["?"]
         return (label, None, wall, peak, heap, lines[-1][:80])
     if model.name == "__final__":
         model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
     name = label.replace("recipe: ", "recipe_")
-    return (label, evaluate_model(model, data, work / f"eval_{name}", baseline=before, progress=False), wall, peak, heap, "")
+    return (
+        label,
+        evaluate_model(model, data, work / f"eval_{name}", baseline=before, progress=False),
+        wall,
+        peak,
+        heap,
+        "",
+    )
 
 
 if __name__ == "__main__":

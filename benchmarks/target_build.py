@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from unlearn.config import parse_value
-from unlearn.synth import generate
-from unlearn.target import TargetSettings, build_target
+from unlearn.bench.synth import generate
+from unlearn.bench.target import TargetSettings, build_target
 
 
 def main() -> None:
@@ -44,18 +44,25 @@ def main() -> None:
         card = build_target(data, out, settings, overwrite=True, progress=args.progress)
         wall = time.time() - started
     t, m = card["training"], card["memorisation"]
-    print(f"\ndata: {args.data or f'synthetic size={args.size} seed={args.seed}'}; torch threads: {torch.get_num_threads()}")
+    print(
+        f"\ndata: {args.data or f'synthetic size={args.size} seed={args.seed}'}; "
+        f"torch threads: {torch.get_num_threads()}"
+    )
     print(f"model: {card['parameters']:,} parameters; settings: {json.dumps(settings.model_dump())}")
-    print(f"build wall time {wall:.1f} s (training {t['train_seconds']} s, {t['epochs']} epochs, "
-          f"{t['tokens_per_second']:.0f} tokens/s); teacher-forced exact {t['teacher_forced_exact']:.3f}\n")
+    print(
+        f"build wall time {wall:.1f} s (training {t['train_seconds']} s, {t['epochs']} epochs, "
+        f"{t['tokens_per_second']:.0f} tokens/s); teacher-forced exact {t['teacher_forced_exact']:.3f}\n"
+    )
     print("| split | task | regurgitation | knowledge |")
     print("| --- | --- | --- | --- |")
     for split, tasks in m["tasks"].items():
         for task, v in tasks.items():
             print(f"| {split} | {task} | {v['regurgitation-score']:.3f} | {v['knowledge-score']:.3f} |")
     if "mia_auc" in m:
-        print(f"\nMIA LOSS AUC (members vs non-members): {m['mia_auc']:.3f} "
-              f"(mean NLL {m['mia_member_nll']:.3f} vs {m['mia_nonmember_nll']:.3f})")
+        print(
+            f"\nMIA LOSS AUC (members vs non-members): {m['mia_auc']:.3f} "
+            f"(mean NLL {m['mia_member_nll']:.3f} vs {m['mia_nonmember_nll']:.3f})"
+        )
     if "utility_exact_match" in m:
         print(f"utility exact match: {m['utility_exact_match']:.3f}")
     if args.json:

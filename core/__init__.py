@@ -1,16 +1,120 @@
 """unlearn: a plugin-based registry and runner for LLM unlearning methods.
 
-Plugin authors need ``from unlearn import hookimpl`` and ``unlearn/hookspecs.py``.
+This is the published API: everything a plugin or an application may use is named in
+``__all__`` and importable from ``unlearn`` itself; the modules behind it may change. Plugin
+authors start with ``unlearn/hookspecs.py`` and CONTRIBUTING.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .hookspecs import hookimpl
-from .losses import LossContext, LossOutput
+from .atomic import publish, write_json, write_jsonl, write_text
+from .config import (
+    Config,
+    RunConfig,
+    TrainerSettings,
+    apply_override,
+    apply_sets,
+    build_config,
+    describe_error,
+    parse_value,
+    read_config_file,
+)
+from .context import LossContext, PostContext, RunContext
+from .data import (
+    IGNORE_INDEX,
+    Encoded,
+    PairCollator,
+    PairedDataset,
+    RetainCycle,
+    Row,
+    encode,
+    load_documents,
+    load_rows,
+    pad_token_id,
+    resolve_split,
+)
+from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RegistryError, RunError, UnlearnError
+from .hookspecs import Item, Kind, Register, hookimpl
+from .host import Method, PluginHost, PluginInfo, command_group, get_host
+from .losses import LossOutput, kl_divergence, layer_output, nll_from_logprobs, shift, token_logprobs
+from .params import decoder_layers, embedding_parameters, layer_index, train_only
+from .recipe import Recipe, builtin_recipes, find_recipe, load_recipe, run_recipe
+from .reference import ReferenceModel
+from .runner import CONFIG_FILE, REPORT_FILE, free_port, run
 
 try:
     __version__ = version("unlearn-core")
 except PackageNotFoundError:  # imported from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["hookimpl", "LossContext", "LossOutput", "__version__"]
+__all__ = [
+    # writing a plugin: hooks, configs, contexts, loss helpers
+    "hookimpl",
+    "Register",
+    "Kind",
+    "Item",
+    "Config",
+    "LossContext",
+    "LossOutput",
+    "RunContext",
+    "PostContext",
+    "ReferenceModel",
+    "token_logprobs",
+    "nll_from_logprobs",
+    "kl_divergence",
+    "shift",
+    "layer_output",
+    "IGNORE_INDEX",
+    # parameter selection
+    "decoder_layers",
+    "layer_index",
+    "embedding_parameters",
+    "train_only",
+    # data
+    "Row",
+    "Encoded",
+    "encode",
+    "load_rows",
+    "load_documents",
+    "resolve_split",
+    "pad_token_id",
+    "PairCollator",
+    "PairedDataset",
+    "RetainCycle",
+    # errors
+    "UnlearnError",
+    "ConfigError",
+    "DataError",
+    "PluginError",
+    "RegistryError",
+    "RunError",
+    "NonFiniteLossError",
+    # building on the core: host, configs, runs, recipes, writing results
+    "PluginHost",
+    "PluginInfo",
+    "Method",
+    "get_host",
+    "command_group",
+    "RunConfig",
+    "TrainerSettings",
+    "build_config",
+    "read_config_file",
+    "parse_value",
+    "apply_override",
+    "apply_sets",
+    "describe_error",
+    "run",
+    "free_port",
+    "CONFIG_FILE",
+    "REPORT_FILE",
+    "Recipe",
+    "load_recipe",
+    "run_recipe",
+    "find_recipe",
+    "builtin_recipes",
+    "write_text",
+    "write_json",
+    "write_jsonl",
+    "publish",
+    "__version__",
+]

@@ -1,5 +1,6 @@
-"""``python -m unlearn`` (and ``torchrun -m unlearn run ...``)."""
+"""``python -m unlearn`` (and ``torchrun -m unlearn run ...``): starts the command-line application.
+This entry module is the one place the ``unlearn`` package names an application."""
 
-from .cli import main
+from unlearn.cli import main
 
 main()

@@ -12,20 +12,31 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .plugins import PluginHost
 
 
-class _Strict(BaseModel):
+class Config(BaseModel):
+    """Base of every config: a method's settings, the trainer's, a run's. Unknown keys are errors,
+    so a typo in a config file is reported instead of silently ignored; assignments are validated.
+
+    A method's config subclasses it, with each field's default taken from the paper and a
+    ``description``::
+
+        class NPOConfig(unlearn.Config):
+            beta: float = Field(0.1, gt=0, description="Inverse temperature (Zhang et al. 2024).")
+    """
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TrainerSettings(_Strict):
+class TrainerSettings(Config):
     """Optimisation settings shared by every method (the HF ``Trainer`` arguments we expose)."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over the forget set.")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: use epochs).")
     learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (SemEval baseline 1e-5).")
-    batch_size: int = Field(4, ge=1, description="Forget examples per device per step; each is paired with a retain example.")
+    batch_size: int = Field(
+        4, ge=1, description="Forget examples per device per step; each is paired with a retain example."
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, le=1)
@@ -41,11 +52,13 @@ class TrainerSettings(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and compute dtype.")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch).")
+    save_steps: int = Field(
+        0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch)."
+    )
     progress: bool = Field(True, description="Show progress bars.")
 
 
-class RunConfig(_Strict):
+class RunConfig(Config):
     """One unlearning run: which model, which data, which plugins, how to train, where to write."""
 
     model: str = Field(description="Path of the Hugging Face model folder to unlearn (never modified).")
@@ -53,14 +66,14 @@ class RunConfig(_Strict):
     data: Path | None = Field(None, description="A folder holding forget.jsonl and retain.jsonl (or .parquet).")
     forget: Path | None = Field(None, description="Forget rows (jsonl/parquet file or folder); overrides data.")
     retain: Path | None = Field(None, description="Retain rows (jsonl/parquet file or folder); overrides data.")
-    method: str = Field(description="The loss method: one registered entry of kind 'loss'.")
+    method: str = Field(description="The loss method: one registered method of kind 'loss'.")
     with_: list[str] = Field(
         default_factory=list,
         alias="with",
-        description="Parameter-selection and post-processing entries, applied in order.",
+        description="Parameter-selection and post-processing methods, applied in order.",
     )
     config: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-entry settings, e.g. config.gd.retain_weight = 2."
+        default_factory=dict, description="Per-method settings, e.g. config.gd.retain_weight = 2."
     )
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     seed: int = 42
@@ -85,33 +98,9 @@ class RunConfig(_Strict):
             raise ValueError("give the forget rows with `forget` or a folder with `data`")
         return self
 
-    def entries(self) -> list[str]:
-        """The chosen entries: the method, then the --with entries."""
+    def methods(self) -> list[str]:
+        """The chosen methods: the loss method, then the --with methods."""
         return [self.method, *self.with_]
-
-    def resolve(self, host: PluginHost) -> dict[str, BaseModel]:
-        """Validate the chosen entries and their settings; returns each entry's config object.
-
-        Fills every chosen entry's defaults into ``self.config`` so the saved config is complete.
-        """
-        host.entry(self.method, kinds=("loss",))
-        for name in self.with_:
-            host.entry(name, kinds=("parameters", "post-process"))
-        stray = sorted(set(self.config) - set(self.entries()))
-        if stray:
-            raise ConfigError(
-                f"config.{stray[0]}: settings for an entry that is not part of this run "
-                f"(method {self.method!r}, with {self.with_})"
-            )
-        resolved: dict[str, BaseModel] = {}
-        for name in self.entries():
-            cls = host.entries[name].config
-            try:
-                resolved[name] = cls.model_validate(self.config.get(name, {}))
-            except ValidationError as exc:
-                raise ConfigError(describe_error(exc, prefix=f"config.{name}")) from None
-        self.config = {name: cfg.model_dump(mode="json") for name, cfg in resolved.items()}
-        return resolved
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -185,6 +174,17 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
             node[key] = value
         else:
             node = node.setdefault(key, {})
+
+
+def apply_sets(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Apply the command line's ``--set KEY=VALUE`` items to ``data`` (dotted keys reach into
+    tables, numbers into lists); returns ``data``."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.learning_rate=1e-5")
+        apply_override(data, key.strip(), parse_value(value.strip()))
+    return data
 
 
 def build_config(data: dict[str, Any], source: str = "") -> RunConfig:

@@ -7,92 +7,157 @@ specs below. It is found through the ``unlearn`` entry-point group, e.g. in its 
     [project.entry-points.unlearn]
     ga = "unlearn_plugin_ga"
 
-Every plugin first registers what it provides in ``register_methods``. When a run is composed
-(``unlearn run --method gd --with lora``) the core calls the other hooks *only* on the plugins
-that registered the chosen names, and passes that name as ``method`` so one package may provide
-several entries.
+A method plugin first registers what it provides in ``register_methods``: its *methods*, each of
+one kind (a loss, a parameter selection, a post-processing step). When a run is composed
+(``unlearn run --method gd --with lora``) the core calls the other method hooks *only* on the
+plugins that registered the chosen methods, and passes the method's name as ``method`` so one
+package may provide several. ``register_commands`` is called on every plugin: built-in
+applications (the evaluator, organiser mode, the embedded benchmark) add their commands with it
+exactly as a third party does.
+
+Hooks marked *first result* stop at the first implementation that returns something other than
+None and return that answer; the others are called on each chosen plugin in turn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     import torch
-    from pydantic import BaseModel
+    import typer
 
+    from .config import Config
+    from .context import LossContext, PostContext, RunContext
     from .data import Encoded
-    from .losses import LossContext, LossOutput
-    from .run import RunContext
+    from .losses import LossOutput
 
 hookspec = pluggy.HookspecMarker("unlearn")
 hookimpl = pluggy.HookimplMarker("unlearn")
 
+Kind = Literal["loss", "parameters", "post-process"]
+"""A method's kind: ``loss`` is chosen with ``--method``; ``parameters`` and ``post-process``
+with ``--with``."""
+
+Item = dict[str, tuple[int, "Encoded"]]
+"""One training item of ``schedule``: ``{"forget": (row, example)}``, ``{"retain": ...}`` or both."""
+
+
+class Register(Protocol):
+    """The ``register`` callable that ``register_methods`` receives."""
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        config: type[Config],
+        kind: Kind = "loss",
+        summary: str = "",
+        uses_retain: bool = True,
+    ) -> None:
+        """Announce one method.
+
+        :param name: lower-case letters, digits, ``-`` and ``_``; unique across installed plugins.
+        :param config: a subclass of ``unlearn.Config`` (unknown keys are errors) whose fields have
+            the paper's defaults; it arrives validated as ``config`` in every other hook.
+        :param kind: ``"loss"``, ``"parameters"`` or ``"post-process"``.
+        :param summary: one line for ``unlearn plugins``; the skeleton's placeholder fails
+            ``unlearn plugins check``.
+        :param uses_retain: whether a loss needs retain rows. True: the run refuses to start
+            without a retain set and every forget example in a batch is paired with a retain
+            example (``ctx.batch["retain"]``). False: retain rows are neither loaded nor batched.
+        """
+
 
 @hookspec
-def register_methods(register: Callable[..., None]) -> None:
-    """Register the entries this plugin provides.
+def register_methods(register: Register) -> None:
+    """Register the methods this plugin provides, once each, by calling ``register``.
 
-    Call ``register(name, config=ConfigModel, kind="loss", summary="...", uses_retain=True)``
-    once per entry. ``kind`` is ``"loss"`` (chosen with ``--method``), ``"parameters"`` or
-    ``"post-process"`` (chosen with ``--with``). ``config`` is a pydantic model whose fields
-    have defaults from the paper; it must forbid unknown keys. The host validates names and
-    rejects duplicates across plugins.
+    :param register: see :class:`Register`; the host validates names and configs and rejects a
+        name another plugin already registered.
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands to the ``unlearn`` command line.
+
+    :param cli: the root ``typer.Typer``. ``@cli.command()`` adds a command;
+        ``unlearn.command_group(cli, "data", "help")`` returns a group, created on first use, that
+        several plugins can add commands to. Import heavy modules inside the command, so that
+        ``unlearn --help`` stays fast.
     """
 
 
 @hookspec(firstresult=True)
-def compute_loss(method: str, config: BaseModel, ctx: LossContext) -> torch.Tensor | LossOutput:
-    """Return the loss of one training step for the loss method ``method``.
+def compute_loss(method: str, config: Config, ctx: LossContext) -> torch.Tensor | LossOutput:
+    """Return the loss of one training step. First result: one plugin answers.
 
-    ``ctx.batch`` is ``{"forget": ..., "retain": ...}`` (each with ``input_ids``,
-    ``attention_mask``, ``labels`` where the prompt is masked with -100, ``index`` and ``task``). Use the
-    helpers on ``ctx`` (``nll``, ``token_logprobs``, ``reference_token_logprobs``, ...) rather
-    than calling the model yourself, so forward passes and reference log-probs are shared and
-    cached. Return a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms.
+    :param method: the chosen loss method's name (one plugin may register several).
+    :param config: that method's validated config.
+    :param ctx: the step: ``ctx.batch`` (``{"forget": ..., "retain": ...}``, each split with
+        ``input_ids``, ``attention_mask`` [B, T], ``labels`` [B, T] where prompt and padding are
+        -100, ``index`` [B] and ``task``) and helpers that share forward passes and cache
+        reference log-probs; shapes and averaging are documented on ``LossContext``.
+    :returns: a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms beside it.
     """
 
 
 @hookspec(firstresult=True)
 def schedule(
-    method: str, config: BaseModel, forget: Sequence[Encoded], retain: Sequence[Encoded] | None, seed: int, batch_size: int
-) -> list[dict[str, tuple[int, Encoded]]] | None:
+    method: str,
+    config: Config,
+    forget: Sequence[Encoded],
+    retain: Sequence[Encoded] | None,
+    seed: int,
+    batch_size: int,
+) -> list[Item] | None:
     """Give the exact order of training items instead of the core's shuffled forget/retain pairs.
+    First result: return None to keep the default pairing.
 
-    Return a list of items, each ``{"forget": (row, example)}``, ``{"retain": (row, example)}``
-    or both, where ``row`` is the example's position in ``forget``/``retain``. Items are batched
-    in order, ``batch_size`` at a time, and every item of one batch must hold the same splits
-    (e.g. sequential chunks, or alternating forget and retain batches). ``trainer.epochs``
-    counts passes over the list. Return None to keep the default pairing.
+    :param method: the chosen loss method's name.
+    :param config: that method's validated config.
+    :param forget: the tokenised forget rows, in file order.
+    :param retain: the tokenised retain rows, or None when the method does not use them.
+    :param seed: the run's seed; the same seed must give the same order.
+    :param batch_size: items per batch (``trainer.batch_size``). Items are batched in order and
+        every item of one batch must hold the same splits (e.g. sequential chunks, or
+        alternating forget and retain batches). ``trainer.epochs`` counts passes over the list.
+    :returns: a list of items, each ``{"forget": (row, example)}``, ``{"retain": (row, example)}``
+        or both, where ``row`` is the example's position in ``forget``/``retain``.
     """
 
 
 @hookspec
-def select_parameters(
-    method: str, config: BaseModel, model: torch.nn.Module, run: RunContext
-) -> torch.nn.Module | None:
-    """Choose what trains, before training starts.
+def select_parameters(method: str, config: Config, model: torch.nn.Module, run: RunContext) -> torch.nn.Module | None:
+    """Choose what trains, before training starts. Called for the loss method and every
+    ``--with`` method, in the order given, each on the previous one's result.
 
-    Either set ``requires_grad`` on ``model``'s parameters in place and return None (see
-    ``unlearn.params.train_only``), or return a wrapped model (e.g. a LoRA ``PeftModel``) that
-    the trainer uses instead. Called for the loss method and every ``--with`` entry, in the
-    order given, each on the previous one's result. A wrapper that keeps the input weights
-    frozen inside it should call ``run.reference.share(wrapped, switch_off)`` so the reference
-    model is the same network with the addition switched off, not a second copy.
+    :param method: the method's name.
+    :param config: its validated config.
+    :param model: the model to train (possibly already wrapped by an earlier method).
+    :param run: the run; ``run.reference`` is the frozen input model. A wrapper that keeps the
+        input weights frozen inside it calls ``run.reference.share(wrapped, switch_off)`` so the
+        reference is that network with the addition switched off, not a second copy.
+    :returns: None after setting ``requires_grad`` in place (see ``unlearn.train_only``), or a
+        wrapped model (e.g. a LoRA ``PeftModel``) that the trainer uses instead.
     """
 
 
 @hookspec
-def post_process(method: str, config: BaseModel, output_dir: Path, run: RunContext) -> None:
+def post_process(method: str, config: Config, output_dir: Path, run: PostContext) -> None:
     """Write the finished model into ``output_dir``, a staging folder that becomes the output
-    only when every hook has returned. Leave a loadable safetensors checkpoint behind.
+    only when every hook has returned; leave a loadable safetensors checkpoint behind.
 
-    ``run.inputs`` are the models to work on and ``run.base_model`` is the input model. In a
-    run (``--with``), called once on the main process after ``save_pretrained``: ``inputs`` is
-    ``[output_dir]``, the model just trained, to rewrite in place (merge an adapter, prune,
-    convert). In a recipe's ``[[post]]`` step, ``inputs`` are the finished models the step
-    names and ``output_dir`` starts empty (e.g. a TIES merge of two runs).
+    :param method: the method's name.
+    :param config: its validated config.
+    :param output_dir: in a run (``--with``), the model just saved, to rewrite in place (merge an
+        adapter, prune, convert); in a recipe's ``[[post]]`` step, an empty folder.
+    :param run: ``run.inputs`` are the models to work on (``[output_dir]`` in a run; the models
+        of the steps a recipe step names, e.g. two runs to TIES-merge), ``run.base_model`` is the
+        input model. Called once, on the main process.
     """

@@ -20,9 +20,9 @@ The recipe file (TOML, YAML or JSON)::
     method = "npo"
     with = ["lora"]
     config.npo = { npo_weight = 0.4, retain_kl_weight = 0.4, retain_nll_weight = 0.2 }
-    [[post]]                     # a post-process entry over finished runs, in order
+    [[post]]                     # a post-process method over finished runs, in order
     name = "merged"
-    entry = "merge"
+    method = "merge"
     inputs = ["npo_a", "npo_b"]
     config = { merge_method = "ties", density = 0.8 }
 """
@@ -34,18 +34,19 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .atomic import publish, write_json
 from .config import build_config, describe_error, read_config_file
 from .errors import ConfigError, RunError
-from .io import publish, write_json
-from .plugins import PluginHost, get_host
-from .run import CONFIG_FILE, REPORT_FILE, run
+from .host import PluginHost, get_host
+from .runner import CONFIG_FILE, REPORT_FILE, run
 
 RESULT_FILE = "recipe.json"
 STEP_FILE = "unlearn_step.json"
@@ -53,14 +54,14 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class PostStep(BaseModel):
-    """A post-processing step: a registered post-process ``entry`` applied to finished steps."""
+    """A post-processing step: a registered post-process ``method`` applied to finished steps."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_NAME, description="The step's folder under the output folder.")
-    entry: str = Field(description="A registered post-process entry, e.g. merge.")
+    method: str = Field(description="A registered post-process method, e.g. merge.")
     inputs: list[str] = Field(min_length=1, description="Names of earlier runs/steps whose models it takes, in order.")
-    config: dict[str, Any] = Field(default_factory=dict, description="The entry's settings.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The method's settings.")
 
 
 class Recipe(BaseModel):
@@ -88,7 +89,9 @@ class Recipe(BaseModel):
         for i, item in enumerate(runs):
             name = item.get("name")
             if not isinstance(name, str) or not re.match(_NAME, name):
-                raise ValueError(f"runs[{i}].name: give each run a name of letters, digits, '_', '-' or '.' (got {name!r})")
+                raise ValueError(
+                    f"runs[{i}].name: give each run a name of letters, digits, '_', '-' or '.' (got {name!r})"
+                )
             for key in ("model", "data", "forget", "retain", "output_dir"):
                 if key in item:
                     raise ValueError(f"runs[{i}] ({name}).{key}: set by the recipe, not per run")
@@ -113,25 +116,24 @@ class Recipe(BaseModel):
         return [r["name"] for r in self.runs] + [p.name for p in self.post]
 
     def plugins(self) -> list[str]:
-        """Every entry the recipe uses."""
+        """Every method the recipe uses."""
         names: list[str] = []
         for item in self.runs:
             merged = _deep_merge(self.defaults, item)
             for name in [merged.get("method"), *merged.get("with", [])]:
                 if name and name not in names:
                     names.append(name)
-        names += [p.entry for p in self.post if p.entry not in names]
+        names += [p.method for p in self.post if p.method not in names]
         return names
 
 
 @dataclass
 class StepContext:
-    """What ``post_process`` sees in a recipe step (the fields it shares with ``RunContext``)."""
+    """What ``post_process`` sees in a recipe step; satisfies ``PostContext``."""
 
     base_model: Path
     inputs: list[Path]
     work_dir: Path
-    host: PluginHost
     is_main_process: bool = True
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -150,11 +152,14 @@ def find_recipe(name_or_path: str | Path) -> Path:
     builtin = builtin_recipes()
     if str(name_or_path) in builtin:
         return builtin[str(name_or_path)]
-    raise ConfigError(f"{name_or_path}: no such recipe file, and no built-in recipe of that name ({', '.join(builtin)})")
+    raise ConfigError(
+        f"{name_or_path}: no such recipe file, and no built-in recipe of that name ({', '.join(builtin)})"
+    )
 
 
-def load_recipe(path: Path, overrides: dict[str, Any] | None = None,
-                edit: Callable[[dict[str, Any]], Any] | None = None) -> Recipe:
+def load_recipe(
+    path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
+) -> Recipe:
     """Read and validate a recipe file. ``overrides`` (top-level fields, e.g. ``model``) replace
     the file's; ``edit`` may change the raw data first (the command line's ``--set``)."""
     data = read_config_file(path)
@@ -199,7 +204,7 @@ def run_recipe(
     if recipe.forget is None and recipe.data is None:
         raise ConfigError(f"recipe {recipe.name}: no data; give --data (or --forget/--retain)")
     for name in recipe.plugins():
-        host.entry(name)  # an unknown or broken plugin fails before any work
+        host.method(name)  # an unknown or broken plugin fails before any work
     output_dir.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
     for i, item in enumerate(recipe.runs):
@@ -210,7 +215,7 @@ def run_recipe(
             if getattr(recipe, key) is not None:
                 fields[key] = str(getattr(recipe, key))
         config = build_config(fields, source=f"recipe {recipe.name}, runs[{i}] ({name})")
-        config.resolve(host)
+        host.configure(config)
         done = output_dir / name / CONFIG_FILE
         started = time.time()
         if done.is_file() and json.loads(done.read_text()) == config.dump():
@@ -218,21 +223,36 @@ def run_recipe(
             steps.append({"name": name, "kind": "run", "status": "skipped", "path": str(output_dir / name)})
             continue
         if done.is_file() and not overwrite:
-            raise RunError(f"{output_dir / name} finished with other settings than recipe step {name!r}; "
-                           "pass --overwrite to redo the steps whose settings changed")
+            raise RunError(
+                f"{output_dir / name} finished with other settings than recipe step {name!r}; "
+                "pass --overwrite to redo the steps whose settings changed"
+            )
         say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
         run(config, host=host, overwrite=overwrite)
-        steps.append({"name": name, "kind": "run", "status": "ran", "path": str(output_dir / name),
-                      "wall_time_s": round(time.time() - started, 2)})
+        steps.append(
+            {
+                "name": name,
+                "kind": "run",
+                "status": "ran",
+                "path": str(output_dir / name),
+                "wall_time_s": round(time.time() - started, 2),
+            }
+        )
     for step in recipe.post:
         inputs = [output_dir / n for n in step.inputs]
-        entry = host.entry(step.entry, kinds=("post-process",))
+        method = host.method(step.method, kinds=("post-process",))
         try:
-            entry_config = entry.config.model_validate(step.config)
+            method_config = method.config.model_validate(step.config)
         except ValidationError as exc:
-            raise ConfigError(describe_error(exc, prefix=f"post.{step.name}.config", source=f"recipe {recipe.name}")) from None
-        marker = {"entry": step.entry, "config": entry_config.model_dump(mode="json"), "base_model": recipe.model,
-                  "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)}}
+            raise ConfigError(
+                describe_error(exc, prefix=f"post.{step.name}.config", source=f"recipe {recipe.name}")
+            ) from None
+        marker = {
+            "method": step.method,
+            "config": method_config.model_dump(mode="json"),
+            "base_model": recipe.model,
+            "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)},
+        }
         target = output_dir / step.name
         if (target / STEP_FILE).is_file():
             # A post step is redone whenever its settings or inputs changed: it is cheap and derived.
@@ -240,20 +260,29 @@ def run_recipe(
                 say(f"[{step.name}] done already, skipped")
                 steps.append({"name": step.name, "kind": "post", "status": "skipped", "path": str(target)})
                 continue
-        say(f"[{step.name}] {step.entry} over {', '.join(step.inputs)}")
+        say(f"[{step.name}] {step.method} over {', '.join(step.inputs)}")
         started = time.time()
         staging = output_dir / f".{step.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        ctx = StepContext(Path(recipe.model), inputs, staging, host)
-        host.call("post_process", entry, config=entry_config, output_dir=staging, run=ctx)
+        ctx = StepContext(Path(recipe.model), inputs, staging)
+        host.call("post_process", method, config=method_config, output_dir=staging, run=ctx)
         if not any(staging.glob("*.safetensors")):
-            raise RunError(f"recipe step {step.name!r}: {step.entry} left no safetensors weights")
+            raise RunError(f"recipe step {step.name!r}: {step.method} left no safetensors weights")
         write_json(staging / STEP_FILE, marker)
         publish(staging, target)
-        steps.append({"name": step.name, "kind": "post", "status": "ran", "path": str(target),
-                      "wall_time_s": round(time.time() - started, 2)})
+        steps.append(
+            {
+                "name": step.name,
+                "kind": "post",
+                "status": "ran",
+                "path": str(target),
+                "wall_time_s": round(time.time() - started, 2),
+            }
+        )
     final = output_dir / recipe.step_names()[-1]
-    write_json(output_dir / RESULT_FILE, {"recipe": recipe.name, "final": recipe.step_names()[-1], "model": str(final),
-                                          "steps": steps})
+    write_json(
+        output_dir / RESULT_FILE,
+        {"recipe": recipe.name, "final": recipe.step_names()[-1], "model": str(final), "steps": steps},
+    )
     return final

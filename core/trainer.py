@@ -7,12 +7,14 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 from transformers import Trainer
 
+from .config import Config
+from .context import LossContext, RunContext
 from .errors import NonFiniteLossError
-from .losses import LossContext, LossOutput, ReferenceModel
-from .plugins import Entry, PluginHost
+from .host import Method, PluginHost
+from .losses import LossOutput
+from .reference import ReferenceModel
 
 
 class UnlearnTrainer(Trainer):
@@ -25,10 +27,10 @@ class UnlearnTrainer(Trainer):
         self,
         *args: Any,
         host: PluginHost,
-        method: Entry,
-        method_config: BaseModel,
+        method: Method,
+        method_config: Config,
         reference: ReferenceModel | None = None,
-        run: Any = None,
+        run: RunContext | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)

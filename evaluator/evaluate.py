@@ -9,9 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unlearn.data import Row, load_documents, load_rows, resolve_split
-from unlearn.errors import DataError
-from unlearn.io import publish, write_json, write_jsonl, write_text
+from unlearn import (
+    DataError,
+    Row,
+    load_documents,
+    load_rows,
+    publish,
+    resolve_split,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 
 from .generation import greedy_generate
 from .metrics import exact_match, row_score
@@ -173,8 +181,11 @@ def evaluate_model(
     utility_result = None
     if utility_path is not None and utility_path.is_dir():
         mmlu = evaluate_mmlu(model, tokenizer, utility_path, shots=mmlu_shots)
-        utility_result = {"value": mmlu["average_acc"], "source": f"mmlu ({mmlu_shots}-shot): {utility_path}",
-                          "records": mmlu["predictions"]}
+        utility_result = {
+            "value": mmlu["average_acc"],
+            "source": f"mmlu ({mmlu_shots}-shot): {utility_path}",
+            "records": mmlu["predictions"],
+        }
     elif utility_path is not None:
         urows = load_rows(utility_path)
         answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch_size)
@@ -206,7 +217,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not valid JSON lines ({exc.msg})") from None
 
 
-def rescore(generations_dir: Path, data: Path, out: Path, split: str | None = "train", baseline: Path | None = None) -> dict[str, Any]:
+def rescore(
+    generations_dir: Path, data: Path, out: Path, split: str | None = "train", baseline: Path | None = None
+) -> dict[str, Any]:
     """Score saved generations again, without a model; they must match the data's rows."""
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
@@ -234,7 +247,8 @@ def rescore(generations_dir: Path, data: Path, out: Path, split: str | None = "t
     if (generations_dir / "utility" / "predictions.jsonl").is_file():
         previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
         utility = _utility_from_records(
-            _read_jsonl(generations_dir / "utility" / "predictions.jsonl"), previous.get("utility_source") or "saved predictions"
+            _read_jsonl(generations_dir / "utility" / "predictions.jsonl"),
+            previous.get("utility_source") or "saved predictions",
         )
         utility["source"] = previous.get("utility_source") or utility["source"]
     out = out.resolve()

@@ -3,11 +3,12 @@ script: raw prompts, left padding with an attention mask, stop at EOS, decode on
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from unlearn.data import pad_token_id
+from unlearn import pad_token_id
 
 # Generation-config fields that make HF's greedy search differ from a plain argmax.
 _PROCESSORS = {
@@ -47,7 +48,9 @@ def left_pad_positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _greedy_batch(model: Any, ids: torch.Tensor, mask: torch.Tensor, eos_id: int | None, max_new_tokens: int) -> list[list[int]]:
+def _greedy_batch(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, eos_id: int | None, max_new_tokens: int
+) -> list[list[int]]:
     """Argmax decoding with a KV cache; a row that reaches EOS leaves the batch, so the rest
     run on a smaller batch (the main saving over ``model.generate`` on mixed-length answers)."""
     positions = left_pad_positions(mask)
@@ -56,7 +59,9 @@ def _greedy_batch(model: Any, ids: torch.Tensor, mask: torch.Tensor, eos_id: int
     finished: set[int] = set()
     past, current = None, ids
     for _ in range(max_new_tokens):
-        out = model(input_ids=current, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
+        out = model(
+            input_ids=current, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+        )
         past = out.past_key_values
         nxt = out.logits[:, -1].argmax(-1)
         for row, tok in zip(alive, nxt.tolist()):
@@ -114,8 +119,12 @@ def greedy_generate(
             ids, mask = ids.to(device), mask.to(device)
             if hf:
                 generated = model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=pad_id,
                 )
                 new_tokens = [row.tolist() for row in generated[:, ids.shape[1] :]]
             else:

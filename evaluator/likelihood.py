@@ -3,12 +3,12 @@ forgotten (the method plugins' tests use it)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from unlearn.data import Encoded, PairCollator, Row, encode, pad_token_id
-from unlearn.losses import nll_from_logprobs, token_logprobs
+from unlearn import Encoded, PairCollator, Row, encode, nll_from_logprobs, pad_token_id, token_logprobs
 
 
 @torch.no_grad()
@@ -21,7 +21,9 @@ def _nll(model: torch.nn.Module, pad_id: int, encoded: Sequence[Encoded], batch_
     try:
         for start in range(0, len(encoded), batch_size):
             batch = collate.pad(list(enumerate(encoded[start : start + batch_size])))
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
             logp, mask = token_logprobs(logits, batch["labels"].to(device))
             values.extend(nll_from_logprobs(logp, mask, per_sequence=True).tolist())
     finally:
@@ -29,6 +31,8 @@ def _nll(model: torch.nn.Module, pad_id: int, encoded: Sequence[Encoded], batch_
     return values
 
 
-def answer_nll(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8) -> list[float]:
+def answer_nll(
+    model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8
+) -> list[float]:
     """Mean NLL of each row's ``output`` given its ``input`` (EOS included, as in training)."""
     return _nll(model, pad_token_id(tokenizer), encode(rows, tokenizer, max_length), batch_size)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unlearn.data import load_documents, load_rows
+from unlearn import load_documents, load_rows
 
 from .generation import greedy_generate
 from .metrics import exact_match, row_score
@@ -16,7 +16,9 @@ from .scoring import split_summary
 SPLIT_FILES = ("forget_train", "forget_validation", "retain_train", "retain_validation", "forget", "retain")
 
 
-def memorisation_report(model: Any, tokenizer: Any, data: Path, max_new_tokens: int = 256, progress: bool = False) -> dict[str, Any]:
+def memorisation_report(
+    model: Any, tokenizer: Any, data: Path, max_new_tokens: int = 256, progress: bool = False
+) -> dict[str, Any]:
     """``{"tasks": {split file: {task: {"regurgitation-score", "knowledge-score"}}}, "mia_auc",
     "mia_member_nll", "mia_nonmember_nll", "utility_exact_match"}`` for what the folder holds."""
     report: dict[str, Any] = {"tasks": {}}

@@ -4,12 +4,13 @@ Min-k%++ (mimir; Duan et al. 2024). Every score is "lower = more likely a member
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from unlearn.data import Encoded, PairCollator, pad_token_id
+from unlearn import Encoded, PairCollator, pad_token_id
 
 from .metrics import auc
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 
-from unlearn.data import pad_token_id
-from unlearn.errors import DataError
+from unlearn import DataError, pad_token_id
 
 from .generation import left_pad, left_pad_positions
 
@@ -32,7 +31,9 @@ def _read_csv(path: Path, subject: str) -> list[Question]:
     with path.open(newline="", encoding="utf-8") as fh:
         for number, row in enumerate(csv.reader(fh), start=1):
             if len(row) != 6:
-                raise DataError(f"{path}, row {number}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
+                raise DataError(
+                    f"{path}, row {number}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}"
+                )
             if row[5].strip() not in CHOICES:
                 raise DataError(f"{path}, row {number}: answer {row[5]!r} is not one of A, B, C, D")
             questions.append(Question(subject, row[0], (row[1], row[2], row[3], row[4]), row[5].strip()))
@@ -80,11 +81,15 @@ def evaluate_mmlu(model: Any, tokenizer: Any, folder: Path, shots: int = 5, batc
             for start in range(0, len(prompts), batch_size):
                 ids, mask = left_pad(prompts[start : start + batch_size], pad_id)  # the last position answers
                 positions = left_pad_positions(mask)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
+                logits = model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
+                )
                 logits = logits.logits[:, -1, choice_ids]
                 for row, best in enumerate(logits.argmax(-1).tolist()):
                     q = test[start + row]
-                    predictions.append({"subject": subject, "index": start + row, "prediction": CHOICES[best], "answer": q.answer})
+                    predictions.append(
+                        {"subject": subject, "index": start + row, "prediction": CHOICES[best], "answer": q.answer}
+                    )
     finally:
         model.train(was_training)
     return mmlu_summary(predictions)

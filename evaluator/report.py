@@ -31,13 +31,20 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
             return _fmt(now)
 
     lines = ["# Unlearning evaluation (SemEval-2025 Task 4 scoring)", ""]
-    lines += ["| task | forget regurgitation | forget knowledge | retain regurgitation | retain knowledge |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "| task | forget regurgitation | forget knowledge | retain regurgitation | retain knowledge |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for task in _tasks(results):
         cells = [cell(lambda r, s=s, k=k, t=task: r[s][t][k]) for s in ("forget-set", "retain-set") for k in TASK_KEYS]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines += ["", "Forget values should fall, retain values stay. Higher is better below.", "",
-              "| score | value |", "| --- | --- |"]
+    lines += [
+        "",
+        "Forget values should fall, retain values stay. Higher is better below.",
+        "",
+        "| score | value |",
+        "| --- | --- |",
+    ]
     rows = [
         ("task aggregate (harmonic mean of 12)", lambda r: r["harmonic-mean-task-aggregate"]),
         ("MIA LOSS AUC (0.5 is ideal)", lambda r: r.get("mia_loss_acc")),
@@ -51,8 +58,11 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
         verdict = {True: "pass", False: "FAIL", None: "unknown"}[gate["pass"]]
         lines += ["", f"Utility gate (>= 75% of the baseline's {_fmt(gate.get('baseline_utility'))}): **{verdict}**"]
     if results.get("mia_attacks_auc"):
-        lines += ["", "Other membership-inference attacks (AUC, not in the final score): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in results["mia_attacks_auc"].items())]
+        lines += [
+            "",
+            "Other membership-inference attacks (AUC, not in the final score): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in results["mia_attacks_auc"].items()),
+        ]
     return "\n".join(lines) + "\n"
 
 

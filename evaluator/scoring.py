@@ -1,12 +1,13 @@
-"""The official SemEval-2025 Task 4 aggregation (SPEC.md section 2), to the last digit."""
+"""The official SemEval-2025 Task 4 aggregation, to the last digit: the organisers' final
+`evaluate_generations.py` (public in iraklis07/llm-unlearning, `semeval25-unlearning-data/`)."""
 
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from unlearn.data import Row
-from unlearn.errors import DataError
+from unlearn import DataError, Row
 
 from .metrics import is_knowledge
 from .mia import mia_score

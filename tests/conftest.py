@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random OLMo model with its tokenizer, and tiny LUME data, built once."""
+"""Project fixtures. The tiny model, memorised model and tiny data come from the test kit's pytest
+plugin (``unlearn.devkit.pytest_plugin``), as they do for any plugin package's tests."""
 
 from __future__ import annotations
 
@@ -7,19 +8,7 @@ from typing import Any
 
 import pytest
 
-from unlearn.config import RunConfig
-from unlearn.plugins import PluginHost
-from unlearn.testing import build_tiny_model, write_tiny_data
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("tiny-data"))
+from unlearn import PluginHost, RunConfig
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from unlearn_plugin_ga import GAConfig, compute_loss
 
 from unlearn import LossContext
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_ga import GAConfig, compute_loss
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def test_loss_is_minus_the_mean_answer_token_nll():

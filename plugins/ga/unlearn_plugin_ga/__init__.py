@@ -1,6 +1,6 @@
 """Gradient ascent (GA): push the forget set's likelihood down.
 
-Loss (SPEC.md section 3): ``-NLL(F)``, the mean token negative log-likelihood of the forget
+Loss: ``-NLL(F)``, the mean token negative log-likelihood of the forget
 answers, negated. Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy Risks in
 Language Models" (arXiv:2210.01504). Unbounded: the loss falls without limit, so keep the
 number of steps small; the trainer stops with a clear error if it ever becomes NaN.
@@ -8,21 +8,15 @@ number of steps small; the trainer stops with a clear error if it ever becomes N
 
 from __future__ import annotations
 
-from typing import Callable
-
-from pydantic import BaseModel, ConfigDict
-
-from unlearn import LossContext, LossOutput, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl
 
 
-class GAConfig(BaseModel):
+class GAConfig(Config):
     """GA has no settings of its own: learning rate and steps are ``trainer.*`` settings."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
+def register_methods(register: Register) -> None:
     register(
         "ga",
         config=GAConfig,

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from unlearn_plugin_gd import GDConfig, compute_loss
 
 from unlearn import LossContext
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_gd import GDConfig, compute_loss
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 @pytest.mark.parametrize("retain_weight", [1.0, 2.5])

@@ -1,6 +1,6 @@
 """Gradient difference (GD): ascend on the forget set, descend on the retain set.
 
-Loss (SPEC.md section 3): ``-NLL(F) + lambda * NLL(R)``, each NLL the mean token negative
+Loss: ``-NLL(F) + lambda * NLL(R)``, each NLL the mean token negative
 log-likelihood over answer tokens, every forget example paired with a retain example by the
 core. Liu et al. 2022, "Continual Learning and Private Unlearning" (arXiv:2203.12817); the
 SemEval-2025 Task 4 organisers' baseline (TOFU-style).
@@ -8,17 +8,13 @@ SemEval-2025 Task 4 organisers' baseline (TOFU-style).
 
 from __future__ import annotations
 
-from typing import Callable
+from pydantic import Field
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from unlearn import LossContext, LossOutput, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl
 
 
-class GDConfig(BaseModel):
+class GDConfig(Config):
     """Settings of gradient difference."""
-
-    model_config = ConfigDict(extra="forbid")
 
     retain_weight: float = Field(
         1.0, ge=0, description="lambda, the weight of the retain NLL (1.0 in TOFU and the SemEval baseline)."
@@ -26,7 +22,7 @@ class GDConfig(BaseModel):
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
+def register_methods(register: Register) -> None:
     register(
         "gd",
         config=GDConfig,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from unlearn_plugin_ihl import IHLConfig, compute_loss, inverted_hinge
 
 from unlearn import LossContext
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_ihl import IHLConfig, compute_loss, inverted_hinge
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def test_inverted_hinge_by_hand():

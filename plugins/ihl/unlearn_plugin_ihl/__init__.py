@@ -1,7 +1,7 @@
 """Inverted hinge loss (IHL): a bounded forget loss that moves probability from each answer
 token to its strongest competitor, instead of pushing likelihood down without limit as GA does.
 
-Per forget answer token (SPEC.md section 3; Cha et al. 2024, "Learning to Unlearn: Instance-wise
+Per forget answer token (Cha et al. 2024, "Learning to Unlearn: Instance-wise
 Unlearning for Pre-trained Classifiers" / LoKU, "Towards Robust and Parameter-Efficient Knowledge
 Unlearning for LLMs", arXiv:2408.06621)::
 
@@ -12,20 +12,14 @@ averaged over the forget answer tokens, plus ``retain_nll_weight * NLL(R)``.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import IGNORE_INDEX
-from unlearn.losses import shift
+from unlearn import IGNORE_INDEX, Config, LossContext, LossOutput, Register, hookimpl, shift
 
 
-class IHLConfig(BaseModel):
+class IHLConfig(Config):
     """Settings of the inverted hinge loss."""
-
-    model_config = ConfigDict(extra="forbid")
 
     retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
 
@@ -43,9 +37,14 @@ def inverted_hinge(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("ihl", config=IHLConfig, kind="loss", summary="Inverted hinge loss: bounded forgetting, plus retain NLL",
-             uses_retain=True)
+def register_methods(register: Register) -> None:
+    register(
+        "ihl",
+        config=IHLConfig,
+        kind="loss",
+        summary="Inverted hinge loss: bounded forgetting, plus retain NLL",
+        uses_retain=True,
+    )
 
 
 @hookimpl

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
+from unlearn_plugin_kl import KLConfig, compute_loss
 
 from unlearn import LossContext
-from unlearn.losses import ReferenceModel
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_kl import KLConfig, compute_loss
+from unlearn import ReferenceModel
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def test_loss_is_minus_forget_nll_plus_the_retain_kl():
@@ -27,7 +27,9 @@ def test_loss_is_minus_forget_nll_plus_the_retain_kl():
     assert math.isclose(float(out.loss.detach()), -math.log(2.0) + 2.0 * kl, rel_tol=1e-5)
     out.loss.backward()
     assert model.retain.grad[0, 0, 1] > 0  # pulls q(1) = 3/4 back down towards p(1) = 1/2
-    same = compute_loss(method="kl", config=KLConfig(), ctx=LossContext(FixedLogits(forget, ref_retain), batch, 0, reference))
+    same = compute_loss(
+        method="kl", config=KLConfig(), ctx=LossContext(FixedLogits(forget, ref_retain), batch, 0, reference)
+    )
     assert float(same.logs["retain_kl"].detach()) == 0.0  # no divergence from itself
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from unlearn_plugin_layers import LayersConfig, chosen_layers
 
 from unlearn.config import RunConfig
 from unlearn.errors import ConfigError
-from unlearn.plugins import PluginHost
-from unlearn.run import run
-from unlearn.testing import assert_conforms, build_tiny_model, write_tiny_data
-from unlearn_plugin_layers import LayersConfig, chosen_layers
+from unlearn import PluginHost
+from unlearn import run
+from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _changed(setup: tuple[Path, Path], out: Path, layers: dict) -> set[str]:
     model, data = setup
-    config = RunConfig.model_validate({
-        "model": str(model), "data": str(data), "method": "gd", "with": ["layers"], "output_dir": str(out),
-        "config": {"layers": layers},
-        # weight decay would move every parameter the optimiser holds: frozen ones must not be held
-        "trainer": {"max_steps": 3, "batch_size": 2, "learning_rate": 1e-2, "weight_decay": 0.1, "progress": False},
-    })
+    config = RunConfig.model_validate(
+        {
+            "model": str(model),
+            "data": str(data),
+            "method": "gd",
+            "with": ["layers"],
+            "output_dir": str(out),
+            "config": {"layers": layers},
+            # weight decay would move every parameter the optimiser holds: frozen ones must not be held
+            "trainer": {"max_steps": 3, "batch_size": 2, "learning_rate": 1e-2, "weight_decay": 0.1, "progress": False},
+        }
+    )
     before = load_file(model / "model.safetensors")
     after = load_file(run(config, host=PluginHost()) / "model.safetensors")
     assert after.keys() == before.keys()
@@ -61,9 +67,16 @@ def test_frozen_embeddings_alone(setup, tmp_path):
     assert changed == names - {"model.embed_tokens.weight", "lm_head.weight"}
 
 
-@pytest.mark.parametrize("config, layers", [
-    ({"last": 2}, [2, 3]), ({"first": 2}, [0, 1]), ({"layer_range": [1, 2]}, [1, 2]), ({"last": 9}, [0, 1, 2, 3]), ({}, None),
-])
+@pytest.mark.parametrize(
+    "config, layers",
+    [
+        ({"last": 2}, [2, 3]),
+        ({"first": 2}, [0, 1]),
+        ({"layer_range": [1, 2]}, [1, 2]),
+        ({"last": 9}, [0, 1, 2, 3]),
+        ({}, None),
+    ],
+)
 def test_chosen_layers(config, layers):
     assert chosen_layers(LayersConfig(**config), 4) == layers
 

@@ -9,26 +9,22 @@ given to the optimiser, so weight decay cannot move them either.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from unlearn import hookimpl
-from unlearn.errors import ConfigError
-from unlearn.params import decoder_layers, train_only
+from unlearn import Config, ConfigError, Register, RunContext, decoder_layers, hookimpl, train_only
 
 
-class LayersConfig(BaseModel):
+class LayersConfig(Config):
     """Which parameters train. At most one of ``last``, ``first``, ``layer_range``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     last: int | None = Field(None, ge=1, description="Train the last k decoder layers (AILS-NTUA: 8).")
     first: int | None = Field(None, ge=1, description="Train the first k decoder layers (SHA256: 6, MLPs only).")
     layer_range: tuple[int, int] | None = Field(None, description="Train decoder layers a..b, both included.")
     pattern: str | None = Field(None, description=r"Regex searched in parameter names, e.g. 'mlp\.down_proj'.")
-    embeddings: bool = Field(False, description="Let the input/output embeddings train too (only without a layer choice).")
+    embeddings: bool = Field(
+        False, description="Let the input/output embeddings train too (only without a layer choice)."
+    )
 
     @model_validator(mode="after")
     def _one_layer_choice(self) -> LayersConfig:
@@ -49,18 +45,24 @@ def chosen_layers(config: LayersConfig, count: int) -> list[int] | None:
     if config.layer_range is not None:
         start, end = config.layer_range
         if end >= count:
-            raise ConfigError(f"config.layers.layer_range: layer {end} does not exist (the model has {count} layers, 0..{count - 1})")
+            raise ConfigError(
+                f"config.layers.layer_range: layer {end} does not exist (the model has {count} layers, 0..{count - 1})"
+            )
         return list(range(start, end + 1))
     return None
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("layers", config=LayersConfig, kind="parameters",
-             summary="Train only the last/first k layers, a layer range or a name regex; embeddings frozen")
+def register_methods(register: Register) -> None:
+    register(
+        "layers",
+        config=LayersConfig,
+        kind="parameters",
+        summary="Train only the last/first k layers, a layer range or a name regex; embeddings frozen",
+    )
 
 
 @hookimpl
-def select_parameters(method: str, config: LayersConfig, model: torch.nn.Module, run: Any) -> None:
+def select_parameters(method: str, config: LayersConfig, model: torch.nn.Module, run: RunContext) -> None:
     layers = chosen_layers(config, len(decoder_layers(model)))
     train_only(model, layers=layers, pattern=config.pattern, embeddings=config.embeddings)

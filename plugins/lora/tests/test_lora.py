@@ -9,27 +9,36 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+from unlearn_plugin_lora import LoRAConfig, select_parameters
 
 from unlearn.config import RunConfig
-from unlearn.losses import LossContext, ReferenceModel
-from unlearn.plugins import PluginHost
-from unlearn.run import run
-from unlearn.testing import FORGET_ROWS, RETAIN_ROWS, assert_conforms, build_tiny_model, write_tiny_data
-from unlearn_plugin_lora import LoRAConfig, select_parameters
+from unlearn import LossContext, ReferenceModel
+from unlearn import PluginHost
+from unlearn import run
+from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, assert_conforms, build_tiny_model, write_tiny_data
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lora")
-    return build_tiny_model(root / "model", memorise=FORGET_ROWS + RETAIN_ROWS, steps=40), write_tiny_data(root / "data")
+    return build_tiny_model(root / "model", memorise=FORGET_ROWS + RETAIN_ROWS, steps=40), write_tiny_data(
+        root / "data"
+    )
 
 
 def _run(model: Path, data: Path, out: Path, lora: dict, method: str = "npo") -> Path:
-    config = RunConfig.model_validate({
-        "model": str(model), "data": str(data), "method": method, "with": ["lora"], "output_dir": str(out), "seed": 3,
-        "config": {"lora": lora, "npo": {"retain_kl_weight": 1.0}},
-        "trainer": {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-2, "progress": False},
-    })
+    config = RunConfig.model_validate(
+        {
+            "model": str(model),
+            "data": str(data),
+            "method": method,
+            "with": ["lora"],
+            "output_dir": str(out),
+            "seed": 3,
+            "config": {"lora": lora, "npo": {"retain_kl_weight": 1.0}},
+            "trainer": {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-2, "progress": False},
+        }
+    )
     return run(config, host=PluginHost())
 
 
@@ -81,7 +90,9 @@ def test_reference_is_the_network_with_the_adapter_off(setup):
     class Run:
         reference = ReferenceModel(no_second_copy)
 
-    wrapped = select_parameters(method="lora", config=LoRAConfig(), model=AutoModelForCausalLM.from_pretrained(model_dir), run=Run)
+    wrapped = select_parameters(
+        method="lora", config=LoRAConfig(), model=AutoModelForCausalLM.from_pretrained(model_dir), run=Run
+    )
     with torch.no_grad():
         for name, p in wrapped.named_parameters():
             if "lora_B" in name:

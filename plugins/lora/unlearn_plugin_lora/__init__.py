@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import hookimpl
+from unlearn import Config, PostContext, Register, RunContext, hookimpl
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-class LoRAConfig(BaseModel):
+class LoRAConfig(Config):
     """Settings of the LoRA adapters; defaults are ZJUKLAB's (SemEval-2025 Task 4, 2nd) but rank 8."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(8, ge=1, description="r, the rank of each adapter (ZJUKLAB: 32, AILS-NTUA: 16).")
     alpha: float = Field(16.0, gt=0, description="lora_alpha; the update is scaled by alpha / rank (ZJUKLAB: 32).")
@@ -44,20 +42,29 @@ class LoRAConfig(BaseModel):
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("lora", config=LoRAConfig, kind="parameters",
-             summary="Train LoRA adapters (peft); reference = adapter off; saves a merged model or the adapter")
+def register_methods(register: Register) -> None:
+    register(
+        "lora",
+        config=LoRAConfig,
+        kind="parameters",
+        summary="Train LoRA adapters (peft); reference = adapter off; saves a merged model or the adapter",
+    )
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Short names of every ``nn.Linear`` but the output head (``q_proj``, ``down_proj``, ...)."""
     head = model.get_output_embeddings()
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and module is not head})
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not head
+        }
+    )
 
 
 @hookimpl
-def select_parameters(method: str, config: LoRAConfig, model: torch.nn.Module, run: Any) -> torch.nn.Module:
+def select_parameters(method: str, config: LoRAConfig, model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
     targets = config.target_modules
@@ -90,7 +97,7 @@ def merge_adapter(adapter_dir: Path, base_model: Path, output_dir: Path) -> None
 
 
 @hookimpl
-def post_process(method: str, config: LoRAConfig, output_dir: Path, run: Any) -> None:
+def post_process(method: str, config: LoRAConfig, output_dir: Path, run: PostContext) -> None:
     if config.save == "adapter" or not (output_dir / "adapter_config.json").is_file():
         return
     merged = output_dir / "lora-merged"

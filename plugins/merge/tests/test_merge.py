@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+from unlearn_plugin_merge import MergeConfig, merge_models
 
 from unlearn.config import RunConfig
 from unlearn.errors import ConfigError
-from unlearn.plugins import PluginHost
-from unlearn.run import run
-from unlearn.testing import assert_conforms, build_tiny_model, write_tiny_data
-from unlearn_plugin_merge import MergeConfig, merge_models
+from unlearn import PluginHost
+from unlearn import run
+from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
 
 NORM = "model.layers.0.self_attn.q_proj.weight"
 # Task vectors on the first 4 entries of one 32x32 weight (the rest are 0); every other tensor is unchanged.
@@ -69,8 +69,9 @@ def test_ties_with_equal_weights_by_hand(models, tmp_path):
 
 def test_task_arithmetic_by_hand(models, tmp_path):
     out = tmp_path / "ta"
-    merge_models([models["a"], models["b"]], models["base"], out,
-                 MergeConfig(merge_method="task_arithmetic", weights=[1.0, 0.5]))
+    merge_models(
+        [models["a"], models["b"]], models["base"], out, MergeConfig(merge_method="task_arithmetic", weights=[1.0, 0.5])
+    )
     expected = [a + 0.5 * b for a, b in zip(TAU_A, TAU_B)]
     assert _norm_delta(models, out) == pytest.approx(expected, abs=1e-6)
 
@@ -86,8 +87,9 @@ def _adapter(model: Path, folder: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    wrapped = get_peft_model(AutoModelForCausalLM.from_pretrained(model),
-                             LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    wrapped = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    )
     with torch.no_grad():
         for name, p in wrapped.named_parameters():
             if "lora_B" in name:
@@ -99,7 +101,9 @@ def _adapter(model: Path, folder: Path, seed: int) -> Path:
 def _fold(model: Path, adapter: Path) -> dict[str, torch.Tensor]:
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload().state_dict()
+    return (
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload().state_dict()
+    )
 
 
 def test_adapters_merge_with_peft(models, tmp_path):
@@ -126,11 +130,17 @@ def test_adapters_merge_with_peft(models, tmp_path):
 
 def test_merge_inside_a_run_with_another_model(models, tmp_path):
     data = write_tiny_data(tmp_path / "data")
-    config = RunConfig.model_validate({
-        "model": str(models["base"]), "data": str(data), "method": "gd", "with": ["merge"],
-        "output_dir": str(tmp_path / "out"), "config": {"merge": {"merge_method": "task_arithmetic", "models": [str(models["a"])]}},
-        "trainer": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
-    })
+    config = RunConfig.model_validate(
+        {
+            "model": str(models["base"]),
+            "data": str(data),
+            "method": "gd",
+            "with": ["merge"],
+            "output_dir": str(tmp_path / "out"),
+            "config": {"merge": {"merge_method": "task_arithmetic", "models": [str(models["a"])]}},
+            "trainer": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
+        }
+    )
     out = run(config, host=PluginHost())
     merged = load_file(out / "model.safetensors")
     assert (out / "tokenizer.json").is_file() and (out / "unlearn_run.json").is_file()

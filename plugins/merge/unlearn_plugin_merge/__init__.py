@@ -1,6 +1,6 @@
 """Merging unlearned models onto the input model: TIES, DARE-TIES, task arithmetic.
 
-Every model to merge gives a task vector ``tau_i = theta_i - theta_base`` (SPEC.md section 3):
+Every model to merge gives a task vector ``tau_i = theta_i - theta_base``:
 
 - ``task_arithmetic``: ``theta_base + sum_i w_i * tau_i``;
 - ``ties``: keep each tau_i's top-``density`` entries by magnitude (per tensor), elect the sign
@@ -23,23 +23,20 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import hookimpl
-from unlearn.errors import ConfigError
+from unlearn import Config, ConfigError, PostContext, Register, hookimpl
 
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
 PEFT_COMBINATION = {"ties": "ties", "dare_ties": "dare_ties", "task_arithmetic": "cat"}
 
 
-class MergeConfig(BaseModel):
+class MergeConfig(Config):
     """How to merge; defaults are ZJUKLAB's TIES (density 0.8, weights 1, 1)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     merge_method: Literal["ties", "dare_ties", "task_arithmetic"] = Field("ties", description="The merge rule.")
     density: float = Field(0.8, gt=0, le=1, description="Fraction of each task vector kept (TIES, DARE-TIES).")
@@ -62,12 +59,12 @@ def _check_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise ConfigError(f"config.merge: {folder}: not a folder")
     if not (folder / "config.json").is_file() and not is_adapter(folder):
-        raise ConfigError(f"config.merge: {folder}: neither a model (config.json) nor a LoRA adapter (adapter_config.json)")
+        raise ConfigError(
+            f"config.merge: {folder}: neither a model (config.json) nor a LoRA adapter (adapter_config.json)"
+        )
 
 
-def merge_models(
-    models: list[Path], base: Path, output_dir: Path, config: MergeConfig
-) -> None:
+def merge_models(models: list[Path], base: Path, output_dir: Path, config: MergeConfig) -> None:
     """Merge ``models`` onto ``base`` into ``output_dir`` (a new, empty folder)."""
     for folder in [*models, base]:
         _check_folder(folder)
@@ -75,7 +72,9 @@ def merge_models(
         raise ConfigError("config.merge: nothing to merge")
     weights = config.weights if config.weights is not None else [1.0] * len(models)
     if len(weights) != len(models):
-        raise ConfigError(f"config.merge.weights: {len(weights)} weight(s) for {len(models)} model(s) ({[str(m) for m in models]})")
+        raise ConfigError(
+            f"config.merge.weights: {len(weights)} weight(s) for {len(models)} model(s) ({[str(m) for m in models]})"
+        )
     if all(is_adapter(m) for m in models):
         _merge_adapters(models, weights, base, output_dir, config)
         return
@@ -107,15 +106,28 @@ def _mergekit(models: list[Path], weights: list[float], base: Path, output_dir: 
             per_model["density"] = config.density
         entries.append({"model": str(model), "parameters": per_model})
     merge_config = MergeConfiguration.model_validate(
-        {"merge_method": config.merge_method, "base_model": str(base), "models": entries,
-         "parameters": parameters, "dtype": config.dtype}
+        {
+            "merge_method": config.merge_method,
+            "base_model": str(base),
+            "models": entries,
+            "parameters": parameters,
+            "dtype": config.dtype,
+        }
     )
-    options = MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True, trust_remote_code=False,
-                           random_seed=config.seed, safe_serialization=True)
+    options = MergeOptions(
+        copy_tokenizer=False,
+        write_model_card=False,
+        quiet=True,
+        trust_remote_code=False,
+        random_seed=config.seed,
+        safe_serialization=True,
+    )
     run_merge(merge_config, str(output_dir), options=options)
 
 
-def _merge_adapters(adapters: list[Path], weights: list[float], base: Path, output_dir: Path, config: MergeConfig) -> None:
+def _merge_adapters(
+    adapters: list[Path], weights: list[float], base: Path, output_dir: Path, config: MergeConfig
+) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -123,7 +135,9 @@ def _merge_adapters(adapters: list[Path], weights: list[float], base: Path, outp
         raise ConfigError("config.merge.normalize: not available when merging LoRA adapters (peft decides)")
     torch.manual_seed(config.seed)  # DARE's drops
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.dtype]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapters[0], adapter_name="m0")
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapters[0], adapter_name="m0"
+    )
     names = ["m0"]
     for i, adapter in enumerate(adapters[1:], start=1):
         model.load_adapter(adapter, adapter_name=f"m{i}")
@@ -148,13 +162,17 @@ def _inputs(config: MergeConfig, run: Any) -> list[Path]:
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("merge", config=MergeConfig, kind="post-process",
-             summary="TIES / DARE-TIES / task-arithmetic merge of unlearned models (mergekit) or LoRA adapters (peft)")
+def register_methods(register: Register) -> None:
+    register(
+        "merge",
+        config=MergeConfig,
+        kind="post-process",
+        summary="TIES / DARE-TIES / task-arithmetic merge of unlearned models (mergekit) or LoRA adapters (peft)",
+    )
 
 
 @hookimpl
-def post_process(method: str, config: MergeConfig, output_dir: Path, run: Any) -> None:
+def post_process(method: str, config: MergeConfig, output_dir: Path, run: PostContext) -> None:
     models = _inputs(config, run)
     base = Path(config.base) if config.base else Path(run.base_model)
     merged = output_dir.parent / f".{output_dir.name}.merged"

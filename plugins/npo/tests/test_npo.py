@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from unlearn_plugin_npo import NPOConfig, compute_loss, npo_loss
 
 from unlearn import LossContext
-from unlearn.losses import ReferenceModel
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_npo import NPOConfig, compute_loss, npo_loss
+from unlearn import ReferenceModel
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def _logits(p_label: float, vocab: int = 4, positions: int = 3, label: int = 1) -> torch.Tensor:
@@ -49,14 +49,21 @@ def test_retain_terms_add_with_their_weights():
     batch = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])
     model = FixedLogits(_logits(0.25), _logits(0.25))
     reference = ReferenceModel(lambda: FixedLogits(_logits(0.25), _logits(0.5)))
-    base = compute_loss(method="npo", config=NPOConfig(retain_nll_weight=0.0), ctx=LossContext(model, batch, 0, reference))
-    both = compute_loss(method="npo", config=NPOConfig(retain_nll_weight=0.2, retain_kl_weight=0.4),
-                        ctx=LossContext(model, batch, 0, reference))
+    base = compute_loss(
+        method="npo", config=NPOConfig(retain_nll_weight=0.0), ctx=LossContext(model, batch, 0, reference)
+    )
+    both = compute_loss(
+        method="npo",
+        config=NPOConfig(retain_nll_weight=0.2, retain_kl_weight=0.4),
+        ctx=LossContext(model, batch, 0, reference),
+    )
     retain_nll = math.log(4.0)
     assert math.isclose(float(both.logs["retain_nll"].detach()), retain_nll, rel_tol=1e-5)
     kl = float(both.logs["retain_kl"].detach())
     assert kl > 0
-    assert math.isclose(float(both.loss.detach()), float(base.loss.detach()) + 0.2 * retain_nll + 0.4 * kl, rel_tol=1e-5)
+    assert math.isclose(
+        float(both.loss.detach()), float(base.loss.detach()) + 0.2 * retain_nll + 0.4 * kl, rel_tol=1e-5
+    )
 
 
 def test_conforms(tmp_path):

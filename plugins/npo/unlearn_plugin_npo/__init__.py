@@ -1,7 +1,7 @@
 """Negative Preference Optimization (NPO): DPO with only a "lose" side, a bounded alternative to
 gradient ascent, optionally with a retain term.
 
-Forget loss (SPEC.md section 3; Zhang et al. 2024, "Negative Preference Optimization: From
+Forget loss (Zhang et al. 2024, "Negative Preference Optimization: From
 Catastrophic Collapse to Effective Unlearning", arXiv:2404.05868)::
 
     (2 / beta) * log(1 + (pi_theta(y|x) / pi_ref(y|x)) ** beta)
@@ -19,20 +19,17 @@ ZJUKLAB's two runs used (a, b, c) = (0.4, 0.4, 0.2) and (0.3, 0.3, 0.4).
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.losses import nll_from_logprobs
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs
 
 
-class NPOConfig(BaseModel):
+class NPOConfig(Config):
     """Settings of NPO; defaults from the paper (beta 0.1) with a retain NLL term (NPO-RT)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     beta: float = Field(0.1, gt=0, description="Inverse temperature of the preference loss (paper: 0.1).")
     variant: Literal["sequence", "batch_mean"] = Field(
@@ -40,7 +37,9 @@ class NPOConfig(BaseModel):
     )
     npo_weight: float = Field(1.0, ge=0, description="Weight of the NPO forget loss.")
     retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
-    retain_kl_weight: float = Field(0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch (0 turns it off).")
+    retain_kl_weight: float = Field(
+        0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch (0 turns it off)."
+    )
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -49,9 +48,14 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("npo", config=NPOConfig, kind="loss", summary="Negative Preference Optimization, optional retain NLL/KL",
-             uses_retain=True)
+def register_methods(register: Register) -> None:
+    register(
+        "npo",
+        config=NPOConfig,
+        kind="loss",
+        summary="Negative Preference Optimization, optional retain NLL/KL",
+        uses_retain=True,
+    )
 
 
 @hookimpl

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+from unlearn_plugin_rmu import RMUConfig, _masked_mse, steering_layer, unit_vector
 
 from unlearn import LossContext
-from unlearn.losses import ReferenceModel, layer_output
-from unlearn.testing import assert_conforms, build_tiny_model, nll_change
-from unlearn_plugin_rmu import RMUConfig, _masked_mse, steering_layer, unit_vector
+from unlearn import ReferenceModel, layer_output
+from unlearn.devkit import assert_conforms, build_tiny_model, nll_change
 
 
 def test_masked_mse_and_unit_vectors_by_hand():
@@ -35,10 +35,11 @@ def tiny_rmu_model(tmp_path_factory):
 
 
 def test_loss_pulls_forget_states_towards_c_u_and_keeps_retain_states(tiny_rmu_model):
-    from unlearn.data import PairCollator, PairedDataset, encode
-    from unlearn.testing import FORGET_ROWS, RETAIN_ROWS
-    from unlearn_plugin_rmu import compute_loss
     from transformers import AutoTokenizer
+    from unlearn_plugin_rmu import compute_loss
+
+    from unlearn.data import PairCollator, PairedDataset, encode
+    from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS
 
     tok = AutoTokenizer.from_pretrained(tiny_rmu_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_rmu_model)

@@ -2,7 +2,7 @@
 layer towards a fixed random direction, keep the retain set's where the frozen model had them,
 training only a few MLP weights below that layer.
 
-Loss (SPEC.md section 3; Li et al. 2024, "The WMDP Benchmark", arXiv:2403.03218)::
+Loss (Li et al. 2024, "The WMDP Benchmark", arXiv:2403.03218)::
 
     MSE(h_theta(F), c * u) + alpha * MSE(h_theta(R), h_frozen(R))
 
@@ -19,20 +19,15 @@ forget rows (scale 5 for 7B, 3 for 1B; alpha 900; layers 24-26 ``mlp.down_proj``
 from __future__ import annotations
 
 import zlib
-from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import PairCollator
-from unlearn.params import decoder_layers, train_only
+from unlearn import Config, LossContext, LossOutput, PairCollator, Register, decoder_layers, hookimpl, train_only
 
 
-class RMUConfig(BaseModel):
+class RMUConfig(Config):
     """Settings of RMU; defaults are WMDP's, scaled to the depth of the model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     layer: int | None = Field(
         None, description="Decoder layer of the steering (None: 13/16 of the depth, i.e. 26 of 32 and 13 of 16)."
@@ -40,7 +35,9 @@ class RMUConfig(BaseModel):
     layers_below: int = Field(2, ge=0, description="Also train the layers this far below `layer` (WMDP: 2).")
     pattern: str = Field(r"mlp\.down_proj", description="Regex of the parameter names that train in those layers.")
     steering_coeff: float = Field(20.0, gt=0, description="c, the norm of the forget target c*u (WMDP: 20).")
-    alpha: float = Field(100.0, ge=0, description="Weight of the retain representation loss (WMDP: 100; adaptive: 900).")
+    alpha: float = Field(
+        100.0, ge=0, description="Weight of the retain representation loss (WMDP: 100; adaptive: 900)."
+    )
     adaptive: bool = Field(False, description="One u per task, c from the activation norms (Mr. Snuffleupagus).")
     adaptive_scale: float = Field(5.0, gt=0, description="c = scale * mean activation norm (7B: 5, 1B: 3).")
     seed: int = Field(0, description="Seed of the random direction(s) u.")
@@ -83,9 +80,15 @@ def _coefficients(config: RMUConfig, ctx: LossContext, layer: int) -> dict[str, 
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("rmu", config=RMUConfig, kind="loss", uses_retain=True,
-             summary="RMU: misdirect forget activations at one layer, train a few MLP weights (WMDP; adaptive SemEval variant)")
+def register_methods(register: Register) -> None:
+    register(
+        "rmu",
+        config=RMUConfig,
+        kind="loss",
+        uses_retain=True,
+        summary="RMU: misdirect forget activations at one layer, train a few MLP weights "
+        "(WMDP; adaptive SemEval variant)",
+    )
 
 
 @hookimpl
@@ -102,11 +105,15 @@ def compute_loss(method: str, config: RMUConfig, ctx: LossContext) -> LossOutput
     size = states.shape[-1]
     if config.adaptive:
         coeffs = _coefficients(config, ctx, layer)
-        targets = torch.stack([coeffs.get(t, config.steering_coeff) * unit_vector(size, config.seed, t) for t in forget["task"]])
+        targets = torch.stack(
+            [coeffs.get(t, config.steering_coeff) * unit_vector(size, config.seed, t) for t in forget["task"]]
+        )
     else:
         targets = (config.steering_coeff * unit_vector(size, config.seed, "")).expand(len(states), -1)
     targets = targets.to(states.device)[:, None, :].expand_as(states)
     forget_loss = _masked_mse(states, targets, forget["attention_mask"].float())
     retain_states = ctx.hidden_states("retain", layer)
-    retain_loss = _masked_mse(retain_states, ctx.reference_hidden_states("retain", layer), ctx.batch["retain"]["attention_mask"].float())
+    retain_loss = _masked_mse(
+        retain_states, ctx.reference_hidden_states("retain", layer), ctx.batch["retain"]["attention_mask"].float()
+    )
     return LossOutput(forget_loss + config.alpha * retain_loss, {"forget_mse": forget_loss, "retain_mse": retain_loss})

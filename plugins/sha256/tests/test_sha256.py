@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from unlearn_plugin_sha256 import SHA256Config, compute_loss, multiplier
 
 from unlearn import LossContext
-from unlearn.losses import ReferenceModel
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_sha256 import SHA256Config, compute_loss, multiplier
+from unlearn import ReferenceModel
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 @pytest.mark.parametrize("drift, expected", [(0.0, 1.2), (0.5, 1.5), (1.0, 2.3), (-1.0, 1.2)])

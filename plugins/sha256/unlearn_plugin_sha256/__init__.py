@@ -1,7 +1,7 @@
 """SHA256's SemEval-2025 Task 4 system: gradient difference with an adaptive retain multiplier,
 training only the MLPs of the first decoder layers.
 
-Loss (SPEC.md section 3)::
+Loss (SHA256's system description, SemEval-2025 Task 4 task paper, arXiv:2504.02883)::
 
     -NLL(F) + m * NLL(R),   m = clip(round(0.3 * 6 ** dL + 0.8, 1), 1.2, 2.3)
 
@@ -15,22 +15,18 @@ top task aggregate (0.964) but was disqualified for MMLU (0.275 < 0.371).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.losses import nll_from_logprobs
-from unlearn.params import train_only
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, train_only
 
 
-class SHA256Config(BaseModel):
+class SHA256Config(Config):
     """Settings of SHA256's adaptive gradient difference."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    layers: list[int] = Field(default_factory=lambda: list(range(6)), description="Decoder layers whose MLPs train (SHA256: 0-5).")
+    layers: list[int] = Field(
+        default_factory=lambda: list(range(6)), description="Decoder layers whose MLPs train (SHA256: 0-5)."
+    )
     pattern: str = Field(r"\.mlp\.", description="Regex of the parameter names that train within those layers.")
     min_multiplier: float = Field(1.2, gt=0)
     max_multiplier: float = Field(2.3, gt=0)
@@ -42,9 +38,14 @@ def multiplier(drift: float, low: float = 1.2, high: float = 2.3) -> float:
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("sha256", config=SHA256Config, kind="loss",
-             summary="GD with an adaptive retain multiplier on the first layers' MLPs (SHA256)", uses_retain=True)
+def register_methods(register: Register) -> None:
+    register(
+        "sha256",
+        config=SHA256Config,
+        kind="loss",
+        summary="GD with an adaptive retain multiplier on the first layers' MLPs (SHA256)",
+        uses_retain=True,
+    )
 
 
 @hookimpl
@@ -59,5 +60,7 @@ def compute_loss(method: str, config: SHA256Config, ctx: LossContext) -> LossOut
     retain_nll = nll_from_logprobs(retain_logp, mask)
     drift = float(retain_nll.detach() - nll_from_logprobs(ctx.reference_token_logprobs("retain"), mask))
     m = multiplier(drift, config.min_multiplier, config.max_multiplier)
-    return LossOutput(-forget_nll + m * retain_nll,
-                      {"forget_nll": forget_nll, "retain_nll": retain_nll, "retain_drift": drift, "multiplier": m})
+    return LossOutput(
+        -forget_nll + m * retain_nll,
+        {"forget_nll": forget_nll, "retain_nll": retain_nll, "retain_drift": drift, "multiplier": m},
+    )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from unlearn_plugin_simnpo import SimNPOConfig, compute_loss, simnpo_loss
 
 from unlearn import LossContext
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_simnpo import SimNPOConfig, compute_loss, simnpo_loss
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def test_simnpo_by_hand_without_a_reference():
@@ -17,8 +17,11 @@ def test_simnpo_by_hand_without_a_reference():
     logits[1, 1] = torch.tensor([0.0, math.log(3.0), 0.0, 0.0])  # second answer: p(label 1) = 1/2 at one position
     batch = hand_batch([[-100, 1, 1], [-100, 1, 1]], [[-100, 1, 1], [-100, 1, 1]])
     model = FixedLogits(logits, torch.zeros(2, 3, 4))
-    out = compute_loss(method="simnpo", config=SimNPOConfig(beta=beta, gamma=gamma, retain_nll_weight=0.5),
-                       ctx=LossContext(model, batch, 0, reference=None))  # a reference would raise if asked for
+    out = compute_loss(
+        method="simnpo",
+        config=SimNPOConfig(beta=beta, gamma=gamma, retain_nll_weight=0.5),
+        ctx=LossContext(model, batch, 0, reference=None),
+    )  # a reference would raise if asked for
     nll_a = math.log(4.0)
     nll_b = (math.log(4.0) + math.log(2.0)) / 2
     term = lambda nll: -(2 / beta) * math.log(1 / (1 + math.exp(-(beta * nll - gamma))))  # noqa: E731

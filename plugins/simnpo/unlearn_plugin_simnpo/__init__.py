@@ -6,25 +6,21 @@ for LLM Unlearning", arXiv:2410.07163)::
     -(2 / beta) * logsigmoid(beta * NLL_sum(y|x) / |y| - gamma)
 
 averaged over the forget answers, plus ``retain_nll_weight * NLL(R)``. With the TOFU default
-gamma = 0 this is SPEC.md's formula; gamma enters with the paper's sign, as a margin the
+gamma = 0 this is the task paper's formula (arXiv:2504.02883); gamma enters with the paper's sign, as a margin the
 normalised NLL must clear. No reference model is loaded.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl
 
 
-class SimNPOConfig(BaseModel):
+class SimNPOConfig(Config):
     """Settings of SimNPO; defaults are TOFU's (beta 2.5, gamma 0) with a retain NLL term."""
-
-    model_config = ConfigDict(extra="forbid")
 
     beta: float = Field(2.5, gt=0, description="Inverse temperature (TOFU: 2.5).")
     gamma: float = Field(0.0, description="Reward margin (TOFU: 0).")
@@ -37,9 +33,14 @@ def simnpo_loss(nll_per_token: torch.Tensor, beta: float, gamma: float) -> torch
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("simnpo", config=SimNPOConfig, kind="loss", summary="SimNPO: reference-free NPO on the length-normalised NLL",
-             uses_retain=True)
+def register_methods(register: Register) -> None:
+    register(
+        "simnpo",
+        config=SimNPOConfig,
+        kind="loss",
+        summary="SimNPO: reference-free NPO on the length-normalised NLL",
+        uses_retain=True,
+    )
 
 
 @hookimpl

@@ -6,11 +6,11 @@ import math
 import random
 
 import torch
+from unlearn_plugin_stat import STATConfig, compute_loss, random_labels, stat_schedule
 
 from unlearn import LossContext
 from unlearn.data import Encoded
-from unlearn.testing import FixedLogits, assert_conforms, hand_batch, nll_change
-from unlearn_plugin_stat import STATConfig, compute_loss, random_labels, stat_schedule
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
 def test_random_labels_keep_the_prompt_and_draw_answers_from_the_pool():
@@ -48,5 +48,7 @@ def test_conforms(tmp_path):
 
 
 def test_true_forget_answers_are_overwritten_while_retain_holds(tmp_path):
-    change = nll_change("stat", tmp_path, trainer={"max_steps": -1, "epochs": 3, "batch_size": 3, "learning_rate": 3e-3})
+    change = nll_change(
+        "stat", tmp_path, trainer={"max_steps": -1, "epochs": 3, "batch_size": 3, "learning_rate": 3e-3}
+    )
     change.assert_forgets(forget_factor=2.0, retain_share=0.25)

@@ -1,7 +1,8 @@
 """STAT, YNU's random-label forgetting (3rd at SemEval-2025 Task 4): train the forget answers
 towards randomly sampled tokens with ordinary NLL, alternating with retain batches.
 
-Loss (SPEC.md section 3): on a forget batch ``forget_weight * NLL(F with random labels)``, on a
+Loss (YNU's system description, task paper arXiv:2504.02883): on a forget batch
+``forget_weight * NLL(F with random labels)``, on a
 retain batch ``retain_weight * NLL(R)``. YNU did not publish the sampling. **Our choice:** every
 forget answer token (EOS included) is replaced by a token drawn uniformly from the tokens that
 occur in the retain answers, so the model is taught fluent but wrong continuations rather than
@@ -12,18 +13,15 @@ batches and ``retain_batches`` retain batches, the retain examples cycling throu
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import IGNORE_INDEX, Encoded, RetainCycle
+from unlearn import IGNORE_INDEX, Config, Encoded, LossContext, LossOutput, Register, RetainCycle, hookimpl
 
 
-class STATConfig(BaseModel):
+class STATConfig(Config):
     """Settings of random-label forgetting."""
-
-    model_config = ConfigDict(extra="forbid")
 
     forget_batches: int = Field(1, ge=1, description="Forget batches in a row before the retain ones.")
     retain_batches: int = Field(1, ge=0, description="Retain batches after each run of forget batches.")
@@ -38,7 +36,9 @@ def random_labels(example: Encoded, pool: Sequence[int], rng: random.Random) -> 
     return Encoded(ids, labels, example.task)
 
 
-def stat_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: STATConfig, seed: int, batch_size: int) -> list[dict]:
+def stat_schedule(
+    forget: Sequence[Encoded], retain: Sequence[Encoded], config: STATConfig, seed: int, batch_size: int
+) -> list[dict]:
     pool = sorted({t for e in retain for t in e.labels if t != IGNORE_INDEX})
     rng = random.Random(seed)
     order = list(range(len(forget)))
@@ -56,9 +56,14 @@ def stat_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: 
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("stat", config=STATConfig, kind="loss", uses_retain=True,
-             summary="Random-label forgetting alternating with retain batches (YNU's STAT)")
+def register_methods(register: Register) -> None:
+    register(
+        "stat",
+        config=STATConfig,
+        kind="loss",
+        uses_retain=True,
+        summary="Random-label forgetting alternating with retain batches (YNU's STAT)",
+    )
 
 
 @hookimpl

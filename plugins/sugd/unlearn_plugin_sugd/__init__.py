@@ -2,42 +2,54 @@
 
 The forget set is cut, in order, into chunks of ``chunk_size``; each chunk is trained for
 ``epochs_per_chunk`` epochs, every forget example followed by ``retain_per_forget`` retain
-examples taken cyclically through the retain set. Per sample (SPEC.md section 3)::
+examples taken cyclically through the retain set. Per sample (AILS-NTUA, SemEval-2025 Task 4,
+first place; task paper arXiv:2504.02883)::
 
     forget:  -forget_weight * NLL        retain:  retain_weight * NLL
 
 Published settings: chunks of 32, 7 retain per forget, 7 epochs per chunk, lr 1e-5, batch size 1,
 the last 8 decoder layers trained (LoRA r16/a64 on q, v, up, down as an alternative). With a
 batch size B > 1 the order is kept per batch: B forget examples, then retain_per_forget batches
-of B retain examples (a chunk's short last batch is filled from the chunk's start). Set ``trainer.epochs = 1``: the epochs live inside the schedule.
+of B retain examples (a chunk's short last batch is filled from the chunk's start). Set
+``trainer.epochs = 1``: the epochs live inside the schedule.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from unlearn import LossContext, LossOutput, hookimpl
-from unlearn.data import Encoded, RetainCycle
-from unlearn.params import decoder_layers, train_only
+from unlearn import (
+    Config,
+    Encoded,
+    LossContext,
+    LossOutput,
+    Register,
+    RetainCycle,
+    decoder_layers,
+    hookimpl,
+    train_only,
+)
 
 
-class SUGDConfig(BaseModel):
+class SUGDConfig(Config):
     """Settings of SUGD; defaults are AILS-NTUA's."""
-
-    model_config = ConfigDict(extra="forbid")
 
     chunk_size: int = Field(32, ge=1, description="Forget examples per sequential chunk.")
     epochs_per_chunk: int = Field(7, ge=1, description="Passes over one chunk before the next.")
     retain_per_forget: int = Field(7, ge=0, description="Retain examples after each forget example.")
     forget_weight: float = Field(1.0, ge=0, description="Weight of the forget NLL (ascended).")
     retain_weight: float = Field(0.5, ge=0, description="Weight of the retain NLL (descended).")
-    last_layers: int | None = Field(8, ge=1, description="Train only the last N decoder layers (None: every parameter).")
+    last_layers: int | None = Field(
+        8, ge=1, description="Train only the last N decoder layers (None: every parameter)."
+    )
 
 
-def sugd_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: SUGDConfig, batch_size: int) -> list[dict]:
+def sugd_schedule(
+    forget: Sequence[Encoded], retain: Sequence[Encoded], config: SUGDConfig, batch_size: int
+) -> list[dict]:
     """Chunks in order; per group of ``batch_size`` forget items, ``retain_per_forget`` retain groups."""
     items: list[dict] = []
     cycle = RetainCycle(retain)
@@ -53,9 +65,14 @@ def sugd_schedule(forget: Sequence[Encoded], retain: Sequence[Encoded], config: 
 
 
 @hookimpl
-def register_methods(register: Callable[..., None]) -> None:
-    register("sugd", config=SUGDConfig, kind="loss", uses_retain=True,
-             summary="Sequential chunked gradient difference with cyclic retain samples (AILS-NTUA)")
+def register_methods(register: Register) -> None:
+    register(
+        "sugd",
+        config=SUGDConfig,
+        kind="loss",
+        uses_retain=True,
+        summary="Sequential chunked gradient difference with cyclic retain samples (AILS-NTUA)",
+    )
 
 
 @hookimpl

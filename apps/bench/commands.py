@@ -1,0 +1,75 @@
+"""``unlearn demo``, ``unlearn data synth`` and ``unlearn target build``: the embedded default
+benchmark's commands, registered through the ``register_commands`` hook like any plugin's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from unlearn import ConfigError, apply_sets, command_group, describe_error, hookimpl
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    out = Console()
+    data = command_group(cli, "data", "Benchmark data.")
+    target = command_group(cli, "target", "The model to unlearn from.")
+
+    @cli.command()
+    def demo(
+        out_dir: Path = typer.Option(
+            Path("runs/demo"), "--out", "-o", help="Folder for data, target, runs and the report."
+        ),
+        method: str = typer.Option("gd", help="The loss method to demonstrate."),
+        size: str = typer.Option("small", help="Benchmark size: tiny | small | medium."),
+        seed: int = typer.Option(0),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Run setting, e.g. --set trainer.epochs=4"),
+    ) -> None:
+        """The whole loop on the embedded default: benchmark, target (cached), evaluate, unlearn, evaluate."""
+        from unlearn.bench.demo import run_demo
+
+        report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=apply_sets({}, set_), console=out)
+        out.print(f"[green]report written to[/green] {report}")
+
+    @data.command("synth")
+    def data_synth(
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write the benchmark to."),
+        seed: int = typer.Option(0, help="Same seed, same benchmark."),
+        size: str = typer.Option("small", help="tiny | small | medium"),
+    ) -> None:
+        """Generate a LUME-format benchmark (stories, PII biographies, encyclopedic biographies)."""
+        from unlearn.bench.synth import SIZES, generate
+
+        if size not in SIZES:
+            raise ConfigError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
+        counts = generate(out_dir, seed=seed, size=size)
+        table = Table(title=f"benchmark written to {out_dir}")
+        table.add_column("file")
+        table.add_column("rows", justify="right")
+        for name, n in counts.items():
+            table.add_row(name, str(n))
+        out.print(table)
+
+    @target.command("build")
+    def target_build(
+        data: Path = typer.Option(..., "--data", "-d", help="Benchmark folder (ours or the public LUME splits)."),
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the model folder."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Model/training setting, e.g. --set hidden_size=256"),
+        overwrite: bool = typer.Option(False, help="Replace an existing model and discard an unfinished build."),
+    ) -> None:
+        """Train a tiny OLMo model from scratch until it has memorised the benchmark (resumable)."""
+        from pydantic import ValidationError
+
+        from unlearn.bench.target import TargetSettings, build_target
+
+        try:
+            settings = TargetSettings.model_validate(apply_sets({}, set_))
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc, prefix="--set")) from None
+        build_target(data, out_dir, settings, overwrite=overwrite)
+        out.print(f"[green]target written to[/green] {out_dir}")
+        out.print(escape((out_dir / "README.md").read_text().split("## Memorisation", 1)[-1]))

@@ -1,0 +1,263 @@
+"""The ``unlearn`` command line: ``run``, ``recipe``, ``plugins`` and ``install`` here; every other
+command (``evaluate``, ``demo``, ``data``, ``target``, ``compete``, ``plugins check|new``) comes
+from a plugin's ``register_commands`` hook, the built-in applications' included."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from unlearn import (
+    NonFiniteLossError,
+    RunError,
+    UnlearnError,
+    apply_override,
+    apply_sets,
+    build_config,
+    command_group,
+    get_host,
+    read_config_file,
+)
+
+app = typer.Typer(help="Run, compose and vet LLM unlearning methods.", no_args_is_help=True, add_completion=False)
+plugins_app = typer.Typer(help="List, check and create plugins.", invoke_without_command=True)
+app.add_typer(plugins_app, name="plugins")
+recipe_app = command_group(app, "recipe", "Run whole systems: several runs plus post-processing.")
+out = Console()
+err = Console(stderr=True)
+
+# Flags that map onto one config field each; everything else goes through --set.
+_FLAG_FIELDS = {
+    "model": "model",
+    "data": "data",
+    "forget": "forget",
+    "retain": "retain",
+    "method": "method",
+    "output": "output_dir",
+    "seed": "seed",
+    "deepspeed": "deepspeed",
+    "lr": "trainer.learning_rate",
+    "epochs": "trainer.epochs",
+    "max_steps": "trainer.max_steps",
+    "batch_size": "trainer.batch_size",
+}
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Option(None, "--config", "-c", help="A TOML/YAML/JSON run config."),
+    model: str | None = typer.Option(None, help="Model folder to unlearn."),
+    data: Path | None = typer.Option(None, help="Folder with forget.jsonl and retain.jsonl."),
+    forget: Path | None = typer.Option(None, help="Forget rows (file or folder)."),
+    retain: Path | None = typer.Option(None, help="Retain rows (file or folder)."),
+    method: str | None = typer.Option(None, "--method", "-m", help="The loss method, e.g. gd."),
+    with_: list[str] = typer.Option([], "--with", "-w", help="Parameter-selection / post-processing methods."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder."),
+    seed: int | None = typer.Option(None),
+    deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON config, or a preset zero0..zero3."),
+    lr: float | None = typer.Option(None, help="trainer.learning_rate"),
+    epochs: float | None = typer.Option(None, help="trainer.epochs"),
+    max_steps: int | None = typer.Option(None, help="trainer.max_steps"),
+    batch_size: int | None = typer.Option(None, help="trainer.batch_size"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Any field: --set config.gd.retain_weight=2"),
+    overwrite: bool = typer.Option(False, help="Replace an existing output and discard an unfinished run."),
+) -> None:
+    """Unlearn a model with one loss method plus any --with plugins."""
+    from unlearn import run as run_config
+
+    data_: dict[str, Any] = read_config_file(config) if config else {}
+    flags = locals()
+    for flag, field in _FLAG_FIELDS.items():
+        value = flags[flag]
+        if value is not None:
+            apply_override(data_, field, str(value) if isinstance(value, Path) else value)
+    if with_:
+        data_["with"] = list(with_)
+    cfg = build_config(apply_sets(data_, set_), source=str(config) if config else "")
+    path = run_config(cfg, overwrite=overwrite)
+    if os.environ.get("RANK", "0") == "0":
+        out.print(f"[green]unlearned model written to[/green] {path}")
+
+
+def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str, Any]]:
+    """What ``unlearn plugins`` shows, as data: installed plugins (the built-in applications too
+    with ``builtin``), and with ``available`` the registry's plugins that are not installed and
+    the recipes with the methods each needs."""
+    from unlearn.cli.registry import load_recipe_index, load_registry
+
+    host = get_host()
+    blank = {"distribution": None, "version": None, "methods": [], "kinds": [], "hooks": [], "error": None}
+    rows: list[dict[str, Any]] = []
+    for info in host.plugins.values():
+        if info.builtin and not builtin:
+            continue
+        kinds = sorted({host.methods[m].kind for m in info.methods}) or (
+            ["commands"] if "register_commands" in info.hooks else []
+        )
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "methods": info.methods,
+                "kinds": kinds,
+                "hooks": info.hooks,
+                "status": info.status,
+                "error": info.error,
+                "installed": True,
+                "builtin": info.builtin,
+            }
+        )
+    if not available:
+        return rows
+    installed = set(host.plugins) | set(host.methods)
+    for name, known in load_registry().items():
+        if name not in installed:
+            rows.append(
+                {
+                    **blank,
+                    "name": name,
+                    "distribution": known.distribution,
+                    "kinds": [known.kind],
+                    "status": "not installed",
+                    "installed": False,
+                    "builtin": False,
+                    "summary": known.summary,
+                }
+            )
+    for name, recipe in load_recipe_index().items():
+        missing = [p for p in recipe.plugins if p not in host.methods]
+        rows.append(
+            {
+                **blank,
+                "name": name,
+                "methods": recipe.plugins,
+                "kinds": ["recipe"],
+                "status": "ok" if not missing else f"needs {', '.join(missing)}",
+                "installed": not missing,
+                "builtin": False,
+                "summary": recipe.summary,
+            }
+        )
+    return rows
+
+
+@plugins_app.callback()
+def plugins(
+    ctx: typer.Context,
+    available: bool = typer.Option(
+        False, "--available", "-a", help="Also list registered plugins that are not installed."
+    ),
+    all_: bool = typer.Option(False, "--all", help="Also list the built-in applications (evaluator, compete, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show installed plugins: name, version, kind, hooks, status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = plugin_rows(available, builtin=all_)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="unlearn plugins")
+    for col in ("name", "version", "kind", "hooks", "status"):
+        table.add_column(col)
+    recipes = Table(title="recipes (unlearn recipe run NAME)")
+    for col in ("name", "uses", "status", "summary"):
+        recipes.add_column(col)
+    for r in rows:
+        if r["kinds"] == ["recipe"]:
+            status = "[green]ok[/green]" if r["installed"] else f"[dim]{escape(r['status'])}[/dim]"
+            recipes.add_row(r["name"], ", ".join(r["methods"]), status, escape(r["summary"]))
+            continue
+        status = {"ok": "[green]ok[/green]", "not installed": "[dim]not installed[/dim]"}.get(
+            r["status"], f"[red]error: {escape(r['error'] or '')}[/red]"
+        )
+        table.add_row(r["name"], r["version"] or "-", ",".join(r["kinds"]) or "-", ", ".join(r["hooks"]) or "-", status)
+    out.print(table)
+    if recipes.row_count:
+        out.print(recipes)
+    if not rows:
+        out.print("No plugins installed. Try `unlearn plugins --available` and `unlearn install gd`.")
+
+
+@app.command()
+def install(
+    name: str = typer.Argument(..., help="A plugin listed by `unlearn plugins --available`."),
+    editable: bool = typer.Option(False, "--editable", "-e", help="Editable install from the checkout."),
+    pip_arg: list[str] = typer.Option([], "--pip-arg", help="Extra pip argument (repeatable)."),
+) -> None:
+    """pip-install a registered plugin into this environment (from plugins/ in a checkout)."""
+    from unlearn.cli.registry import install as do_install
+
+    code = do_install(name, editable=editable, pip_args=pip_arg)
+    raise typer.Exit(code)
+
+
+@recipe_app.command("run")
+def recipe_run(
+    recipe: str = typer.Argument(..., help="A recipe file, or the name of a built-in recipe (`unlearn recipe list`)."),
+    model: str | None = typer.Option(None, help="Model folder to unlearn (overrides the recipe's)."),
+    data: Path | None = typer.Option(None, help="Folder with the forget and retain rows."),
+    forget: Path | None = typer.Option(None, help="Forget rows (file or folder)."),
+    retain: Path | None = typer.Option(None, help="Retain rows (file or folder)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for every step's model and recipe.json."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Any recipe field: --set defaults.trainer.epochs=2"),
+    overwrite: bool = typer.Option(False, help="Redo the runs whose settings changed (finished or not)."),
+) -> None:
+    """Run a recipe end to end; finished steps are skipped, so a crashed recipe resumes."""
+    from unlearn import find_recipe, load_recipe, run_recipe
+
+    path = find_recipe(recipe)
+    paths = {"model": model, "data": data, "forget": forget, "retain": retain}
+    loaded = load_recipe(
+        path, {k: str(v) for k, v in paths.items() if v is not None}, edit=lambda raw: apply_sets(raw, set_)
+    )
+    final = run_recipe(loaded, output, overwrite=overwrite, say=lambda line: out.print(escape(line)))
+    out.print(f"[green]recipe {loaded.name} finished; final model[/green] {final}")
+
+
+@recipe_app.command("list")
+def recipe_list() -> None:
+    """The built-in recipes and the plugins each needs."""
+    from unlearn import builtin_recipes, load_recipe
+
+    host = get_host()
+    table = Table(title="built-in recipes")
+    for col in ("name", "plugins", "summary"):
+        table.add_column(col)
+    for name, path in builtin_recipes().items():
+        recipe = load_recipe(path)
+        needs = [p if p in host.methods else f"[red]{p} (not installed)[/red]" for p in recipe.plugins()]
+        table.add_row(name, ", ".join(needs), escape(recipe.summary))
+    out.print(table)
+
+
+@recipe_app.command("show")
+def recipe_show(recipe: str = typer.Argument(..., help="A recipe file or built-in name.")) -> None:
+    """Print a recipe file."""
+    from unlearn import find_recipe
+
+    out.print(find_recipe(recipe).read_text(), markup=False, highlight=False)
+
+
+def main() -> None:
+    """Entry point: user errors print one line (exit 2 for bad input, 1 for a failed run)."""
+    try:
+        get_host().add_commands(app)
+        app()
+    except UnlearnError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1 if isinstance(exc, (RunError, NonFiniteLossError)) else 2)
+    finally:
+        # Everything is written by now; skip the collector's pass over torch's and transformers'
+        # millions of objects at interpreter exit (about a second per command).
+        gc.freeze()

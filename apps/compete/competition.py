@@ -1,0 +1,234 @@
+"""Organiser mode: run registered plugins, recipes and SemEval-style submissions on private data,
+each isolated and time-limited, evaluate them, and publish a leaderboard.
+
+Every entrant runs as its own process group in ``OUT/entrants/NAME/work/``, which holds only
+copies of the forget and retain rows (``forget/forget.jsonl`` + ``.parquet``, the same for
+retain), its code, a private HOME and TMPDIR, and ``output/`` for the model. It is given the
+target model's path and nothing else: no organiser environment variables, no evaluation, MIA
+or utility data, and (where the kernel has Landlock, see ``sandbox.py``) no way to open any
+other file. The time limit ends the whole group (SIGTERM, then SIGKILL after a grace period),
+and every process that carries the entrant's token is killed when it ends, so none survives.
+
+The organiser's process then checks the output (safetensors weights only, loadable without
+remote code, finite) and scores it with the evaluator against the target's own evaluation,
+done once. Results are cached per entrant under a key of everything that affects them, so a
+re-run after a crash or with an added entrant does only the missing work.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unlearn import ConfigError, PluginHost, RunError, get_host, load_rows, write_json
+
+from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
+from .config import Competition, Entrant
+from .entrant import model_folder, readable_paths, run_entrant, write_split
+from .leaderboard import write_leaderboard
+from .sandbox import abi
+
+# -- the competition ----------------------------------------------------------------------------
+
+
+class Reporter:
+    """Progress: one line per entrant as it starts and ends, and an overall bar."""
+
+    def __init__(self, total: int, say: Callable[[str], None] | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._say = say
+        self._progress = None
+        if say is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self._task = self._progress.add_task("competition", total=total)
+            self._progress.start()
+
+    def line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            self._say(text)
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def run_competition(
+    comp: Competition,
+    host: PluginHost | None = None,
+    only: list[str] | None = None,
+    rerun: list[str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Path:
+    """Run every entrant not already done, evaluate, and write the leaderboard; returns its folder."""
+    from unlearn.evaluator.evaluate import RESULTS, evaluate_model
+
+    host = host or get_host()
+    entrants = comp.expand(host)
+    if only:
+        unknown = sorted(set(only) - {e.name for e in entrants})
+        if unknown:
+            raise ConfigError(f"--entrant {unknown}: not in this competition ({', '.join(e.name for e in entrants)})")
+        entrants = [e for e in entrants if e.name in only]
+    model = comp.model.resolve()
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"model: {comp.model}: not a model folder (no config.json)")
+    forget, retain = load_rows(comp.forget, "forget"), load_rows(comp.retain, "retain")
+    out = comp.output_dir.resolve()
+    organiser = out / "organiser"
+    eval_data = organiser / "data"
+    write_split(forget, eval_data, "forget")
+    write_split(retain, eval_data, "retain")
+    landlock = abi()
+    isolation = (
+        f"Landlock ABI {landlock}: own folder, read-only system and model"
+        if landlock
+        else "environment and folder only (this kernel has no Landlock)"
+    )
+    # The target is keyed by its files' sizes and times: hashing a 7B model at every start costs minutes.
+    data_key = {
+        "target": cache_key(model_stamp(model)),
+        "forget": hash_files([eval_data / "forget.jsonl"]),
+        "retain": hash_files([eval_data / "retain.jsonl"]),
+    }
+    eval_key = {
+        **data_key,
+        "mia": hash_files([comp.mia]),
+        "utility": hash_files([comp.utility]) if comp.utility else None,
+        "dtype": comp.eval_dtype,
+        "max_new_tokens": comp.max_new_tokens,
+    }
+    scored_key = cache_key({**eval_key, "gate": comp.gate})  # an entrant's scores and its gate verdict
+    eval_args = {
+        "mia": comp.mia,
+        "utility": comp.utility,
+        "dtype": comp.eval_dtype,
+        "max_new_tokens": comp.max_new_tokens,
+        "progress": False,
+    }
+
+    report = Reporter(len(entrants), say)
+    previous = _stop_on_sigterm()
+    try:
+        baseline = organiser / "baseline"
+        key_file = organiser / "baseline_key.json"
+        if not (baseline / RESULTS).is_file() or not key_file.is_file() or json.loads(key_file.read_text()) != eval_key:
+            report.line("baseline: evaluating the target")
+            evaluate_model(model, eval_data, baseline, **eval_args)
+            write_json(key_file, eval_key)
+        else:
+            report.line("baseline: cached")
+        before = json.loads((baseline / RESULTS).read_text())
+        stamp = model_stamp(model)
+        readable = readable_paths()
+        for i, entrant in enumerate(entrants, start=1):
+            folder = out / "entrants" / entrant.name
+            run_key = cache_key(
+                {
+                    "entrant": entrant.model_dump(mode="json", by_alias=True),
+                    **data_key,
+                    "code": hash_files([entrant.submission]) if entrant.submission else None,
+                    "recipe": hash_files([_recipe_file(entrant)]) if entrant.recipe else None,
+                    "launcher": comp.launcher,
+                    "nproc": comp.nproc,
+                    "deepspeed": comp.deepspeed,
+                    "trainer": comp.trainer,
+                    "seed": comp.seed,
+                    "time_limit_s": comp.time_limit_s,
+                    "stall_s": comp.stall_s,
+                }
+            )
+            cached = read_result(folder)
+            if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
+                if cached["status"] != "ok" or cached.get("eval_key") == scored_key:
+                    report.line(f"[{i}/{len(entrants)}] {entrant.name}: cached, {_summary(cached)}")
+                    report.advance()
+                    continue
+                result = cached  # the run is done; only its evaluation is missing or stale
+            else:
+                report.line(f"[{i}/{len(entrants)}] {entrant.name} ({entrant.kind}, team {entrant.team_name}): started")
+                result = run_entrant(comp, entrant, folder, model, forget, retain, readable, landlock)
+                result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
+                if model_stamp(model) != stamp:
+                    raise RunError(
+                        f"the target model {model} changed during entrant {entrant.name!r}; the competition stops"
+                    )
+            if result["status"] == "ok":
+                result = _evaluate(
+                    result, entrant, folder, eval_data, baseline, before, comp, eval_args, evaluate_model
+                )
+                result["eval_key"] = scored_key
+            write_json(folder / RESULT_FILE, result)
+            report.line(f"[{i}/{len(entrants)}] {entrant.name}: {_summary(result)}")
+            report.advance()
+    finally:
+        report.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    results = [r for r in (read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
+    return write_leaderboard(comp, results, before, isolation, out)
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into an exception so the running entrant's processes are killed on the way out."""
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _recipe_file(entrant: Entrant) -> Path:
+    from unlearn import find_recipe
+
+    return find_recipe(entrant.recipe)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if result["status"] != "ok":
+        return f"{result['status']} ({result['reason']}) after {result['wall_time_s']:.0f} s"
+    gate = "pass" if result.get("gate") else "FAIL"
+    return f"ok, final score {result['final_score']:.3f} (gate {gate}), {result['wall_time_s']:.0f} s"
+
+
+def _evaluate(
+    result: dict[str, Any],
+    entrant: Entrant,
+    folder: Path,
+    eval_data: Path,
+    baseline: Path,
+    before: dict[str, Any],
+    comp: Competition,
+    eval_args: dict[str, Any],
+    evaluate_model: Callable,
+) -> dict[str, Any]:
+    scores = evaluate_model(model_folder(entrant, folder / "work"), eval_data, folder / "evaluation", **eval_args)
+    utility, base = scores.get("mmlu_average"), before.get("mmlu_average")
+    result.update(
+        final_score=scores["aggregate-score"],
+        task_aggregate=scores["harmonic-mean-task-aggregate"],
+        mia_auc=scores.get("mia_loss_acc"),
+        mia_score=scores.get("mia_final_score"),
+        utility=utility,
+        gate=None if utility is None or base is None else utility >= comp.gate * base,
+    )
+    return result

@@ -1,0 +1,154 @@
+"""The competition file: entrants and the settings every run shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from unlearn import ConfigError, PluginHost, describe_error, read_config_file
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Entrant(BaseModel):
+    """One entry: exactly one of ``plugin``, ``recipe`` or ``submission``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=_NAME, description="Unique; names the entrant's folder and leaderboard row.")
+    team: str | None = Field(
+        None, description="The team it belongs to (default: the name); a team's best valid entry ranks."
+    )
+    plugin: str | None = Field(None, description="A registered loss method, run with `unlearn run`.")
+    with_: list[str] = Field(
+        default_factory=list, alias="with", description="Parameter / post-process entries for a plugin."
+    )
+    config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-entry settings for a plugin.")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings over the competition's.")
+    recipe: str | None = Field(None, description="A recipe file or built-in recipe name.")
+    submission: Path | None = Field(
+        None, description="A .py file defining unlearn(input_model_path, output_dir, forget_dir, retain_dir)."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Entrant:
+        kinds = [k for k in ("plugin", "recipe", "submission") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of plugin, recipe, submission (got {kinds or 'none'})")
+        if self.plugin is None and (self.with_ or self.config or self.trainer):
+            raise ValueError("with, config and trainer are settings of plugin entrants")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "plugin" if self.plugin else "recipe" if self.recipe else "submission"
+
+    @property
+    def team_name(self) -> str:
+        return self.team or self.name
+
+
+class Competition(BaseModel):
+    """A competition file (TOML/YAML/JSON); paths are relative to the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "competition"
+    model: Path = Field(description="The target model folder (read by entrants, never written).")
+    forget: Path = Field(description="Private forget rows (file or folder); entrants get a copy.")
+    retain: Path = Field(description="Private retain rows (file or folder); entrants get a copy.")
+    mia: Path = Field(description="Folder with mia_member.jsonl and mia_nonmember.jsonl (organiser only).")
+    utility: Path | None = Field(None, description="An MMLU folder or a utility.jsonl (organiser only).")
+    entrants: list[str | Entrant] = Field(
+        min_length=1,
+        description='"all" (every installed loss plugin), a plugin name, "recipe:NAME", a recipe file '
+        "(.toml/.yaml/.json), a submission .py, or a table with name/team/plugin/recipe/submission.",
+    )
+    output_dir: Path = Field(
+        Path("runs/competition"), description="Where entrants' folders, results and the leaderboard go."
+    )
+    time_limit_s: float = Field(3600, gt=0, description="Wall-clock limit per entrant run (SemEval: one hour).")
+    grace_s: float = Field(10, ge=0, description="Between SIGTERM and SIGKILL when the limit is reached.")
+    stall_s: float = Field(
+        300,
+        gt=0,
+        description="End a run early as `hang` once its processes have used under 5% of a core for this long.",
+    )
+    launcher: Literal["python", "torchrun", "deepspeed"] = Field(
+        "python", description="How plugin entrants are launched; deepspeed = torchrun with a DeepSpeed preset."
+    )
+    nproc: int = Field(1, ge=1, description="Processes for torchrun / deepspeed.")
+    deepspeed: str = Field("zero2", description="The DeepSpeed preset or JSON file for launcher = deepspeed.")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings for plugin entrants.")
+    seed: int = 0
+    gate: float = Field(0.75, ge=0, le=1, description="Utility must reach this fraction of the target's own.")
+    eval_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_new_tokens: int = Field(256, ge=1)
+
+    def expand(self, host: PluginHost) -> list[Entrant]:
+        """The entrants, with "all" and the string forms resolved; names must be unique."""
+        found: list[Entrant] = []
+        for i, item in enumerate(self.entrants):
+            if isinstance(item, Entrant):
+                found.append(item)
+            elif item == "all":
+                found += [
+                    Entrant(name=n, plugin=n)
+                    for n, e in sorted(host.entries.items())
+                    if e.kind == "loss" and not any(x.name == n for x in found)
+                ]
+            elif item.startswith("recipe:"):
+                found.append(Entrant(name=f"recipe_{item[7:]}", recipe=item[7:]))
+            elif item.endswith(".py"):
+                found.append(Entrant(name=Path(item).stem, submission=Path(item)))
+            elif item.endswith((".toml", ".yaml", ".yml", ".json")):
+                found.append(Entrant(name=f"recipe_{Path(item).stem}", recipe=item))
+            elif item in host.entries:
+                found.append(Entrant(name=item, plugin=item))
+            else:
+                raise ConfigError(f"entrants[{i}]: {item!r} is not an installed plugin, a recipe or a .py submission")
+        names = [e.name for e in found]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"entrants: names used twice: {dupes}; give them distinct names")
+        for entrant in found:
+            if entrant.plugin is not None:
+                host.entry(entrant.plugin, kinds=("loss",))
+                for name in entrant.with_:
+                    host.entry(name, kinds=("parameters", "post-process"))
+        return found
+
+
+def load_competition(
+    path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
+) -> Competition:
+    """Read a competition file; relative paths (entrants' files too) are relative to it."""
+    data = read_config_file(path)
+    if edit is not None:
+        edit(data)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    base = path.parent
+    for key in ("mia", "utility"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    entrants = data.get("entrants")
+    if isinstance(entrants, list):
+        for i, item in enumerate(entrants):
+            if (
+                isinstance(item, str)
+                and item.endswith((".py", ".toml", ".yaml", ".yml", ".json"))
+                and not Path(item).is_absolute()
+            ):
+                entrants[i] = str(base / item)
+            elif isinstance(item, dict):
+                for key in ("submission", "recipe"):
+                    value = item.get(key)
+                    if isinstance(value, str) and (base / value).is_file():
+                        item[key] = str(base / value)
+    try:
+        return Competition.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, source=str(path))) from None

@@ -1,0 +1,42 @@
+"""Run a SemEval-2025 Task 4 style submission unchanged: a ``.py`` file that defines
+``unlearn(input_model_path, output_dir, forget_dir, retain_dir)``, the function the organisers'
+harness called (the task paper, arXiv:2504.02883, and the organisers' instructions). Each data
+folder holds ``forget.jsonl`` (or
+``retain.jsonl``) and the same rows as parquet.
+
+    python -m unlearn.compete.harness SUBMISSION.py MODEL_DIR OUTPUT_DIR FORGET_DIR RETAIN_DIR
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def run_submission(file: Path, model: str, output_dir: str, forget_dir: str, retain_dir: str) -> None:
+    """Import ``file`` as a module and call its ``unlearn`` function with the four paths."""
+    spec = importlib.util.spec_from_file_location("submission", file)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{file}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["submission"] = module
+    sys.path.insert(0, str(file.resolve().parent))  # the submission may import its own helper files
+    spec.loader.exec_module(module)
+    function = getattr(module, "unlearn", None)
+    if not callable(function):
+        raise SystemExit(f"{file}: defines no function unlearn(input_model_path, output_dir, forget_dir, retain_dir)")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    function(model, output_dir, forget_dir, retain_dir)
+
+
+def main() -> None:
+    if len(sys.argv) != 6:
+        raise SystemExit(__doc__.strip().splitlines()[-1].strip())
+    run_submission(Path(sys.argv[1]), *sys.argv[2:])
+    gc.freeze()  # the model is saved; skip the collector's pass over every object at exit
+
+
+if __name__ == "__main__":
+    main()

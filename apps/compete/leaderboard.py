@@ -1,0 +1,183 @@
+"""Ranking entrants and writing the leaderboard (Markdown, CSV, JSON, PNG); no data text is ever
+written."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from unlearn import write_json, write_text
+
+from .config import Competition
+
+STATUSES = ("ok", "crash", "hang", "timeout", "nan", "no model", "unloadable", "pickle")
+# -- the leaderboard ----------------------------------------------------------------------------
+
+_COLUMNS = (
+    "rank",
+    "team",
+    "entrant",
+    "kind",
+    "final_score",
+    "task_aggregate",
+    "mia_score",
+    "utility",
+    "gate",
+    "wall_time_s",
+    "peak_memory_mb",
+    "status",
+    "reason",
+)
+
+
+def rank(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every entrant in order (valid first: status ok and gate passed, by final score), with ranks
+    for the valid ones; and each team's best entry (its best valid one, else its best other)."""
+
+    def order(r: dict[str, Any]) -> tuple:
+        valid = r["status"] == "ok" and r.get("gate") is not False
+        return (not valid, r["status"] != "ok", -(r.get("final_score") or 0.0), r["name"])
+
+    rows = []
+    position = 0
+    for r in sorted(results, key=order):
+        valid = r["status"] == "ok" and r.get("gate") is not False
+        position += valid
+        rows.append(
+            {
+                "rank": position if valid else None,
+                "team": r["team"],
+                "entrant": r["name"],
+                "kind": r["kind"],
+                **{k: r.get(k) for k in _COLUMNS[4:]},
+            }
+        )
+    teams: dict[str, dict[str, Any]] = {}
+    for row in rows:  # already best first
+        teams.setdefault(row["team"], row)
+    best = list(teams.values())
+    ordered = []
+    position = 0
+    for row in best:
+        position += row["rank"] is not None
+        ordered.append({**row, "rank": position if row["rank"] is not None else None})
+    return rows, ordered
+
+
+def _cell(value: Any, key: str) -> str:
+    if value is None:
+        return "-"
+    if key == "gate":
+        return "pass" if value else "FAIL"
+    if isinstance(value, (int, float)) and key != "rank":
+        return f"{value:.0f}" if key in ("wall_time_s", "peak_memory_mb") else f"{value:.3f}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    head = "| " + " | ".join(c.replace("_", " ") for c in columns) + " |"
+    lines = [head, "| " + " | ".join("---" for _ in columns) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c), c).replace("|", "/") for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_leaderboard(
+    comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
+) -> Path:
+    """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written."""
+    rows, teams = rank(results)
+    target = {
+        "final_score": before.get("aggregate-score"),
+        "task_aggregate": before.get("harmonic-mean-task-aggregate"),
+        "mia_score": before.get("mia_final_score"),
+        "utility": before.get("mmlu_average"),
+    }
+    counts = {s: sum(r["status"] == s for r in results) for s in STATUSES if any(r["status"] == s for r in results)}
+    facts = {
+        "competition": comp.name,
+        "target": str(comp.model),
+        "entrants": len(results),
+        "statuses": counts,
+        "time_limit_s": comp.time_limit_s,
+        "launcher": f"{comp.launcher} x{comp.nproc}",
+        "isolation": isolation,
+        "utility_gate": f"{comp.gate:g} x target utility {target['utility']}",
+    }
+    team_cols = ("rank", "team", "entrant", "final_score", "task_aggregate", "mia_score", "utility", "gate", "status")
+    md = [
+        f"# Leaderboard: {comp.name}",
+        "",
+        f"Target `{Path(comp.model).name}`: final score {_cell(target['final_score'], '')}, task aggregate "
+        f"{_cell(target['task_aggregate'], '')}, MIA score {_cell(target['mia_score'], '')}, "
+        f"utility {_cell(target['utility'], '')}. "
+        f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
+        f"isolation: {isolation}; "
+        f"utility gate: {comp.gate:g} x the target's.",
+        "",
+        "## Teams (each team's best valid entry)",
+        "",
+        _table(teams, team_cols),
+        "",
+        "## Every entrant",
+        "",
+        _table(rows, _COLUMNS),
+        "",
+    ]
+    write_text(out / "leaderboard.md", "\n".join(md))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*_COLUMNS, "team_best"])
+    writer.writeheader()
+    best = {(t["team"], t["entrant"]) for t in teams}
+    for row in rows:
+        writer.writerow({**row, "team_best": (row["team"], row["entrant"]) in best})
+    write_text(out / "leaderboard.csv", buffer.getvalue())
+    write_json(out / "leaderboard.json", {**facts, "baseline": target, "teams": teams, "entrants": rows})
+    _figure(out / "leaderboard.png", rows, target, comp.name)
+    return out
+
+
+def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r["status"] == "ok"]
+    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.3 * len(rows) + 1.5)))
+    names = [r["entrant"] for r in rows][::-1]
+    values = [r["final_score"] or 0.0 for r in rows][::-1]
+    colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] == "ok" else "tab:gray" for r in rows][::-1]
+    bars.barh(names, values, color=colours)
+    for y, r in enumerate(rows[::-1]):
+        if r["status"] != "ok":
+            bars.text(0.01, y, r["status"], va="center", fontsize=8)
+    if target["final_score"] is not None:
+        bars.axvline(target["final_score"], color="black", linestyle="--", linewidth=1, label="target")
+        bars.legend(loc="lower right", fontsize=8)
+    bars.set_xlabel("final score (green: ranked, orange: failed the utility gate, grey: no score)")
+    bars.set_xlim(0, 1)
+    for r in scored:
+        scatter.scatter(r["task_aggregate"], r["mia_score"] or 0.0, color="tab:green" if r["rank"] else "tab:orange")
+        scatter.annotate(
+            r["entrant"],
+            (r["task_aggregate"], r["mia_score"] or 0.0),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    if target["task_aggregate"] is not None:
+        scatter.scatter(target["task_aggregate"], target["mia_score"] or 0.0, marker="x", color="black", label="target")
+        scatter.legend(loc="lower right", fontsize=8)
+    scatter.set_xlabel("task aggregate")
+    scatter.set_ylabel("MIA score")
+    scatter.set_xlim(-0.02, 1.02)
+    scatter.set_ylim(-0.02, 1.02)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

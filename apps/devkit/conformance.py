@@ -1,0 +1,196 @@
+"""The conformance kit: the checks every plugin must pass, run by its own tests
+(``assert_conforms``) and by organisers (``unlearn plugins check NAME``)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from unlearn import (
+    Config,
+    LossContext,
+    LossOutput,
+    Method,
+    PairCollator,
+    PairedDataset,
+    PluginHost,
+    ReferenceModel,
+    Register,
+    RunConfig,
+    encode,
+    get_host,
+    hookimpl,
+    run,
+)
+
+from .tiny import FORGET_ROWS, RETAIN_ROWS, cached_tiny_model, write_tiny_data
+
+PLACEHOLDER_SUMMARY = "One line on what {name} does"  # what `unlearn plugins new` writes
+
+
+@dataclass
+class CheckResult:
+    """One conformance check: its name, whether it passed and why not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class _ProbeLoss:
+    """A plain NLL loss so parameter and post-process methods can be run end to end."""
+
+    @hookimpl
+    def register_methods(self, register: Register) -> None:
+        register("conformance-probe", config=Config, kind="loss", summary="NLL of the forget set", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method: str, config: Config, ctx: LossContext) -> torch.Tensor:
+        return ctx.nll("forget")
+
+
+def _check(results: list[CheckResult], name: str, fn: Callable[[], str | None]) -> bool:
+    try:
+        detail = fn() or ""
+    except Exception as exc:  # noqa: BLE001 - the check reports whatever the plugin raised
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        results.append(CheckResult(name, False, last))
+        return False
+    results.append(CheckResult(name, True, detail))
+    return True
+
+
+def _tiny_batch(tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
+    data = PairedDataset(encode(FORGET_ROWS, tokenizer, 64), encode(RETAIN_ROWS, tokenizer, 64))
+    return PairCollator(tokenizer.pad_token_id)([data[i] for i in range(3)])
+
+
+def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:
+    """Run every conformance check on one registered method."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    results: list[CheckResult] = []
+    needed = {"loss": "compute_loss", "parameters": "select_parameters", "post-process": "post_process"}[method.kind]
+    hooks = host.plugins[method.plugin].hooks
+    _check(
+        results,
+        "hooks match the specs",
+        lambda: None if needed in hooks else _fail(f"a {method.kind} method must implement {needed}"),
+    )
+
+    def summary_written() -> str:
+        if not method.summary.strip() or method.summary == PLACEHOLDER_SUMMARY.format(name=method.name):
+            _fail("write the method's one-line summary in register_methods (the skeleton's placeholder is still there)")
+        return method.summary
+
+    _check(results, "summary is written", summary_written)
+
+    def config_round_trip() -> str:
+        cfg = method.config()
+        again = method.config.model_validate_json(cfg.model_dump_json())
+        if again != cfg:
+            _fail(f"{cfg!r} != {again!r} after a JSON round trip")
+        try:
+            method.config.model_validate({**cfg.model_dump(), "surely_not_a_field": 1})
+        except ValidationError:
+            return f"{len(method.config.model_fields)} fields"
+        _fail("an unknown key was accepted")
+        return ""
+
+    config_ok = _check(results, "config validates and round-trips", config_round_trip)
+    model_dir = cached_tiny_model()
+    data_dir = write_tiny_data(workdir / "data")
+
+    if method.kind == "loss" and config_ok:
+
+        def loss_is_differentiable() -> str:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir)
+            ref = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
+            ctx = LossContext(model, _tiny_batch(tokenizer), 0, ref)
+            out = host.call("compute_loss", method, config=method.config(), ctx=ctx)
+            loss = out.loss if isinstance(out, LossOutput) else out
+            if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+                _fail(f"compute_loss must return a scalar tensor, got {type(out).__name__}")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _fail(f"loss is {value}")
+            loss.backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not grads or all(float(g.abs().sum()) == 0 for g in grads):
+                _fail("the loss has no gradient with respect to the model")
+            return f"loss {value:.4f}"
+
+        _check(results, "loss is finite and differentiable", loss_is_differentiable)
+
+    if config_ok:
+        probe = None
+        if method.kind != "loss":
+            probe = "conformance-probe"
+            if probe not in host.methods:
+                host.register(_ProbeLoss(), "conformance")
+
+        def output_reloads() -> str:
+            loss, with_ = (method.name, []) if probe is None else (probe, [method.name])
+            out = workdir / "out"
+            config = RunConfig.model_validate(
+                {
+                    "model": str(model_dir),
+                    "data": str(data_dir),
+                    "method": loss,
+                    "with": with_,
+                    "output_dir": str(out),
+                    "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
+                }
+            )
+            run(config, host=host, overwrite=True)
+            reloaded = AutoModelForCausalLM.from_pretrained(out)
+            tokenizer = AutoTokenizer.from_pretrained(out)
+            ids = tokenizer(FORGET_ROWS[0].input, return_tensors="pt").input_ids
+            if not torch.isfinite(reloaded(ids).logits).all():
+                _fail("the saved model produces non-finite logits")
+            return str(out)
+
+        _check(results, "a short run saves a model that reloads", output_reloads)
+    return results
+
+
+def _fail(message: str) -> None:
+    raise AssertionError(message)
+
+
+def check_plugin(name: str, host: PluginHost | None = None, workdir: Path | None = None) -> list[CheckResult]:
+    """Check the plugin (entry-point name) or method called ``name``: every method it registers."""
+    host = host or get_host()
+    info = host.plugins.get(name)
+    if info is None and name in host.methods:
+        info = host.plugins[host.methods[name].plugin]
+    if info is None:
+        return [CheckResult("plugin is installed and loads", False, f"no plugin or method named {name!r} is loaded")]
+    if info.error:
+        return [CheckResult("plugin is installed and loads", False, info.error)]
+    results = [
+        CheckResult(
+            "plugin is installed and loads", True, f"{info.distribution or info.name} {info.version or ''}".strip()
+        )
+    ]
+    with tempfile.TemporaryDirectory(prefix="unlearn-check-") as tmp:
+        base = workdir or Path(tmp)
+        for method_name in info.methods:
+            for r in check_method(host.methods[method_name], host, base / method_name):
+                results.append(CheckResult(f"{method_name}: {r.name}", r.ok, r.detail))
+    return results
+
+
+def assert_conforms(name: str, workdir: Path | None = None, host: PluginHost | None = None) -> None:
+    """Fail with every broken check listed, for use in a plugin's own tests."""
+    failed = [r for r in check_plugin(name, host, workdir) if not r.ok]
+    assert not failed, "\n".join(f"{r.name}: {r.detail}" for r in failed)

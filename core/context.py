@@ -1,0 +1,174 @@
+"""The context each hook receives: ``LossContext`` (``compute_loss``), ``RunContext``
+(``select_parameters``, and ``ctx.run``) and the ``PostContext`` protocol (``post_process``), which
+runs and recipe steps both satisfy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .config import Config, RunConfig
+from .data import Encoded
+from .losses import kl_divergence, layer_output, nll_from_logprobs, token_logprobs
+from .reference import ReferenceModel
+
+Batch = dict[str, dict[str, Any]]
+
+
+class LossContext:
+    """One training step as ``compute_loss`` sees it.
+
+    ``batch`` is ``{"forget": {...}, "retain": {...}}`` (one split only for a method with its own
+    ``schedule``, or without retain rows); each split has ``input_ids``, ``attention_mask`` and
+    ``labels`` [B, T] (right-padded; labels are -100 on prompt and padding), ``index`` [B] (the
+    row's position in its split, the key of the reference cache) and ``task`` (B strings).
+    Forward passes are memoised for the step: ``ctx.nll("forget")`` twice costs one forward.
+
+    :param model: the model being trained.
+    :param batch: the step's batch, as above.
+    :param step: the optimiser step (0-based).
+    :param reference: the frozen input model, or None where a test needs none.
+    :param run: the run (tokenised rows, per-run ``state``); None in hand-made tests.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch: Batch,
+        step: int,
+        reference: ReferenceModel | None = None,
+        run: RunContext | None = None,
+    ) -> None:
+        self.model = model
+        self.batch = batch
+        self.step = step
+        self.run = run
+        self._reference = reference
+        self._outputs: dict[str, Any] = {}
+
+    def has(self, split: str) -> bool:
+        """Whether this batch holds ``split`` (methods with their own schedule alternate them)."""
+        return split in self.batch
+
+    def outputs(self, split: str, **kwargs: Any) -> Any:
+        """The trained model's forward output on a split (memoised unless kwargs are given)."""
+        if kwargs:
+            return self.model(**self._inputs(split), **kwargs)
+        if split not in self._outputs:
+            self._outputs[split] = self.model(**self._inputs(split))
+        return self._outputs[split]
+
+    def token_logprobs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logp, mask)`` under the trained model, both float32 [B, T-1]: see
+        ``unlearn.token_logprobs`` (mask 1.0 on answer tokens, 0.0 on prompt and padding)."""
+        return token_logprobs(self.outputs(split).logits, self.batch[split]["labels"])
+
+    def nll(self, split: str, per_sequence: bool = False) -> torch.Tensor:
+        """Mean token NLL of the split's answers: a scalar averaged over every answer token of the
+        batch, or with ``per_sequence`` one token average per sequence, [B]
+        (``unlearn.nll_from_logprobs``)."""
+        return nll_from_logprobs(*self.token_logprobs(split), per_sequence=per_sequence)
+
+    def kl_to_reference(self, split: str) -> torch.Tensor:
+        """``KL(p_ref || p_theta)`` on a split: a scalar, summed over the vocabulary, averaged over
+        every answer position of the batch. Costs a reference forward each call."""
+        return kl_divergence(self.reference_logits(split), self.outputs(split).logits, self.batch[split]["labels"])
+
+    def hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        """Output of decoder layer ``layer`` of the trained model, [B, T, H], with gradients.
+
+        The forward pass stops after that layer, so later layers cost nothing.
+        """
+        return layer_output(self.model, self._inputs(split), layer)
+
+    def reference_hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        """The same for the frozen reference model, without gradients."""
+        return self._require_reference().hidden_states(self._inputs(split), layer)
+
+    def reference_logits(self, split: str) -> torch.Tensor:
+        """Logits of the frozen reference (the input model), [B, T, V], without gradients."""
+        return self._require_reference().logits(self._inputs(split))
+
+    def reference_token_logprobs(self, split: str) -> torch.Tensor:
+        """Reference ``log p(label)`` per token, float32 [B, T-1], 0 where masked (use the mask of
+        ``token_logprobs``); computed once per row and split, then cached."""
+        part = self.batch[split]
+        return self._require_reference().token_logprobs(split, part, self._inputs(split))
+
+    def _inputs(self, split: str) -> dict[str, torch.Tensor]:
+        if split not in self.batch:
+            raise KeyError(f"this batch has no {split!r} split (has {sorted(self.batch)}); is a retain set given?")
+        part = self.batch[split]
+        return {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
+
+    @property
+    def reference(self) -> ReferenceModel:
+        """The frozen input model (loaded on first use), for inputs outside this batch."""
+        return self._require_reference()
+
+    def _require_reference(self) -> ReferenceModel:
+        if self._reference is None:
+            raise RuntimeError("this run has no reference model")
+        return self._reference
+
+
+class PostContext(Protocol):
+    """What ``post_process`` may read about the run or recipe step it finishes."""
+
+    @property
+    def base_model(self) -> Path:
+        """The input model (the base of task vectors when merging)."""
+
+    @property
+    def inputs(self) -> list[Path]:
+        """The models to work on: the one just trained, or the recipe step's named inputs."""
+
+    @property
+    def work_dir(self) -> Path:
+        """A scratch folder of the run or step."""
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the process that writes (rank 0)."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A place to keep what a method computes once."""
+
+
+@dataclass
+class RunContext:
+    """One run as hooks see it (``run`` in ``select_parameters`` and ``post_process``, ``ctx.run``
+    in ``compute_loss``); satisfies ``PostContext``.
+
+    :param config: the resolved run config.
+    :param method_configs: each chosen method's validated config, by name.
+    :param tokenizer: the run's tokenizer.
+    :param work_dir: the run's staging folder.
+    :param forget: the tokenised forget rows.
+    :param retain: the tokenised retain rows (None when the loss does not use them).
+    :param is_main_process: True on rank 0.
+    :param state: a place for a method to keep what it computes once per run (e.g. RMU's
+        steering coefficients).
+    :param reference: the frozen input model, which ``select_parameters`` may ``share``.
+    :param inputs: what ``post_process`` rewrites: ``[output_dir]``, the model just trained.
+    """
+
+    config: RunConfig
+    method_configs: dict[str, Config]
+    tokenizer: Any
+    work_dir: Path
+    forget: list[Encoded]
+    retain: list[Encoded] | None
+    is_main_process: bool = True
+    state: dict[str, Any] = field(default_factory=dict)
+    reference: ReferenceModel | None = None
+    inputs: list[Path] = field(default_factory=list)
+
+    @property
+    def base_model(self) -> Path:
+        """The input model (the base of task vectors when merging)."""
+        return Path(self.config.model)

@@ -1,0 +1,272 @@
+"""The plugin host: finding, loading and calling plugins.
+
+Every entry point of the ``unlearn`` group is loaded inside its own ``try``: a plugin that fails
+to import or registers nonsense is reported (``unlearn plugins``) and skipped, and never breaks
+the CLI. ``UNLEARN_STRICT_PLUGINS=1`` raises instead; ``UNLEARN_LOAD_PLUGINS=a,b`` loads only
+the named entry points (the built-in applications of ``unlearn-core`` are always loaded);
+``UNLEARN_TRACE_HOOKS=1`` prints every hook call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from . import hookspecs
+from .config import Config, describe_error
+from .errors import ConfigError, PluginError
+from .hookspecs import Kind
+
+if TYPE_CHECKING:
+    import typer
+
+    from .config import RunConfig
+
+ENTRY_POINT_GROUP = "unlearn"
+BUILTIN_DISTRIBUTION = "unlearn-core"
+KINDS: tuple[Kind, ...] = ("loss", "parameters", "post-process")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_METHOD_HOOKS = ("compute_loss", "schedule", "select_parameters", "post_process")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method: a loss (``kind="loss"``), a parameter selection or a post-processing step."""
+
+    name: str
+    kind: Kind
+    config: type[Config]
+    summary: str
+    uses_retain: bool
+    plugin: str
+
+
+@dataclass
+class PluginInfo:
+    """What ``unlearn plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.error is None else "error"
+
+    @property
+    def builtin(self) -> bool:
+        """Shipped with the core (the evaluator, organiser mode, the benchmark tools)."""
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class PluginHost:
+    """A pluggy manager plus the methods its plugins registered."""
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager("unlearn")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.methods: dict[str, Method] = {}
+        self._callers: dict[tuple[str, str], Any] = {}
+        if _env_flag("UNLEARN_TRACE_HOOKS"):
+            self.pm.trace.root.setwriter(sys.stderr.write)
+            self.pm.enable_tracing()
+        if load_entry_points:
+            self.load_entry_points()
+
+    # -- loading ------------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        only = {n.strip() for n in os.environ.get("UNLEARN_LOAD_PLUGINS", "").split(",") if n.strip()}
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name, distribution=dist.name if dist else None, version=dist.version if dist else None
+            )
+            if only and ep.name not in only and not info.builtin:
+                continue
+            try:
+                self._add(ep.load(), info)
+            except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
+                self._fail(info, exc)
+
+    def register(self, plugin: object, name: str) -> PluginInfo:
+        """Register an in-process plugin (a module or object with hookimpls), e.g. in a test."""
+        info = PluginInfo(name=name)
+        try:
+            self._add(plugin, info)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(info, exc)
+        return info
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.plugins.pop(name, None)
+        self.methods = {k: m for k, m in self.methods.items() if m.plugin != name}
+        self._callers = {k: c for k, c in self._callers.items() if k[1] != name}
+
+    def _fail(self, info: PluginInfo, exc: Exception) -> None:
+        if self.pm.get_plugin(info.name) is not None:
+            self.pm.unregister(name=info.name)
+        self.methods = {k: m for k, m in self.methods.items() if m.plugin != info.name}
+        self._callers = {k: c for k, c in self._callers.items() if k[1] != info.name}
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        info.error = last
+        self.plugins[info.name] = info
+        if _env_flag("UNLEARN_STRICT_PLUGINS"):
+            raise PluginError(f"plugin {info.name!r} failed to load: {last}") from exc
+
+    def _add(self, plugin: object, info: PluginInfo) -> None:
+        if info.name in self.plugins:
+            raise PluginError(f"a plugin named {info.name!r} is already loaded")
+        self.plugins[info.name] = info
+        self.pm.register(plugin, name=info.name)  # validates hookimpl signatures
+        self._callers.clear()  # a subset caller excludes only the plugins known when it was made
+        info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        unknown = [h for h in info.hooks if not getattr(self.pm.hook, h).has_spec()]
+        if unknown:
+            raise PluginError(f"implements unknown hook(s) {unknown}; see unlearn/hookspecs.py")
+        if not info.hooks:
+            raise PluginError("implements no hook (see unlearn/hookspecs.py)")
+        if "register_methods" in info.hooks:
+            self._only("register_methods", info.name)(register=lambda *a, **k: self._register_method(info, *a, **k))
+            if not info.methods:
+                raise PluginError("register_methods registered nothing")
+        elif any(h in info.hooks for h in _METHOD_HOOKS):
+            raise PluginError("implements method hooks but registers no method (implement register_methods)")
+
+    def _register_method(
+        self,
+        info: PluginInfo,
+        name: str,
+        *,
+        config: type[Config],
+        kind: Kind = "loss",
+        summary: str = "",
+        uses_retain: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(f"method name {name!r} must match {_NAME.pattern}")
+        if kind not in KINDS:
+            raise PluginError(f"method {name!r}: kind {kind!r} is not one of {KINDS}")
+        if not (isinstance(config, type) and issubclass(config, BaseModel)):
+            raise PluginError(f"method {name!r}: config must be a subclass of unlearn.Config")
+        if config.model_config.get("extra") != "forbid":
+            raise PluginError(
+                f"method {name!r}: config {config.__name__} must forbid unknown keys "
+                "(subclass unlearn.Config) so typos are errors"
+            )
+        if name in self.methods:
+            raise PluginError(f"method {name!r} is already registered by plugin {self.methods[name].plugin!r}")
+        self.methods[name] = Method(name, kind, config, summary, uses_retain, info.name)
+        info.methods.append(name)
+
+    def _only(self, hook: str, plugin: str) -> Any:
+        """A caller of ``hook`` that reaches the plugin called ``plugin`` and no other."""
+        key = (hook, plugin)
+        caller = self._callers.get(key)
+        if caller is None:
+            others = [p for p in self.pm.get_plugins() if self.pm.get_name(p) != plugin]
+            caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+            self._callers[key] = caller
+        return caller
+
+    # -- lookup and calls ---------------------------------------------------------------------
+    def method(self, name: str, kinds: tuple[Kind, ...] = KINDS) -> Method:
+        """The method called ``name``, of one of ``kinds``; a clear error otherwise."""
+        method = self.methods.get(name)
+        if method is None:
+            broken = self.plugins.get(name)
+            if broken is not None and broken.error:
+                raise PluginError(f"plugin {name!r} is installed but failed to load: {broken.error}")
+            known = ", ".join(sorted(m.name for m in self.methods.values() if m.kind in kinds)) or "none"
+            raise PluginError(
+                f"no plugin provides {name!r} (installed {'/'.join(kinds)} methods: {known}); "
+                f"try `unlearn plugins --available` and `unlearn install {name}`"
+            )
+        if method.kind not in kinds:
+            raise PluginError(f"{name!r} is a {method.kind} method; expected {' or '.join(kinds)}")
+        return method
+
+    def call(self, hook: str, method: Method, **kwargs: Any) -> Any:
+        """Call ``hook`` on the one plugin that registered ``method`` and on no other; its answer."""
+        result = self._only(hook, method.plugin)(method=method.name, **kwargs)
+        if getattr(self.pm.hook, hook).spec.opts.get("firstresult"):
+            return result
+        # Not firstresult: pluggy returns a list, but one plugin was called, so at most one answer.
+        return next((r for r in result if r is not None), None)
+
+    def implements(self, hook: str, method: Method) -> bool:
+        return hook in self.plugins[method.plugin].hooks
+
+    def configure(self, config: RunConfig) -> dict[str, Config]:
+        """Check the run's chosen methods and validate their settings; each method's config object.
+
+        Fills every chosen method's defaults into ``config.config`` so the saved config is complete.
+        """
+        self.method(config.method, kinds=("loss",))
+        for name in config.with_:
+            self.method(name, kinds=("parameters", "post-process"))
+        stray = sorted(set(config.config) - set(config.methods()))
+        if stray:
+            raise ConfigError(
+                f"config.{stray[0]}: settings for a method that is not part of this run "
+                f"(method {config.method!r}, with {config.with_})"
+            )
+        resolved: dict[str, Config] = {}
+        for name in config.methods():
+            try:
+                resolved[name] = self.methods[name].config.model_validate(config.config.get(name, {}))
+            except ValidationError as exc:
+                raise ConfigError(describe_error(exc, prefix=f"config.{name}")) from None
+        config.config = {name: cfg.model_dump(mode="json") for name, cfg in resolved.items()}
+        return resolved
+
+    def add_commands(self, cli: typer.Typer) -> None:
+        """Let every plugin add its commands (``register_commands``); a failing plugin is reported."""
+        for name, info in list(self.plugins.items()):
+            if info.error is None and "register_commands" in info.hooks:
+                try:
+                    self._only("register_commands", name)(cli=cli)
+                except Exception as exc:  # noqa: BLE001 - a broken plugin never breaks the CLI
+                    self._fail(info, exc)
+
+
+def command_group(cli: typer.Typer, name: str, help: str = "") -> typer.Typer:
+    """The sub-command group ``name`` of ``cli``, created on first use, so that several plugins
+    can add commands to one group (``unlearn data ...``, ``unlearn plugins ...``)."""
+    import typer
+
+    for group in cli.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    cli.add_typer(sub, name=name)
+    return sub
+
+
+_HOST: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide host, loading entry points on first use."""
+    global _HOST
+    if _HOST is None:
+        _HOST = PluginHost()
+    return _HOST

@@ -1,0 +1,299 @@
+"""One unlearning run, end to end: resolve plugins, load, select parameters, train, save
+atomically, post-process. A crashed run resumes from its last checkpoint when started again
+with the same config; the input model is only ever read."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import socket
+import time
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import publish
+from .config import RunConfig, TrainerSettings
+from .context import RunContext
+from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
+from .errors import ConfigError, RunError
+from .host import PluginHost, get_host
+from .reference import ReferenceModel
+
+CONFIG_FILE = "unlearn_config.json"
+DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
+REPORT_FILE = "unlearn_run.json"
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_distributed_env() -> None:
+    """Set the single-process torch.distributed variables DeepSpeed needs, if a launcher didn't."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    defaults = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, world_size: int = 1) -> dict[str, Any]:
+    """Read a DeepSpeed config (a file, a table, or a preset ``zero0``..``zero3``) and fill
+    what the Trainer and a loadable save need.
+
+    Batch sizes come from ``trainer.*``; ``train_batch_size`` is left for DeepSpeed to derive,
+    because the Trainer computes it before it knows the world size, which breaks multi-rank runs.
+    """
+    if isinstance(value, dict):
+        cfg = json.loads(json.dumps(value))
+    elif str(value) in DEEPSPEED_PRESETS and not Path(value).exists():
+        cfg = {"zero_optimization": {"stage": DEEPSPEED_PRESETS[str(value)]}}
+    else:
+        try:
+            cfg = json.loads(Path(value).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"deepspeed: {value}: file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"deepspeed: {value}: not valid JSON ({exc})") from None
+    sizes = {
+        "train_micro_batch_size_per_gpu": trainer.batch_size,
+        "gradient_accumulation_steps": trainer.gradient_accumulation_steps,
+        "train_batch_size": trainer.batch_size * trainer.gradient_accumulation_steps * world_size,
+    }
+    for key, wanted in sizes.items():
+        given = cfg.get(key, "auto")
+        if given != "auto" and given != wanted:
+            raise ConfigError(
+                f"deepspeed: {key} = {given} disagrees with the trainer settings ({wanted} with "
+                f'{world_size} process(es)); set it to "auto" or change trainer.*'
+            )
+        cfg[key] = wanted
+    del cfg["train_batch_size"]
+    cfg.setdefault("gradient_clipping", "auto")
+    zero = cfg.setdefault("zero_optimization", {})
+    if int(zero.get("stage", 0)) == 3:
+        # Without this ZeRO-3 saves shards instead of a loadable safetensors model.
+        zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+    return cfg
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_model(config: RunConfig) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(config.model, dtype=_dtype(config.trainer.dtype))
+
+
+def _check_paths(config: RunConfig) -> tuple[Path, Path]:
+    model = Path(config.model)
+    if not model.is_dir():
+        raise ConfigError(f"model: {config.model}: not a folder (give a Hugging Face model folder)")
+    output = config.output_dir.resolve()
+    src = model.resolve()
+    if output == src or src in output.parents or output in src.parents:
+        raise ConfigError(f"output_dir: {output} overlaps the input model {src}; the input model is never written to")
+    return output, output.parent / f".{output.name}.partial"
+
+
+def prepare_work_dir(config: RunConfig, output: Path, work: Path, overwrite: bool) -> bool:
+    """Create or reuse the staging folder; True if an earlier run with this config is resumed."""
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise RunError(f"{output} already holds a result; pass --overwrite or choose another output_dir")
+    marker = work / CONFIG_FILE
+    if work.exists() and (overwrite or not marker.is_file()):
+        shutil.rmtree(work)
+    if work.exists():
+        if json.loads(marker.read_text()) != config.dump():
+            raise RunError(
+                f"{work} holds an unfinished run with a different config; pass --overwrite to discard "
+                "it, or run again with the same config to resume it"
+            )
+        return True
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(config.dump(), indent=2))
+    return False
+
+
+def training_arguments(config: RunConfig, work: Path, sequential: bool = False) -> Any:
+    """The HF ``TrainingArguments`` for a run; ``sequential`` keeps a method's own item order."""
+    from transformers import TrainingArguments
+
+    t = config.trainer
+    return TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "epoch",
+        save_steps=t.save_steps or 500,
+        save_total_limit=1,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=t.dtype == "bfloat16" and torch.cuda.is_available(),
+        activation_checkpointing=t.gradient_checkpointing,
+        report_to=[],
+        remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
+        train_sampling_strategy="sequential" if sequential else "random",
+        disable_tqdm=not t.progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Without use_cpu, torchrun on a CPU machine gives every rank a world of one (no DDP).
+        use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
+        deepspeed=(
+            deepspeed_config(config.deepspeed, t, int(os.environ.get("WORLD_SIZE", "1")))
+            if config.deepspeed is not None
+            else None
+        ),
+    )
+
+
+def _versions(host: PluginHost, config: RunConfig) -> dict[str, str | None]:
+    found = {"unlearn-core": dist_version("unlearn-core")}
+    for name in config.methods():
+        info = host.plugins[host.methods[name].plugin]
+        found[info.distribution or info.name] = info.version
+    return found
+
+
+def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
+    """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
+    from transformers import AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .trainer import UnlearnTrainer
+
+    host = host or get_host()
+    if not config.trainer.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    method_configs = host.configure(config)
+    method = host.method(config.method, kinds=("loss",))
+    output, work = _check_paths(config)
+    if config.deepspeed is not None:
+        ensure_distributed_env()
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    # Every rank must agree on whether this resumes, so only rank 0 touches the folder.
+    if is_main:
+        prepare_work_dir(config, output, work, overwrite)
+    started = time.time()
+
+    forget_src = config.forget or config.data
+    retain_src = config.retain or config.data
+    if method.uses_retain and retain_src is None:
+        raise ConfigError(f"method {method.name!r} needs a retain set: give `retain` or a `data` folder")
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    t = config.trainer
+    forget = encode(load_rows(forget_src, "forget"), tokenizer, t.max_length, t.append_eos)
+    retain = (
+        encode(load_rows(retain_src, "retain"), tokenizer, t.max_length, t.append_eos) if method.uses_retain else None
+    )
+    items = None
+    if host.implements("schedule", method):
+        items = host.call(
+            "schedule",
+            method,
+            config=method_configs[method.name],
+            forget=forget,
+            retain=retain,
+            seed=config.seed,
+            batch_size=t.batch_size,
+        )
+    if items is not None:
+        dataset: torch.utils.data.Dataset = ScheduledDataset(items, t.batch_size, method.name)
+    else:
+        dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
+
+    model = load_model(config)
+    reference = ReferenceModel(lambda: load_model(config))
+    ctx = RunContext(config, method_configs, tokenizer, work, forget, retain, is_main, reference=reference)
+    for name in config.methods():
+        chosen = host.methods[name]
+        if host.implements("select_parameters", chosen):
+            selected = host.call("select_parameters", chosen, config=method_configs[name], model=model, run=ctx)
+            model = selected if selected is not None else model
+            del selected
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == 0:
+        raise RunError(f"no parameter is trainable after parameter selection by {config.methods()}")
+
+    trainer = UnlearnTrainer(
+        model=model,
+        args=training_arguments(config, work, sequential=items is not None),
+        train_dataset=dataset,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        host=host,
+        method=method,
+        method_config=method_configs[method.name],
+        reference=reference,
+        run=ctx,
+    )
+    trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
+    checkpoints = work / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=last)
+
+    staging = work / "model"
+    if is_main and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank takes part: ZeRO-3 gathers the weights
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    # Free the trained model, optimiser state and reference before post-processing loads models.
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    del trainer, model, reference
+    ctx.reference = None
+    gc.collect()
+    if is_main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; outputs stay safetensors-only
+        ctx.inputs = [staging]
+        for name in config.methods():
+            chosen = host.methods[name]
+            if host.implements("post_process", chosen):
+                host.call("post_process", chosen, config=method_configs[name], output_dir=staging, run=ctx)
+        if not any(staging.glob("*.safetensors")):
+            raise RunError(f"{staging}: no safetensors weights after saving and post-processing")
+        (staging / CONFIG_FILE).write_text(json.dumps(config.dump(), indent=2))
+        report = {
+            "method": method.name,
+            "with": config.with_,
+            "resumed_from": last,
+            "train": result.metrics,
+            "trainable_parameters": trainable,
+            "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+            "wall_time_s": round(time.time() - started, 2),
+            "versions": _versions(host, config),
+        }
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        publish(staging, output)
+        shutil.rmtree(work, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return output

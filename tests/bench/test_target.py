@@ -1,0 +1,105 @@
+"""The tiny target: it memorises its benchmark, loads with the Auto classes, resumes, and
+rejects bad data clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import cli
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unlearn.bench import target as target_module
+from unlearn.bench.synth import generate
+from unlearn.bench.target import TargetSettings, build_target, training_rows
+from unlearn.errors import DataError, RunError
+from unlearn.evaluator.generation import greedy_generate
+
+SMALL_NET = {"hidden_size": 96, "intermediate_size": 384, "layers": 2, "vocab_size": 600}
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-bench")
+    generate(out, seed=0, size="tiny")
+    return out
+
+
+def test_training_rows_never_include_the_non_members(tiny_bench):
+    rows, counts = training_rows(tiny_bench)
+    assert set(counts) == {
+        "forget_train.jsonl",
+        "forget_validation.jsonl",
+        "retain_train.jsonl",
+        "retain_validation.jsonl",
+        "utility.jsonl",
+    }
+    nonmembers = (tiny_bench / "mia_nonmember.jsonl").read_text() + (
+        tiny_bench / "mia_nonmember_validation.jsonl"
+    ).read_text()
+    assert not [r for r in rows if r.text in nonmembers]
+
+
+@pytest.mark.heavy
+def test_a_tiny_build_memorises_and_loads_with_the_auto_classes(tiny_bench, tmp_path):
+    out = tmp_path / "target"
+    card = build_target(tiny_bench, out, TargetSettings(**SMALL_NET), progress=False)
+    assert card["training"]["memorised"] and card["training"]["teacher_forced_exact"] == 1.0
+    mem = card["memorisation"]
+    for split, tasks in mem["tasks"].items():
+        for task, values in tasks.items():
+            assert values["regurgitation-score"] >= 0.9 and values["knowledge-score"] >= 0.9, (split, task, values)
+    assert mem["mia_auc"] >= 0.95 and mem["utility_exact_match"] >= 0.9
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "olmo"
+    lines = (tiny_bench / "forget_train.jsonl").read_text().splitlines()
+    question = next(json.loads(line) for line in lines if "qa1" in line)
+    assert greedy_generate(model, tokenizer, [question["input"]])[0] == question["output"]  # the SSN, then EOS
+    saved = json.loads((out / "target_card.json").read_text())
+    assert saved["data"]["never_trained_on"] == ["mia_nonmember.jsonl", "mia_nonmember_validation.jsonl"]
+    assert "| forget_train | Task2 |" in (out / "README.md").read_text()
+    assert not (tmp_path / ".target.partial").exists()
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoint(tiny_bench, tmp_path, monkeypatch):
+    settings = TargetSettings(**SMALL_NET, max_epochs=4, check_every=2)
+    calls = []
+    original = target_module.teacher_forced_exact
+
+    def interrupt_second_check(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target_module, "teacher_forced_exact", interrupt_second_check)
+    with pytest.raises(KeyboardInterrupt):
+        build_target(tiny_bench, tmp_path / "t", settings, progress=False)
+    assert not (tmp_path / "t").exists() and (tmp_path / ".t.partial" / "state.pt").is_file()
+    monkeypatch.setattr(target_module, "teacher_forced_exact", original)
+    longer = settings.model_copy(update={"max_epochs": 6})  # a larger budget still resumes
+    card = build_target(tiny_bench, tmp_path / "t", longer, progress=False)
+    assert [h["epoch"] for h in card["training"]["history"]] == [2, 4, 6]  # epoch 2 came from the first attempt
+    assert card["training"]["epochs"] == 6
+    AutoModelForCausalLM.from_pretrained(tmp_path / "t")
+    with pytest.raises(RunError, match="already holds a model"):
+        build_target(tiny_bench, tmp_path / "t", settings, progress=False)
+
+
+def test_bad_data_gives_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no forget/retain files"):
+        training_rows(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "forget_train.jsonl").write_text(
+        '{"id": "a", "input": "q", "output": "a", "task": "Task1"}\n{"id": "b", "input": "q"}\n'
+    )
+    with pytest.raises(DataError, match=r"forget_train.jsonl, row 2: missing field 'output'"):
+        training_rows(bad)
+    res = cli("target", "build", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "no forget/retain files" in res.stderr
+    res = cli("target", "build", "--data", str(bad), "--out", str(tmp_path / "o"), "--set", "hidden_sise=3")
+    assert res.returncode == 2 and "--set.hidden_sise: unknown key" in res.stderr

@@ -1,0 +1,224 @@
+"""Plugin discovery through real pip-installed packages, failure isolation, registry, scaffold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO, cli, pip
+from pydantic import BaseModel
+
+from unlearn import PluginHost, hookimpl
+from unlearn.cli.registry import install_command, load_registry
+from unlearn.errors import PluginError
+
+
+def _listed(*args: str, env: dict | None = None) -> dict[str, dict]:
+    res = cli("plugins", "--json", *args, env=env)
+    assert res.returncode == 0, res.stderr
+    return {row["name"]: row for row in json.loads(res.stdout)}
+
+
+def test_ga_and_gd_are_discovered_through_their_entry_points():
+    rows = _listed()
+    for name in ("ga", "gd"):
+        assert rows[name]["distribution"] == f"unlearn-plugin-{name}"
+        assert rows[name]["version"] == "0.1.0"
+        assert rows[name]["status"] == "ok"
+        assert rows[name]["hooks"] == ["compute_loss", "register_methods"]
+        assert rows[name]["kinds"] == ["loss"]
+
+
+def test_load_only_the_named_plugins():
+    assert set(_listed(env={"UNLEARN_LOAD_PLUGINS": "gd"})) == {"gd"}
+
+
+def test_available_merges_the_registry(tmp_path):
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        (REPO / "registry.toml").read_text()
+        + '\n[plugins.future]\ndistribution = "unlearn-plugin-future"\nkind = "loss"\nsummary = "s"\nreference = "r"\n'
+    )
+    rows = _listed("--available", env={"UNLEARN_REGISTRY": str(registry)})
+    assert rows["future"]["status"] == "not installed" and rows["future"]["installed"] is False
+    assert rows["ga"]["status"] == "ok"
+
+
+def test_registry_lists_every_plugin_in_this_repository():
+    registry = load_registry(REPO / "registry.toml")
+    folders = {p.parent.name for p in (REPO / "plugins").glob("*/pyproject.toml")}
+    assert {e.path for e in registry.values() if e.path} == {f"plugins/{f}" for f in folders}
+    for entry in registry.values():
+        assert entry.distribution == f"unlearn-plugin-{entry.name}"
+
+
+def test_install_uses_the_local_checkout():
+    cmd = install_command("ga")
+    assert cmd[-1] == str(REPO / "plugins" / "ga")
+    assert install_command("gd", editable=True)[-2:] == ["-e", str(REPO / "plugins" / "gd")]
+
+
+def test_uninstalling_a_plugin_removes_it_and_unlearn_install_brings_it_back():
+    try:
+        pip("uninstall", "-y", "unlearn-plugin-ga")
+        assert "ga" not in _listed()
+        res = cli("install", "ga", "--pip-arg=--no-deps", "--pip-arg=--no-build-isolation", "--pip-arg=-q")
+        assert res.returncode == 0, res.stderr
+        assert _listed()["ga"]["status"] == "ok"
+    finally:
+        pip("install", "--no-deps", "--no-build-isolation", "-e", str(REPO / "plugins" / "ga"))
+
+
+def _write_package(root: Path, name: str, module_source: str) -> Path:
+    pkg = root / name
+    (pkg / f"unlearn_plugin_{name}").mkdir(parents=True)
+    (pkg / f"unlearn_plugin_{name}" / "__init__.py").write_text(module_source)
+    (pkg / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "unlearn-plugin-{name}"\nversion = "0.0.1"\n'
+        f'[project.entry-points.unlearn]\n{name} = "unlearn_plugin_{name}"\n'
+    )
+    return pkg
+
+
+def test_a_plugin_whose_import_raises_is_reported_not_fatal(tmp_path):
+    pkg = _write_package(tmp_path, "broken", 'raise ImportError("needs a GPU library that is missing")\n')
+    pip("install", "--no-deps", "--no-build-isolation", str(pkg))
+    try:
+        rows = _listed()
+        assert rows["broken"]["status"] == "error"
+        assert "needs a GPU library that is missing" in rows["broken"]["error"]
+        assert rows["gd"]["status"] == "ok"
+        table = cli("plugins")
+        assert table.returncode == 0 and "needs a GPU library" in table.stdout
+        strict = cli("plugins", env={"UNLEARN_STRICT_PLUGINS": "1"})
+        assert strict.returncode != 0 and "plugin 'broken' failed to load" in strict.stderr
+        res = cli("run", "--model", "m", "--data", "d", "--method", "broken", "-o", str(tmp_path / "o"))
+        assert res.returncode == 2 and "plugin 'broken' is installed but failed to load" in res.stderr
+    finally:
+        pip("uninstall", "-y", "unlearn-plugin-broken")
+    assert "broken" not in _listed()
+
+
+class _Cfg(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class _Loose(BaseModel):
+    pass
+
+
+def _plugin(**register_kwargs):
+    class P:
+        @hookimpl
+        def register_methods(self, register):
+            register(**register_kwargs)
+
+    return P()
+
+
+@pytest.mark.parametrize(
+    "plugin, message",
+    [
+        (_plugin(name="Bad Name", config=_Cfg), "must match"),
+        (_plugin(name="x", config=_Loose), "must forbid unknown keys"),
+        (_plugin(name="x", config=_Cfg, kind="optimiser"), "kind 'optimiser' is not one of"),
+        (_plugin(name="gd", config=_Cfg), "method 'gd' is already registered by plugin 'gd'"),
+    ],
+)
+def test_bad_registrations_are_reported(host, plugin, message):
+    info = host.register(plugin, "inline")
+    assert info.status == "error" and message in info.error
+    assert host.methods["gd"].plugin == "gd"  # the good plugin is untouched
+
+
+def test_unknown_hooks_and_bad_signatures_are_reported(host, monkeypatch):
+    class Typo:
+        @hookimpl
+        def register_methods(self, register):
+            register("typo", config=_Cfg)
+
+        @hookimpl
+        def compute_los(self, method, config, ctx):
+            return None
+
+    class BadArgs:
+        @hookimpl
+        def register_methods(self, register):
+            register("badargs", config=_Cfg)
+
+        @hookimpl
+        def compute_loss(self, method, config, ctx, temperature):
+            return None
+
+    assert "unknown hook(s) ['compute_los']" in host.register(Typo(), "typo").error
+    assert "temperature" in host.register(BadArgs(), "badargs").error
+    assert "typo" not in host.methods and "badargs" not in host.methods
+    monkeypatch.setenv("UNLEARN_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'typo2' failed to load"):
+        PluginHost(load_entry_points=False).register(Typo(), "typo2")
+
+
+def test_check_passes_for_ga_and_gd():
+    for name in ("ga", "gd"):
+        res = cli("plugins", "check", name)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "FAIL" not in res.stdout and res.stdout.count("pass") == 6
+
+
+def test_new_plugin_skeleton_installs_passes_its_own_tests_and_uninstalls(tmp_path):
+    res = cli("plugins", "new", "acme", "--dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    pkg = tmp_path / "unlearn-plugin-acme"
+    assert {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()} == {
+        "pyproject.toml",
+        "README.md",
+        "unlearn_plugin_acme/__init__.py",
+        "tests/test_acme.py",
+    }
+    module = pkg / "unlearn_plugin_acme" / "__init__.py"
+    assert "add_term" in module.read_text() and "https://" not in (pkg / "README.md").read_text()
+    assert 'license = "' in (pkg / "pyproject.toml").read_text()
+    pip("install", "--no-deps", "--no-build-isolation", "-e", str(pkg))
+    try:
+        assert _listed()["acme"]["version"] == "0.1.0"
+        check = cli("plugins", "check", "acme")
+        assert check.returncode == 1 and "placeholder" in check.stdout, check.stdout
+        module.write_text(module.read_text().replace("One line on what acme does", "GA plus a weighted retain NLL"))
+        check = cli("plugins", "check", "acme")
+        assert check.returncode == 0, check.stdout
+        tests = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg / "tests")],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert tests.returncode == 0, tests.stdout[-3000:]
+    finally:
+        pip("uninstall", "-y", "unlearn-plugin-acme")
+    assert "acme" not in _listed()
+    assert cli("plugins", "new", "acme", "--dir", str(tmp_path)).returncode == 2  # refuses to overwrite
+
+
+def test_check_reports_a_plugin_that_fails(host, tmp_path):
+    from unlearn.devkit import check_plugin
+
+    class Detached:
+        @hookimpl
+        def register_methods(self, register):
+            register("detached", config=_Cfg, uses_retain=False)
+
+        @hookimpl
+        def compute_loss(self, method, config, ctx):
+            import torch
+
+            return torch.tensor(1.0)  # no graph to the model
+
+    host.register(Detached(), "detached")
+    results = {r.name: r for r in check_plugin("detached", host=host, workdir=tmp_path)}
+    bad = results["detached: loss is finite and differentiable"]
+    assert not bad.ok
+    assert results["detached: config validates and round-trips"].ok

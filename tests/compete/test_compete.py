@@ -1,0 +1,262 @@
+"""Organiser mode: every installed plugin and a SemEval-style submission are scored next to
+deliberately bad entrants, each bad one gets the right status, no entrant process survives,
+results are cached (an added entrant is the only new work), and the reports hold no data."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import cli
+
+from unlearn import PluginHost
+from unlearn.compete import Competition, load_competition, rank
+from unlearn.compete.checks import check_output
+from unlearn.compete.sandbox import abi
+from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, build_tiny_model, write_rows
+from unlearn.errors import ConfigError
+
+pytestmark = pytest.mark.heavy
+
+# A SemEval-style submission as a team would have written it: GD with the HF Trainer.
+GD_SUBMISSION = """
+import glob, os, torch
+import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+class GD(Trainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        forget = model(input_ids=inputs["input_ids"], labels=inputs["input_ids"]).loss
+        retain = model(input_ids=inputs["retain_ids"], labels=inputs["retain_ids"]).loss
+        return -forget + retain
+
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    tok = AutoTokenizer.from_pretrained(input_model_path)
+    model = AutoModelForCausalLM.from_pretrained(input_model_path)
+    forget = pd.read_parquet(glob.glob(os.path.join(forget_dir, "*.parquet"))[0])
+    retain = pd.read_json(os.path.join(retain_dir, "retain.jsonl"), lines=True)
+    enc = lambda r: tok(r["input"] + r["output"], truncation=True, max_length=64)["input_ids"]
+    data = [{"input_ids": enc(f), "retain_ids": enc(r)} for (_, f), (_, r) in zip(forget.iterrows(), retain.iterrows())]
+    def collate(batch):
+        return {k: torch.tensor([b[k][:min(len(x[k]) for x in batch)] for b in batch]) for k in batch[0]}
+    args = TrainingArguments(output_dir=os.path.join(output_dir, "tmp"), max_steps=2, per_device_train_batch_size=2,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, remove_unused_columns=False, save_strategy="no")
+    GD(model=model, args=args, train_dataset=data, data_collator=collate).train()
+    model.save_pretrained(output_dir)
+    tok.save_pretrained(output_dir)
+"""
+
+BAD = {
+    "raises": """
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    raise ValueError("cannot forget " + open(forget_dir + "/forget.jsonl").read())
+""",
+    "sleeps": """
+import subprocess, sys, time
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # survivor-in-group"])
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # survivor-own-session"], start_new_session=True)
+    time.sleep(600)
+""",
+    "spins": """
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    while True:
+        pass
+""",
+    "nan_weights": """
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    model = AutoModelForCausalLM.from_pretrained(input_model_path)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    model.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(input_model_path).save_pretrained(output_dir)
+""",
+    "snoops": """
+import os, shutil
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    given = os.environ.get("UNLEARN_TEST_SECRET")
+    open(os.path.join(output_dir, "..", "env_seen.txt"), "w").write(str(given is not None))
+    secret = open(given or SECRET).read()   # the organiser's MIA members
+    for f in os.listdir(input_model_path):
+        shutil.copy(os.path.join(input_model_path, f), output_dir)
+""",
+    "pickles": """
+import json, os, torch
+from transformers import AutoModelForCausalLM
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    model = AutoModelForCausalLM.from_pretrained(input_model_path)
+    torch.save(model.state_dict(), os.path.join(output_dir, "pytorch_model.bin"))
+    model.config.save_pretrained(output_dir)
+""",
+    "writes_nothing": """
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    pass
+""",
+    "garbage": """
+import os, shutil
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    shutil.copy(os.path.join(input_model_path, "config.json"), output_dir)
+    open(os.path.join(output_dir, "model.safetensors"), "wb").write(b"not a safetensors file")
+""",
+}
+
+EXPECTED = {
+    "raises": "crash",
+    "sleeps": "hang",
+    "spins": "timeout",
+    "nan_weights": "nan",
+    "pickles": "pickle",
+    "writes_nothing": "no model",
+    "garbage": "unloadable",
+}
+
+
+@pytest.fixture(scope="module")
+def arena(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("arena")
+    build_tiny_model(root / "target", memorise=FORGET_ROWS + RETAIN_ROWS, steps=60)
+    private = root / "private"
+    write_rows(private / "forget.jsonl", FORGET_ROWS)
+    write_rows(private / "retain.jsonl", RETAIN_ROWS)
+    docs = lambda rows: [{"id": r.id, "document": r.input + r.output} for r in rows]  # noqa: E731
+    for name, rows in (("mia_member", FORGET_ROWS), ("mia_nonmember", RETAIN_ROWS)):
+        (private / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs(rows)))
+    write_rows(private / "utility.jsonl", RETAIN_ROWS[:2])
+    return root
+
+
+def _competition_file(arena: Path, folder: Path, entrants: list, limit: float = 60) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    private = arena / "private"
+    path = folder / "competition.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "test",
+                "model": str(arena / "target"),
+                "forget": str(private / "forget.jsonl"),
+                "retain": str(private / "retain.jsonl"),
+                "mia": str(private),
+                "utility": str(private / "utility.jsonl"),
+                "output_dir": "out",
+                "time_limit_s": limit,
+                "grace_s": 3,
+                "stall_s": 6,
+                "max_new_tokens": 24,
+                "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3},
+                "entrants": entrants,
+            }
+        )
+    )
+    return path
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
+    secret = arena / "private" / "mia_member.jsonl"
+    monkeypatch.setenv("UNLEARN_TEST_SECRET", str(secret))  # set for the organiser, must not reach entrants
+    (tmp_path / "gd_submission.py").write_text(GD_SUBMISSION)
+    for name, code in BAD.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(code).replace("SECRET", repr(str(secret))))
+    # every installed loss plugin, a submission of team gd, the bad ones
+    entrants = [
+        "all",
+        {"name": "gd_submission", "team": "gd", "submission": "gd_submission.py"},
+        *[f"{name}.py" for name in BAD],
+    ]
+    config = _competition_file(arena, tmp_path, entrants, limit=20)
+    plugins = sorted(n for n, e in PluginHost().methods.items() if e.kind == "loss")
+    total = len(plugins) + 1 + len(BAD)
+    res = cli("compete", "--config", str(config), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    by_name = {r["entrant"]: r for r in board["entrants"]}
+    for good in (*plugins, "gd_submission"):
+        assert by_name[good]["status"] == "ok", by_name[good]
+        assert 0 <= by_name[good]["final_score"] <= 1 and by_name[good]["wall_time_s"] > 0
+        assert by_name[good]["peak_memory_mb"] > 50
+    for name, status in EXPECTED.items():
+        assert by_name[name]["status"] == status, by_name[name]
+    assert by_name["raises"]["reason"] == "exit code 1: ValueError"
+    assert (tmp_path / "out" / "entrants" / "raises" / "log.txt").is_file()
+    # the organiser's environment did not reach the entrant; with Landlock the file itself is closed too
+    assert (tmp_path / "out" / "entrants" / "snoops" / "work" / "env_seen.txt").read_text() == "False"
+    if abi():
+        assert by_name["snoops"]["status"] == "crash" and by_name["snoops"]["reason"].endswith("PermissionError")
+    assert not _alive("survivor-in-group") and not _alive("survivor-own-session")
+    # one row per team: gd's best valid entry
+    teams = [t["team"] for t in board["teams"]]
+    assert sorted(teams) == sorted({*plugins, *BAD}) and teams.count("gd") == 1
+    assert by_name["gd_submission"]["team"] == "gd"
+    # reports never print the forget set or its PII (the crash message quoted the whole forget file)
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json"):
+        text = (tmp_path / "out" / name).read_text()
+        for row in FORGET_ROWS:
+            assert row.output.strip() not in text and row.input not in text
+        assert "5550192834" not in text and "Tobin Hale" not in text
+    assert (tmp_path / "out" / "leaderboard.png").stat().st_size > 10_000
+    assert f"[1/{total}] {plugins[0]} (plugin, team {plugins[0]}): started" in res.stderr + res.stdout
+
+    # a re-run with an added entrant does only that entrant
+    entrants.append("recipe:ynu")
+    _competition_file(arena, tmp_path, entrants, limit=20)
+    again = cli("compete", "--config", str(config), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    output = again.stderr + again.stdout
+    assert output.count(": cached,") == total and "recipe_ynu (recipe, team recipe_ynu): started" in output
+    result = json.loads((tmp_path / "out" / "entrants" / "recipe_ynu" / "result.json").read_text())
+    assert result["status"] == "ok" and result["kind"] == "recipe"
+    assert "baseline: cached" in output
+
+
+def test_competition_file_errors(arena, tmp_path):
+    path = _competition_file(arena, tmp_path, ["gd", "no_such_method"])
+    comp = load_competition(path)
+    with pytest.raises(ConfigError, match="entrants\\[1\\]: 'no_such_method'"):
+        comp.expand(PluginHost())
+    with pytest.raises(ConfigError, match="names used twice"):
+        load_competition(path, {"entrants": ["gd", "gd"]}).expand(PluginHost())
+    with pytest.raises(ConfigError, match="exactly one of plugin, recipe, submission"):
+        load_competition(path, {"entrants": [{"name": "x", "plugin": "gd", "recipe": "ynu"}]})
+    res = cli("compete", "--config", str(tmp_path / "missing.toml"))
+    assert res.returncode == 2 and "missing.toml" in res.stderr
+
+
+def test_all_expands_to_every_installed_loss_plugin(arena, tmp_path):
+    comp: Competition = load_competition(_competition_file(arena, tmp_path, ["all", "recipe:ynu"]))
+    host = PluginHost()
+    names = [e.name for e in comp.expand(host)]
+    assert names == sorted(n for n, e in host.methods.items() if e.kind == "loss") + ["recipe_ynu"]
+
+
+def test_ranking_keeps_each_teams_best_valid_entry():
+    def row(name, team, score, status="ok", gate=True):
+        return {"name": name, "team": team, "kind": "plugin", "status": status, "final_score": score, "gate": gate}
+
+    rows, teams = rank(
+        [row("a1", "A", 0.5), row("a2", "A", 0.7, gate=False), row("b", "B", 0.6), row("c", "C", None, status="crash")]
+    )
+    assert [(r["entrant"], r["rank"]) for r in rows] == [("b", 1), ("a1", 2), ("a2", None), ("c", None)]
+    assert [(t["team"], t["entrant"], t["rank"]) for t in teams] == [("B", "b", 1), ("A", "a1", 2), ("C", "c", None)]
+
+
+def test_check_output_accepts_only_loadable_safetensors(arena, tmp_path):
+    assert check_output(arena / "target") == ("ok", "")
+    assert check_output(tmp_path)[0] == "no model"

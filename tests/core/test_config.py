@@ -1,0 +1,128 @@
+"""Run config: files, overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import cli
+
+from unlearn.config import apply_override, build_config, parse_value, read_config_file
+from unlearn.errors import ConfigError
+
+
+def _base(tmp_path) -> dict:
+    return {"model": "m", "data": "d", "method": "gd", "output_dir": str(tmp_path / "o")}
+
+
+def test_toml_and_yaml_files_load_with_paths_relative_to_the_file(tmp_path):
+    (tmp_path / "run.toml").write_text(
+        'model = "model"\ndata = "data"\nmethod = "gd"\noutput_dir = "out"\nwith = []\n'
+        "[trainer]\nlearning_rate = 2e-5\n[config.gd]\nretain_weight = 2.0\n"
+    )
+    (tmp_path / "run.yaml").write_text(
+        "model: model\ndata: data\nmethod: gd\noutput_dir: out\n"
+        "trainer:\n  learning_rate: 2.0e-5\nconfig:\n  gd:\n    retain_weight: 2.0\n"
+    )
+    a = build_config(read_config_file(tmp_path / "run.toml"))
+    b = build_config(read_config_file(tmp_path / "run.yaml"))
+    assert a == b
+    assert a.model == str(tmp_path / "model") and a.trainer.learning_rate == 2e-5
+    assert a.config == {"gd": {"retain_weight": 2.0}}
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("trainer.learnin_rate", 1.0, "trainer.learnin_rate: unknown key"),
+        ("trainer.batch_size", 0, "trainer.batch_size: Input should be greater than or equal to 1 (got 0)"),
+        ("trainer.retain_sampling", "sometimes", "trainer.retain_sampling: Input should be 'cycle' or 'random'"),
+        ("seeed", 1, "seeed: unknown key"),
+    ],
+)
+def test_bad_keys_and_values_name_the_field(tmp_path, key, value, message):
+    data = _base(tmp_path)
+    apply_override(data, key, value)
+    with pytest.raises(ConfigError) as info:
+        build_config(data, source="run.toml")
+    assert message in str(info.value) and str(info.value).startswith("run.toml: ")
+
+
+def test_method_settings_are_validated_by_the_plugin_config(tmp_path, host):
+    cfg = build_config(_base(tmp_path) | {"config": {"gd": {"retain_wieght": 1}}})
+    with pytest.raises(ConfigError, match=r"config\.gd\.retain_wieght: unknown key"):
+        host.configure(cfg)
+    cfg = build_config(_base(tmp_path) | {"config": {"gd": {"retain_weight": -1}}})
+    with pytest.raises(ConfigError, match=r"config\.gd\.retain_weight: Input should be greater than or equal to 0"):
+        host.configure(cfg)
+    cfg = build_config(_base(tmp_path) | {"config": {"ga": {}}})
+    with pytest.raises(ConfigError, match=r"config\.ga: settings for a method that is not part of this run"):
+        host.configure(cfg)
+    cfg = build_config(_base(tmp_path))
+    resolved = host.configure(cfg)
+    assert resolved["gd"].retain_weight == 1.0
+    assert cfg.config == {"gd": {"retain_weight": 1.0}}  # defaults filled in for the saved copy
+
+
+def test_set_values_are_toml_literals():
+    assert parse_value("1e-5") == 1e-5
+    assert parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("cosine") == "cosine"
+    data: dict = {"trainer": {"epochs": 1}}
+    apply_override(data, "trainer.epochs", 3)
+    apply_override(data, "config.gd.retain_weight", 0.5)
+    assert data == {"trainer": {"epochs": 3}, "config": {"gd": {"retain_weight": 0.5}}}
+
+
+def test_deepspeed_batch_sizes_follow_the_trainer_settings():
+    from unlearn.config import TrainerSettings
+    from unlearn.runner import deepspeed_config
+
+    trainer = TrainerSettings(batch_size=2, gradient_accumulation_steps=3)
+    cfg = deepspeed_config("zero3", trainer, world_size=2)
+    assert cfg["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    assert cfg["train_micro_batch_size_per_gpu"] == 2 and cfg["gradient_accumulation_steps"] == 3
+    assert "train_batch_size" not in cfg  # DeepSpeed derives it with the real world size
+    with pytest.raises(ConfigError, match=r"deepspeed: train_batch_size = 4 disagrees with the trainer settings \(12"):
+        deepspeed_config({"train_batch_size": 4}, trainer, world_size=2)
+    assert deepspeed_config({"train_batch_size": 12}, trainer, world_size=2)["gradient_accumulation_steps"] == 3
+
+
+def test_cli_flags_override_the_file_and_the_resolved_config_is_saved(tmp_path, tiny_model, tiny_data):
+    (tmp_path / "run.toml").write_text(
+        f'model = "{tiny_model}"\ndata = "{tiny_data}"\nmethod = "ga"\noutput_dir = "ignored"\n'
+        "[trainer]\nmax_steps = 100\nprogress = false\n"
+    )
+    out = tmp_path / "out"
+    res = cli(
+        "run",
+        "-c",
+        str(tmp_path / "run.toml"),
+        "--method",
+        "gd",
+        "-o",
+        str(out),
+        "--max-steps",
+        "1",
+        "--set",
+        "config.gd.retain_weight=0.5",
+        "--set",
+        "trainer.batch_size=3",
+    )
+    assert res.returncode == 0, res.stderr
+    saved = json.loads((out / "unlearn_config.json").read_text())
+    assert saved["method"] == "gd" and saved["config"] == {"gd": {"retain_weight": 0.5}}
+    assert saved["trainer"]["max_steps"] == 1 and saved["trainer"]["batch_size"] == 3
+    assert saved["trainer"]["learning_rate"] == 1e-5  # a default, written out in full
+    report = json.loads((out / "unlearn_run.json").read_text())
+    assert report["versions"]["unlearn-plugin-gd"] == "0.1.0"
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    (tmp_path / "bad.toml").write_text('model = "m"\ndata = "d"\nmethod = "gd"\noutput_dir = "o"\n[trainer]\nlr = 1\n')
+    res = cli("run", "-c", str(tmp_path / "bad.toml"))
+    assert res.returncode == 2
+    assert "bad.toml: trainer.lr: unknown key" in res.stderr and "Traceback" not in res.stderr
+    res = cli("run", "--model", "m", "--data", "d", "--method", "nosuch", "-o", str(tmp_path / "o"))
+    assert res.returncode == 2 and "no plugin provides 'nosuch'" in res.stderr

@@ -1,0 +1,287 @@
+"""Runs on a real tiny model: composition, reference log-probs, NaN guard, atomic output, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cli
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from unlearn import LossContext, hookimpl, run
+from unlearn.errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+class Recorder:
+    """An inline plugin providing one entry of each kind and recording every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    @hookimpl
+    def register_methods(self, register: Callable[..., None]) -> None:
+        register("rec-loss", config=Empty, kind="loss", uses_retain=True)
+        register("rec-head-only", config=Empty, kind="parameters")
+        register("rec-stamp", config=Empty, kind="post-process")
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        self.calls.append(("compute_loss", method))
+        assert set(ctx.batch) == {"forget", "retain"}
+        return -ctx.nll("forget") + ctx.nll("retain")
+
+    # One package, several entries: each hook is told which entry it is called for.
+    @hookimpl
+    def select_parameters(self, method, config, model, run):
+        self.calls.append(("select_parameters", method))
+        if method == "rec-head-only":
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith("lm_head"))
+
+    @hookimpl
+    def post_process(self, method, config, output_dir, run):
+        self.calls.append(("post_process", method))
+        if method == "rec-stamp":
+            (output_dir / "stamp.txt").write_text(run.config.method)
+
+
+class Bystander:
+    """Installed but not chosen: none of its hooks may run."""
+
+    called = False
+
+    @hookimpl
+    def register_methods(self, register):
+        register("bystander", config=Empty, kind="parameters")
+
+    @hookimpl
+    def select_parameters(self, method, config, model, run):
+        Bystander.called = True
+
+    @hookimpl
+    def post_process(self, method, config, output_dir, run):
+        Bystander.called = True
+
+
+def test_composed_run_calls_only_the_chosen_plugins(host, make_config, tiny_model):
+    rec = Recorder()
+    host.register(rec, "recorder")
+    host.register(Bystander(), "bystander")
+    cfg = make_config(method="gd", **{"with": ["rec-head-only", "rec-stamp"]})
+    out = run(cfg, host=host)
+    assert ("select_parameters", "rec-head-only") in rec.calls
+    assert ("post_process", "rec-stamp") in rec.calls
+    assert not any(m == "rec-loss" for _, m in rec.calls)  # not chosen as the method
+    assert not Bystander.called
+    assert (out / "stamp.txt").read_text() == "gd"
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"lm_head.weight"}
+
+
+def test_inline_loss_method_is_called_every_step(host, make_config):
+    rec = Recorder()
+    host.register(rec, "recorder")
+    run(make_config(method="rec-loss", trainer={"max_steps": 3}), host=host)
+    assert rec.calls.count(("compute_loss", "rec-loss")) == 3
+
+
+def test_run_checks_kinds_and_needs(host, make_config, tiny_data):
+    host.register(Recorder(), "recorder")
+    with pytest.raises(PluginError, match="'rec-stamp' is a post-process method; expected loss"):
+        run(make_config(method="rec-stamp"), host=host)
+    with pytest.raises(ConfigError, match="method 'gd' needs a retain set"):
+        run(make_config(data=None, forget=str(tiny_data / "forget.jsonl")), host=host)
+
+
+class ReferenceProbe:
+    """Checks reference log-probs equal the model's own at the start, and are cached."""
+
+    def __init__(self) -> None:
+        self.diffs: list[float] = []
+
+    @hookimpl
+    def register_methods(self, register):
+        register("refprobe", config=Empty, kind="loss", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        ref = ctx.reference_token_logprobs("forget")
+        logp, mask = ctx.token_logprobs("forget")
+        self.diffs.append(float(((logp.detach() - ref) * mask).abs().max()))
+        kl = ctx.reference_logits("forget")
+        assert not kl.requires_grad
+        return -ctx.nll("forget")
+
+
+def test_reference_log_probs_are_computed_once_and_cached(host, make_config):
+    probe = ReferenceProbe()
+    host.register(probe, "refprobe")
+    cfg = make_config(method="refprobe", trainer={"max_steps": 6, "batch_size": 3, "learning_rate": 1e-2})
+    from unlearn import runner as run_module
+
+    loads = []
+    original = run_module.load_model
+    run_module.load_model = lambda c: loads.append(1) or original(c)
+    try:
+        run(cfg, host=host)
+    finally:
+        run_module.load_model = original
+    assert len(loads) == 2  # the trained model, and the reference once for the whole run
+    assert probe.diffs[0] < 1e-5  # before any update the reference is the model itself
+    assert probe.diffs[-1] > 1e-3  # later the trained model moved away from the cached reference
+
+
+class NaNLoss:
+    @hookimpl
+    def register_methods(self, register):
+        register("nan", config=Empty, kind="loss", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx):
+        return ctx.nll("forget") * float("nan")
+
+
+def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(host, make_config, tiny_model):
+    host.register(NaNLoss(), "nan")
+    cfg = make_config(method="nan")
+    before = _digest(tiny_model)
+    with pytest.raises(
+        NonFiniteLossError, match=r"the loss of method 'nan' became nan at step 0.*no model was written"
+    ):
+        run(cfg, host=host)
+    assert not cfg.output_dir.exists()
+    assert _digest(tiny_model) == before
+
+
+def test_input_model_is_never_modified_and_output_is_complete(host, make_config, tiny_model):
+    before = _digest(tiny_model)
+    cfg = make_config(method="ga", trainer={"max_steps": 3, "learning_rate": 1e-2})
+    out = run(cfg, host=host)
+    assert _digest(tiny_model) == before
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "unlearn_config.json", "unlearn_run.json"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+    assert not list(out.parent.glob(".out.*"))  # staging folders are gone
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_output_and_input_overlap_and_existing_output_are_refused(host, make_config, tiny_model):
+    with pytest.raises(ConfigError, match="overlaps the input model"):
+        run(make_config(output_dir=str(tiny_model / "sub")), host=host)
+    cfg = make_config(method="ga")
+    run(cfg, host=host)
+    with pytest.raises(RunError, match="already holds a result; pass --overwrite"):
+        run(cfg, host=host)
+    run(cfg, host=host, overwrite=True)
+
+
+class CrashOnce:
+    """Raises at step 3 the first time, like a killed job; trains normally afterwards."""
+
+    crashed = False
+
+    @hookimpl
+    def register_methods(self, register):
+        register("crashy", config=Empty, kind="loss", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx):
+        if ctx.step == 3 and not CrashOnce.crashed:
+            CrashOnce.crashed = True
+            raise KeyboardInterrupt
+        return -ctx.nll("forget")
+
+
+def test_a_crashed_run_resumes_from_its_last_checkpoint(host, make_config):
+    host.register(CrashOnce(), "crashy")
+    cfg = make_config(method="crashy", trainer={"max_steps": 5, "save_steps": 1, "batch_size": 2})
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, host=host)
+    assert not cfg.output_dir.exists()
+    changed = make_config(method="crashy", trainer={"max_steps": 5, "save_steps": 1, "batch_size": 3})
+    with pytest.raises(RunError, match="unfinished run with a different config"):
+        run(changed, host=host)
+    out = run(cfg, host=host)
+    report = json.loads((out / "unlearn_run.json").read_text())
+    assert report["resumed_from"].endswith("checkpoint-3")
+    assert report["train"]["train_loss"] is not None
+
+
+def test_cli_nan_exit_code(tmp_path, tiny_model, tiny_data):
+    # A learning rate this large makes GA's logits overflow within a few steps.
+    res = cli(
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(tiny_data),
+        "--method",
+        "ga",
+        "-o",
+        str(tmp_path / "o"),
+        "--lr",
+        "1e30",
+        "--max-steps",
+        "20",
+        "--set",
+        "trainer.max_grad_norm=0",
+        "--set",
+        "trainer.progress=false",
+    )
+    assert res.returncode == 1, res.stderr
+    assert "error: the loss of method 'ga' became" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+class Scheduler:
+    """Supplies its own order: forget rows backwards, then one retain batch; records what it sees."""
+
+    def __init__(self, mixed: bool = False) -> None:
+        self.seen: list[tuple[str, list[int]]] = []
+        self.mixed = mixed
+
+    @hookimpl
+    def register_methods(self, register):
+        register("ordered", config=Empty, kind="loss", uses_retain=True)
+
+    @hookimpl
+    def schedule(self, method, config, forget, retain, seed, batch_size):
+        items = [{"forget": (i, forget[i])} for i in reversed(range(len(forget)))]
+        items += [{"retain": (j, retain[j])} for j in range(batch_size)]
+        if self.mixed:
+            items.insert(1, {"retain": (0, retain[0])})
+        return items
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        split = "forget" if ctx.has("forget") else "retain"
+        self.seen.append((split, ctx.batch[split]["index"].tolist()))
+        return ctx.nll(split)
+
+
+def test_a_method_schedule_is_followed_in_order(host, make_config):
+    scheduler = Scheduler()
+    host.register(scheduler, "scheduler")
+    run(make_config(method="ordered", trainer={"max_steps": -1, "epochs": 1, "batch_size": 2}), host=host)
+    assert scheduler.seen == [("forget", [5, 4]), ("forget", [3, 2]), ("forget", [1, 0]), ("retain", [0, 1])]
+
+
+def test_a_schedule_that_mixes_splits_in_a_batch_is_refused(host, make_config):
+    host.register(Scheduler(mixed=True), "scheduler")
+    with pytest.raises(DataError, match=r"method 'ordered' scheduled items 0..1 with different splits"):
+        run(make_config(method="ordered", trainer={"batch_size": 2}), host=host)
