@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn.data import load_rows
+from unlearn import load_rows
 from unlearn.evaluator.evaluate import eval_split
 from unlearn.evaluator.generation import greedy_generate
 from unlearn.evaluator.metrics import row_score

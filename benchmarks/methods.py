@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn import PluginHost
+from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn.recipe import RESULT_FILE, builtin_recipes
 
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
@@ -34,18 +34,15 @@ ONE_PASS = {"sugd": 1}
 # network with the adapter switched off.
 VARIANTS = {
     "npo+kl": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0"],
-    "npo+kl+lora": [
-        "--method",
-        "npo",
-        "--with",
-        "lora",
-        "--set",
-        "config.npo.retain_kl_weight=1.0",
-        "--set",
-        "config.lora.rank=32",
-        "--set",
-        "config.lora.alpha=32",
-    ],
+    "npo+kl+lora": ["--method", "npo", "--with", "lora", "--set", "config.npo.retain_kl_weight=1.0"]
+    + ["--set", "config.lora.rank=32", "--set", "config.lora.alpha=32"],
+    # Fewer trainable weights need a larger step: GD with LoRA or with the last two layers at the
+    # shared learning rate, and at the rate each plugin's README recommends for the tiny target.
+    "gd+lora": ["--method", "gd", "--with", "lora"],
+    "gd+lora@3e-3": ["--method", "gd", "--with", "lora", "--set", "trainer.learning_rate=3e-3"],
+    "gd+layers": ["--method", "gd", "--with", "layers", "--set", "config.layers.last=2"],
+    "gd+layers@1e-3": ["--method", "gd", "--with", "layers", "--set", "config.layers.last=2"]
+    + ["--set", "trainer.learning_rate=1e-3"],
 }
 
 # Runs the CLI and reports the process's peak resident memory and its peak heap in use (glibc's
@@ -161,7 +158,7 @@ def main() -> None:
         f"| {t['mia_final_score']:.3f} | "
         f"{t['mmlu_average']:.3f} | | {t['aggregate-score']:.3f} | | | |"
     )
-    for method, r, wall, peak, heap, error in rows:
+    for method, r, wall, peak, heap, error, _ in rows:
         if r is None:
             print(f"| {method} | failed: {error} | | | | | | {wall:.0f} | {peak:.0f} | {heap:.0f} |")
             continue
@@ -171,6 +168,11 @@ def main() -> None:
             f"| {r['mia_final_score']:.3f} | "
             f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
+    print("\nRelative weight change ||after - before|| / ||before|| of each run (the run warns under 1e-4):\n")
+    print("| run | weight change |")
+    print("| --- | --- |")
+    for method, *_, change in rows:
+        print(f"| {method} | {'-' if change is None else f'{change:.1e}'} |")
 
 
 def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, before: Path, work: Path) -> tuple:
@@ -178,7 +180,9 @@ def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, bef
     res, wall, peak, heap = measure(cmd)
     if res.returncode != 0:
         lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("PEAK_")] or ["?"]
-        return (label, None, wall, peak, heap, lines[-1][:80])
+        return (label, None, wall, peak, heap, lines[-1][:80], None)
+    report = out / "unlearn_run.json"
+    change = json.loads(report.read_text()).get("weight_change") if report.is_file() else None
     if model.name == "__final__":
         model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
     name = label.replace("recipe: ", "recipe_")
@@ -189,6 +193,7 @@ def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, bef
         peak,
         heap,
         "",
+        change,
     )
 
 

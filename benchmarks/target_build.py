@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from unlearn.config import parse_value
+from unlearn import parse_value
 from unlearn.bench.synth import generate
 from unlearn.bench.target import TargetSettings, build_target
 

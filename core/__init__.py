@@ -27,10 +27,11 @@ from .data import (
     PairedDataset,
     RetainCycle,
     Row,
+    ScheduledDataset,
     encode,
-    load_documents,
     load_rows,
     pad_token_id,
+    read_records,
     resolve_split,
 )
 from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RegistryError, RunError, UnlearnError
@@ -75,12 +76,13 @@ __all__ = [
     "Encoded",
     "encode",
     "load_rows",
-    "load_documents",
+    "read_records",
     "resolve_split",
     "pad_token_id",
     "PairCollator",
     "PairedDataset",
     "RetainCycle",
+    "ScheduledDataset",
     # errors
     "UnlearnError",
     "ConfigError",

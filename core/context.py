@@ -116,59 +116,32 @@ class LossContext:
 
 
 class PostContext(Protocol):
-    """What ``post_process`` may read about the run or recipe step it finishes."""
+    """What ``post_process`` may read about the run or recipe step it finishes (``RunContext`` and
+    recipe steps satisfy it)."""
 
-    @property
-    def base_model(self) -> Path:
-        """The input model (the base of task vectors when merging)."""
-
-    @property
-    def inputs(self) -> list[Path]:
-        """The models to work on: the one just trained, or the recipe step's named inputs."""
-
-    @property
-    def work_dir(self) -> Path:
-        """A scratch folder of the run or step."""
-
-    @property
-    def is_main_process(self) -> bool:
-        """True on the process that writes (rank 0)."""
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """A place to keep what a method computes once."""
+    base_model: Path  # the input model (the base of task vectors when merging)
+    inputs: list[Path]  # the models to work on: the one just trained, or the step's named inputs
+    work_dir: Path  # a scratch folder of the run or step
+    is_main_process: bool  # True on the process that writes (rank 0)
+    state: dict[str, Any]  # a place to keep what a method computes once
 
 
 @dataclass
 class RunContext:
     """One run as hooks see it (``run`` in ``select_parameters`` and ``post_process``, ``ctx.run``
-    in ``compute_loss``); satisfies ``PostContext``.
+    in ``compute_loss``); satisfies ``PostContext``."""
 
-    :param config: the resolved run config.
-    :param method_configs: each chosen method's validated config, by name.
-    :param tokenizer: the run's tokenizer.
-    :param work_dir: the run's staging folder.
-    :param forget: the tokenised forget rows.
-    :param retain: the tokenised retain rows (None when the loss does not use them).
-    :param is_main_process: True on rank 0.
-    :param state: a place for a method to keep what it computes once per run (e.g. RMU's
-        steering coefficients).
-    :param reference: the frozen input model, which ``select_parameters`` may ``share``.
-    :param inputs: what ``post_process`` rewrites: ``[output_dir]``, the model just trained.
-    """
-
-    config: RunConfig
-    method_configs: dict[str, Config]
+    config: RunConfig  # the resolved run config
+    method_configs: dict[str, Config]  # each chosen method's validated config, by name
     tokenizer: Any
-    work_dir: Path
-    forget: list[Encoded]
-    retain: list[Encoded] | None
+    work_dir: Path  # the run's staging folder
+    forget: list[Encoded]  # the tokenised forget rows
+    retain: list[Encoded] | None  # the tokenised retain rows; None when the loss does not use them
     is_main_process: bool = True
-    state: dict[str, Any] = field(default_factory=dict)
-    reference: ReferenceModel | None = None
-    inputs: list[Path] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)  # what a method computes once (RMU's coefficients)
+    reference: ReferenceModel | None = None  # the frozen input model, which select_parameters may share
+    inputs: list[Path] = field(default_factory=list)  # for post_process: [output_dir], the model just trained
+    base_model: Path = field(init=False)  # the input model, config.model
 
-    @property
-    def base_model(self) -> Path:
-        """The input model (the base of task vectors when merging)."""
-        return Path(self.config.model)
+    def __post_init__(self) -> None:
+        self.base_model = Path(self.config.model)

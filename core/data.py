@@ -49,8 +49,9 @@ def resolve_split(path: Path, split: str) -> Path:
     raise DataError(f"{path}: no such file or folder")
 
 
-def _records(path: Path) -> Iterable[tuple[int, Any]]:
-    """(1-based row number, record) pairs from a jsonl or parquet file."""
+def read_records(path: Path) -> Iterable[tuple[int, Any]]:
+    """(1-based row number, record) pairs from a jsonl or parquet file; a row that is not valid
+    JSON or a file pyarrow cannot read is a ``DataError`` naming the file and row."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -79,7 +80,7 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
     file = resolve_split(path, split)
     rows: list[Row] = []
     seen: dict[str, int] = {}
-    for number, record in _records(file):
+    for number, record in read_records(file):
         where = f"{file}, row {number}"
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object with fields {ROW_FIELDS}")
@@ -152,11 +153,7 @@ class PairedDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self,
-        forget: Sequence[Encoded],
-        retain: Sequence[Encoded] | None = None,
-        sampling: str = "cycle",
-        seed: int = 0,
+        self, forget: Sequence[Encoded], retain: Sequence[Encoded] | None = None, sampling: str = "cycle", seed: int = 0
     ) -> None:
         self.forget = list(forget)
         self.retain = list(retain) if retain else []
@@ -244,17 +241,3 @@ class PairCollator:
         index = torch.tensor([i for i, _ in examples], dtype=torch.long)
         tasks = [e.task for _, e in examples]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index, "task": tasks}
-
-
-def load_documents(path: Path) -> list[tuple[str, str]]:
-    """(id, document) pairs of a LUME MIA file, with the same validation as ``load_rows``."""
-    docs: list[tuple[str, str]] = []
-    for number, record in _records(Path(path)):
-        where = f"{path}, row {number}"
-        for name in ("id", "document"):
-            if not isinstance(record, dict) or not isinstance(record.get(name), str) or not record[name].strip():
-                raise DataError(f"{where}: field {name!r} is missing or empty (an MIA row has id, document)")
-        docs.append((record["id"], record["document"]))
-    if not docs:
-        raise DataError(f"{path}: no rows (empty file)")
-    return docs

@@ -51,13 +51,7 @@ class Register(Protocol):
     """The ``register`` callable that ``register_methods`` receives."""
 
     def __call__(
-        self,
-        name: str,
-        *,
-        config: type[Config],
-        kind: Kind = "loss",
-        summary: str = "",
-        uses_retain: bool = True,
+        self, name: str, *, config: type[Config], kind: Kind = "loss", summary: str = "", uses_retain: bool = True
     ) -> None:
         """Announce one method.
 
@@ -109,12 +103,7 @@ def compute_loss(method: str, config: Config, ctx: LossContext) -> torch.Tensor 
 
 @hookspec(firstresult=True)
 def schedule(
-    method: str,
-    config: Config,
-    forget: Sequence[Encoded],
-    retain: Sequence[Encoded] | None,
-    seed: int,
-    batch_size: int,
+    method: str, config: Config, forget: Sequence[Encoded], retain: Sequence[Encoded] | None, seed: int, batch_size: int
 ) -> list[Item] | None:
     """Give the exact order of training items instead of the core's shuffled forget/retain pairs.
     First result: return None to keep the default pairing.

@@ -113,14 +113,6 @@ class PluginHost:
             self._fail(info, exc)
         return info
 
-    def unregister(self, name: str) -> None:
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            self.pm.unregister(plugin)
-        self.plugins.pop(name, None)
-        self.methods = {k: m for k, m in self.methods.items() if m.plugin != name}
-        self._callers = {k: c for k, c in self._callers.items() if k[1] != name}
-
     def _fail(self, info: PluginInfo, exc: Exception) -> None:
         if self.pm.get_plugin(info.name) is not None:
             self.pm.unregister(name=info.name)

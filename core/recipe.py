@@ -8,23 +8,7 @@ checkpoint) and redoes a post-processing step whose settings or inputs changed. 
 whose settings changed (finished, or unfinished in its ``.NAME.partial`` folder) is refused
 unless ``overwrite``, which redoes exactly the changed runs. ``recipe.json`` names the final model.
 
-The recipe file (TOML, YAML or JSON)::
-
-    name = "zjuklab"
-    summary = "..."
-    reference = "..."
-    [defaults]                   # RunConfig fields shared by every run
-    trainer = { epochs = 5, learning_rate = 1e-4 }
-    [[runs]]                     # RunConfig fields but model/data/output_dir, plus a name
-    name = "npo_a"
-    method = "npo"
-    with = ["lora"]
-    config.npo = { npo_weight = 0.4, retain_kl_weight = 0.4, retain_nll_weight = 0.2 }
-    [[post]]                     # a post-process method over finished runs, in order
-    name = "merged"
-    method = "merge"
-    inputs = ["npo_a", "npo_b"]
-    config = { merge_method = "ties", density = 0.8 }
+The file format, with an example, is in the README (Recipes); ``Recipe`` below validates it.
 """
 
 from __future__ import annotations
@@ -190,6 +174,14 @@ def _fingerprint(folder: Path) -> str:
     raise RunError(f"{folder}: not a finished step (no {REPORT_FILE} or {STEP_FILE})")
 
 
+def _record(name: str, kind: str, path: Path, started: float | None = None) -> dict[str, Any]:
+    """A step's line in ``recipe.json``: skipped, or ran (with its wall time since ``started``)."""
+    record = {"name": name, "kind": kind, "status": "skipped" if started is None else "ran", "path": str(path)}
+    if started is not None:
+        record["wall_time_s"] = round(time.time() - started, 2)
+    return record
+
+
 def run_recipe(
     recipe: Recipe,
     output_dir: Path,
@@ -220,7 +212,7 @@ def run_recipe(
         started = time.time()
         if done.is_file() and json.loads(done.read_text()) == config.dump():
             say(f"[{name}] done already, skipped")
-            steps.append({"name": name, "kind": "run", "status": "skipped", "path": str(output_dir / name)})
+            steps.append(_record(name, "run", output_dir / name))
             continue
         if done.is_file() and not overwrite:
             raise RunError(
@@ -229,15 +221,7 @@ def run_recipe(
             )
         say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
         run(config, host=host, overwrite=overwrite)
-        steps.append(
-            {
-                "name": name,
-                "kind": "run",
-                "status": "ran",
-                "path": str(output_dir / name),
-                "wall_time_s": round(time.time() - started, 2),
-            }
-        )
+        steps.append(_record(name, "run", output_dir / name, started))
     for step in recipe.post:
         inputs = [output_dir / n for n in step.inputs]
         method = host.method(step.method, kinds=("post-process",))
@@ -258,7 +242,7 @@ def run_recipe(
             # A post step is redone whenever its settings or inputs changed: it is cheap and derived.
             if json.loads((target / STEP_FILE).read_text()) == marker:
                 say(f"[{step.name}] done already, skipped")
-                steps.append({"name": step.name, "kind": "post", "status": "skipped", "path": str(target)})
+                steps.append(_record(step.name, "post", target))
                 continue
         say(f"[{step.name}] {step.method} over {', '.join(step.inputs)}")
         started = time.time()
@@ -271,15 +255,7 @@ def run_recipe(
             raise RunError(f"recipe step {step.name!r}: {step.method} left no safetensors weights")
         write_json(staging / STEP_FILE, marker)
         publish(staging, target)
-        steps.append(
-            {
-                "name": step.name,
-                "kind": "post",
-                "status": "ran",
-                "path": str(target),
-                "wall_time_s": round(time.time() - started, 2),
-            }
-        )
+        steps.append(_record(step.name, "post", target, started))
     final = output_dir / recipe.step_names()[-1]
     write_json(
         output_dir / RESULT_FILE,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -46,13 +46,10 @@ class ReferenceModel:
     def _frozen(self) -> Iterator[torch.nn.Module]:
         """The reference network, in eval mode (no dropout), additions switched off if shared."""
         model = self.model
-        if self._switch_off is None:
-            yield model
-            return
         was_training = model.training
         model.eval()
         try:
-            with self._switch_off():
+            with self._switch_off() if self._switch_off is not None else nullcontext():
                 yield model
         finally:
             model.train(was_training)

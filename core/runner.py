@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,11 +23,14 @@ from .context import RunContext
 from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
 from .errors import ConfigError, RunError
 from .host import PluginHost, get_host
+from .params import weight_change
 from .reference import ReferenceModel
 
 CONFIG_FILE = "unlearn_config.json"
 DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
 REPORT_FILE = "unlearn_run.json"
+# Relative L2 change of the weights under which a run is reported as having changed nothing.
+BARELY_MOVED = 1e-4
 
 
 def free_port() -> int:
@@ -40,14 +44,8 @@ def ensure_distributed_env() -> None:
     """Set the single-process torch.distributed variables DeepSpeed needs, if a launcher didn't."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return
-    defaults = {
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-    }
-    for key, value in defaults.items():
+    single = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    for key, value in single.items():
         os.environ.setdefault(key, value)
 
 
@@ -170,14 +168,6 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
     )
 
 
-def _versions(host: PluginHost, config: RunConfig) -> dict[str, str | None]:
-    found = {"unlearn-core": dist_version("unlearn-core")}
-    for name in config.methods():
-        info = host.plugins[host.methods[name].plugin]
-        found[info.distribution or info.name] = info.version
-    return found
-
-
 def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
     """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
     from transformers import AutoTokenizer, set_seed
@@ -282,6 +272,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         if not any(staging.glob("*.safetensors")):
             raise RunError(f"{staging}: no safetensors weights after saving and post-processing")
         (staging / CONFIG_FILE).write_text(json.dumps(config.dump(), indent=2))
+        infos = [host.plugins[host.methods[name].plugin] for name in config.methods()]
         report = {
             "method": method.name,
             "with": config.with_,
@@ -290,10 +281,17 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "trainable_parameters": trainable,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
             "wall_time_s": round(time.time() - started, 2),
-            "versions": _versions(host, config),
+            "versions": {"unlearn-core": dist_version("unlearn-core")}
+            | {i.distribution or i.name: i.version for i in infos},
+            "weight_change": weight_change(Path(config.model), staging),
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         publish(staging, output)
+        if report["weight_change"] is not None and report["weight_change"] < BARELY_MOVED:
+            logging.getLogger("unlearn").warning(
+                f"warning: the weights barely moved (relative change {report['weight_change']:.1e}), so the "
+                "output will score like the input model: raise trainer.learning_rate or train longer"
+            )
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()
     return output

@@ -9,21 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unlearn import (
-    DataError,
-    Row,
-    load_documents,
-    load_rows,
-    publish,
-    resolve_split,
-    write_json,
-    write_jsonl,
-    write_text,
-)
+from unlearn import DataError, Row, load_rows, publish, resolve_split, write_json, write_jsonl, write_text
 
 from .generation import greedy_generate
 from .metrics import exact_match, row_score
-from .mia import attack_aucs, document_scores
+from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import evaluate_mmlu, mmlu_summary
 from .report import summary_markdown, write_figure
 from .scoring import official_results

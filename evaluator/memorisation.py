@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unlearn import load_documents, load_rows
+from unlearn import load_rows
 
 from .generation import greedy_generate
 from .metrics import exact_match, row_score
-from .mia import attack_aucs, document_scores
+from .mia import attack_aucs, document_scores, load_documents
 from .scoring import split_summary
 
 SPLIT_FILES = ("forget_train", "forget_validation", "retain_train", "retain_validation", "forget", "retain")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from unlearn import Encoded, PairCollator, pad_token_id
+from unlearn import DataError, Encoded, PairCollator, pad_token_id, read_records
 
 from .metrics import auc
 
@@ -77,3 +78,17 @@ def attack_aucs(members: Sequence[dict[str, float]], nonmembers: Sequence[dict[s
 def mia_score(loss_auc: float) -> float:
     """The official ``mia_final_score``: 1 - 2|AUC - 0.5| (1 when members look like non-members)."""
     return 1 - abs(loss_auc - 0.5) * 2
+
+
+def load_documents(path: Path) -> list[tuple[str, str]]:
+    """(id, document) pairs of a LUME MIA file, with the same validation as ``load_rows``."""
+    docs: list[tuple[str, str]] = []
+    for number, record in read_records(Path(path)):
+        where = f"{path}, row {number}"
+        for name in ("id", "document"):
+            if not isinstance(record, dict) or not isinstance(record.get(name), str) or not record[name].strip():
+                raise DataError(f"{where}: field {name!r} is missing or empty (an MIA row has id, document)")
+        docs.append((record["id"], record["document"]))
+    if not docs:
+        raise DataError(f"{path}: no rows (empty file)")
+    return docs

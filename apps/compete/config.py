@@ -97,7 +97,7 @@ class Competition(BaseModel):
             elif item == "all":
                 found += [
                     Entrant(name=n, plugin=n)
-                    for n, e in sorted(host.entries.items())
+                    for n, e in sorted(host.methods.items())
                     if e.kind == "loss" and not any(x.name == n for x in found)
                 ]
             elif item.startswith("recipe:"):
@@ -106,7 +106,7 @@ class Competition(BaseModel):
                 found.append(Entrant(name=Path(item).stem, submission=Path(item)))
             elif item.endswith((".toml", ".yaml", ".yml", ".json")):
                 found.append(Entrant(name=f"recipe_{Path(item).stem}", recipe=item))
-            elif item in host.entries:
+            elif item in host.methods:
                 found.append(Entrant(name=item, plugin=item))
             else:
                 raise ConfigError(f"entrants[{i}]: {item!r} is not an installed plugin, a recipe or a .py submission")
@@ -116,9 +116,9 @@ class Competition(BaseModel):
             raise ConfigError(f"entrants: names used twice: {dupes}; give them distinct names")
         for entrant in found:
             if entrant.plugin is not None:
-                host.entry(entrant.plugin, kinds=("loss",))
+                host.method(entrant.plugin, kinds=("loss",))
                 for name in entrant.with_:
-                    host.entry(name, kinds=("parameters", "post-process"))
+                    host.method(name, kinds=("parameters", "post-process"))
         return found
 
 

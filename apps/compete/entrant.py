@@ -38,7 +38,8 @@ def readable_paths() -> list[str]:
     paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
     from importlib.metadata import entry_points
 
-    modules = ["unlearn", "unlearn.evaluator"] + [ep.value.split(":")[0] for ep in entry_points(group="unlearn")]
+    # The core, the CLI, and every plugin (the built-in applications are plugins too).
+    modules = ["unlearn", "unlearn.cli"] + [ep.value.split(":")[0] for ep in entry_points(group="unlearn")]
     for name in modules:
         spec = importlib.util.find_spec(name)
         if spec is None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import cli
 
+from unlearn import load_rows
 from unlearn.bench.synth import FILES, generate
-from unlearn.data import load_documents, load_rows
+from unlearn.evaluator.mia import load_documents
 
 
 @pytest.fixture(scope="module")

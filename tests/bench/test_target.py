@@ -10,10 +10,10 @@ import pytest
 from helpers import cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from unlearn import DataError, RunError
 from unlearn.bench import target as target_module
 from unlearn.bench.synth import generate
 from unlearn.bench.target import TargetSettings, build_target, training_rows
-from unlearn.errors import DataError, RunError
 from unlearn.evaluator.generation import greedy_generate
 
 SMALL_NET = {"hidden_size": 96, "intermediate_size": 384, "layers": 2, "vocab_size": 600}

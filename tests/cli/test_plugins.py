@@ -11,9 +11,8 @@ import pytest
 from helpers import REPO, cli, pip
 from pydantic import BaseModel
 
-from unlearn import PluginHost, hookimpl
+from unlearn import PluginError, PluginHost, hookimpl
 from unlearn.cli.registry import install_command, load_registry
-from unlearn.errors import PluginError
 
 
 def _listed(*args: str, env: dict | None = None) -> dict[str, dict]:
@@ -222,3 +221,87 @@ def test_check_reports_a_plugin_that_fails(host, tmp_path):
     bad = results["detached: loss is finite and differentiable"]
     assert not bad.ok
     assert results["detached: config validates and round-trips"].ok
+
+
+COMMANDS_PLUGIN = '''
+import typer
+
+from unlearn import command_group, hookimpl
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    @cli.command()
+    def hello(name: str = typer.Argument(...)) -> None:
+        """Say hello (a third party's command)."""
+        print(f"hello {name}")
+
+    data = command_group(cli, "data", "Benchmark data.")
+
+    @data.command("count")
+    def count(path: str) -> None:
+        """Count the lines of a file (added to the built-in `data` group)."""
+        print(sum(1 for _ in open(path)))
+'''
+
+
+def test_a_pip_installed_package_adds_commands(tmp_path):
+    pkg = _write_package(tmp_path, "hello", COMMANDS_PLUGIN)
+    pip("install", "--no-deps", "--no-build-isolation", str(pkg))
+    try:
+        res = cli("hello", "world")
+        assert res.returncode == 0 and res.stdout.strip() == "hello world", res.stderr
+        (tmp_path / "f.txt").write_text("a\nb\n")
+        res = cli("data", "count", str(tmp_path / "f.txt"))
+        assert res.returncode == 0 and res.stdout.strip() == "2", res.stderr
+        assert "synth" in cli("data", "--help").stdout  # the built-in command of the group is kept
+        row = _listed()["hello"]
+        assert row["kinds"] == ["commands"] and row["hooks"] == ["register_commands"] and row["status"] == "ok"
+    finally:
+        pip("uninstall", "-y", "unlearn-plugin-hello")
+    assert cli("hello", "world").returncode != 0
+
+
+def test_a_broken_register_commands_is_reported_and_the_cli_works(host):
+    class Broken:
+        @hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("no typer here")
+
+    import typer
+
+    host.register(Broken(), "broken-commands")
+    app = typer.Typer()
+    host.add_commands(app)
+    assert "no typer here" in host.plugins["broken-commands"].error
+    assert host.plugins["evaluator"].status == "ok"
+
+
+def test_the_builtin_applications_are_plugins_listed_with_all():
+    assert "compete" not in _listed()
+    rows = _listed("--all")
+    for name in ("bench", "compete", "devkit", "evaluator"):
+        assert rows[name]["builtin"] and rows[name]["kinds"] == ["commands"] and rows[name]["status"] == "ok"
+    assert "compete" in _listed("--all", env={"UNLEARN_LOAD_PLUGINS": "gd"})  # built-ins always load
+
+
+def test_the_core_alone_gives_a_working_plugins_command(tmp_path):
+    """An environment with unlearn-core and its dependencies but no plugin distribution."""
+    import site
+
+    packages = Path(site.getsitepackages()[0])
+    alone = tmp_path / "site"
+    alone.mkdir()
+    for item in packages.iterdir():
+        if "unlearn_plugin_" not in item.name and "unlearn-plugin-" not in item.name:
+            (alone / item.name).symlink_to(item)
+    code = f"import site, sys; site.addsitedir({str(alone)!r}); sys.argv = ['unlearn', *sys.argv[1:]]; "
+    code += "from unlearn.cli import main; main()"
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", code, "plugins", "--json", "--all"], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert {"bench", "compete", "devkit", "evaluator"} <= set(rows) and "ga" not in rows
+    plain = subprocess.run([sys.executable, "-S", "-c", code, "plugins"], capture_output=True, text=True)
+    assert plain.returncode == 0 and "No plugins installed" in plain.stdout, plain.stderr

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from helpers import cli
 
-from unlearn import PluginHost
+from unlearn import ConfigError, PluginHost
 from unlearn.compete import Competition, load_competition, rank
 from unlearn.compete.checks import check_output
 from unlearn.compete.sandbox import abi
 from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, build_tiny_model, write_rows
-from unlearn.errors import ConfigError
 
 pytestmark = pytest.mark.heavy
 

@@ -7,8 +7,7 @@ import json
 import pytest
 from helpers import cli
 
-from unlearn.config import apply_override, build_config, parse_value, read_config_file
-from unlearn.errors import ConfigError
+from unlearn import ConfigError, apply_override, build_config, parse_value, read_config_file
 
 
 def _base(tmp_path) -> dict:

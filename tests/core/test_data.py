@@ -11,9 +11,8 @@ import pytest
 from helpers import REPO
 from transformers import AutoTokenizer
 
-from unlearn.data import IGNORE_INDEX, PairCollator, PairedDataset, Row, encode, load_rows
+from unlearn import IGNORE_INDEX, DataError, PairCollator, PairedDataset, Row, encode, load_rows
 from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, write_rows
-from unlearn.errors import DataError
 
 SHARED = REPO.parent / "shared" / "data" / "lume"
 

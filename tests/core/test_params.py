@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
-from unlearn.errors import ConfigError
-from unlearn.params import decoder_layers, layer_index, train_only
+from unlearn import ConfigError, decoder_layers, layer_index, train_only
 
 
 def test_layers_and_selection(tiny_model):

@@ -14,9 +14,8 @@ import torch
 from helpers import REPO, cli
 from pydantic import BaseModel, ConfigDict
 
-from unlearn import LossContext, PluginHost, hookimpl
+from unlearn import ConfigError, LossContext, NonFiniteLossError, PluginHost, RunError, hookimpl
 from unlearn.cli.registry import load_recipe_index
-from unlearn.errors import ConfigError, NonFiniteLossError, RunError
 from unlearn.recipe import RESULT_FILE, Recipe, builtin_recipes, load_recipe, run_recipe
 
 

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from unlearn import LossContext, hookimpl, run
-from unlearn.errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError
+from unlearn import ConfigError, DataError, LossContext, NonFiniteLossError, PluginError, RunError, hookimpl, run
 
 
 class Empty(BaseModel):
@@ -285,3 +284,21 @@ def test_a_schedule_that_mixes_splits_in_a_batch_is_refused(host, make_config):
     host.register(Scheduler(mixed=True), "scheduler")
     with pytest.raises(DataError, match=r"method 'ordered' scheduled items 0..1 with different splits"):
         run(make_config(method="ordered", trainer={"batch_size": 2}), host=host)
+
+
+def test_a_run_whose_weights_barely_moved_says_so(tmp_path, tiny_model, tiny_data):
+    common = ["run", "--model", str(tiny_model), "--data", str(tiny_data), "--method", "gd", "--max-steps", "2"]
+    common += ["--set", "trainer.progress=false"]
+    still = cli(*common, "-o", str(tmp_path / "still"), "--lr", "1e-9")
+    assert still.returncode == 0, still.stderr
+    assert "the weights barely moved" in still.stderr and "raise trainer.learning_rate" in still.stderr
+    report = json.loads((tmp_path / "still" / "unlearn_run.json").read_text())
+    assert 0 < report["weight_change"] < 1e-4
+    moved = cli(*common, "-o", str(tmp_path / "moved"), "--lr", "1e-2")
+    assert moved.returncode == 0 and "barely moved" not in moved.stderr
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(tmp_path / "moved" / "model.safetensors")
+    diff = sum(float((after[k].double() - before[k].double()).pow(2).sum()) for k in before)
+    norm = sum(float(before[k].double().pow(2).sum()) for k in before)
+    report = json.loads((tmp_path / "moved" / "unlearn_run.json").read_text())
+    assert report["weight_change"] == pytest.approx((diff / norm) ** 0.5, rel=1e-9)

@@ -12,10 +12,9 @@ import torch
 from helpers import cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from unlearn import DataError, load_rows
 from unlearn.bench.synth import generate
-from unlearn.data import load_rows
 from unlearn.devkit import build_tiny_model
-from unlearn.errors import DataError
 from unlearn.evaluator import evaluate as evaluate_module
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model, rescore
 from unlearn.evaluator.generation import greedy_generate, plain_greedy

@@ -6,8 +6,7 @@ import statistics
 
 import pytest
 
-from unlearn.data import Row
-from unlearn.errors import DataError
+from unlearn import DataError, Row
 from unlearn.evaluator.metrics import auc, exact_match, rouge_l_recall, row_score
 from unlearn.evaluator.mia import mia_score
 from unlearn.evaluator.scoring import official_results

@@ -1,9 +1,10 @@
 """Gradient ascent (GA): push the forget set's likelihood down.
 
-Loss: ``-NLL(F)``, the mean token negative log-likelihood of the forget
-answers, negated. Jang et al. 2023, "Knowledge Unlearning for Mitigating Privacy Risks in
-Language Models" (arXiv:2210.01504). Unbounded: the loss falls without limit, so keep the
-number of steps small; the trainer stops with a clear error if it ever becomes NaN.
+Loss: ``-NLL(F)``, the mean token negative log-likelihood of the forget answers (averaged over
+every answer token of the batch), negated. Jang et al. 2023, "Knowledge Unlearning for
+Mitigating Privacy Risks in Language Models" (arXiv:2210.01504). Unbounded: the loss falls
+without limit, so keep the number of steps small; the trainer stops with a clear error if it
+ever becomes NaN.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ class GAConfig(Config):
 @hookimpl
 def register_methods(register: Register) -> None:
     register(
-        "ga",
-        config=GAConfig,
-        kind="loss",
-        summary="Gradient ascent on the forget set: -NLL(F)",
-        uses_retain=False,
+        "ga", config=GAConfig, kind="loss", summary="Gradient ascent on the forget set: -NLL(F)", uses_retain=False
     )
 
 

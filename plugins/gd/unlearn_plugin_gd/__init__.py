@@ -24,11 +24,7 @@ class GDConfig(Config):
 @hookimpl
 def register_methods(register: Register) -> None:
     register(
-        "gd",
-        config=GDConfig,
-        kind="loss",
-        summary="Gradient difference: -NLL(F) + lambda * NLL(R)",
-        uses_retain=True,
+        "gd", config=GDConfig, kind="loss", summary="Gradient difference: -NLL(F) + lambda * NLL(R)", uses_retain=True
     )
 
 

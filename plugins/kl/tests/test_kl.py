@@ -7,8 +7,7 @@ import math
 import torch
 from unlearn_plugin_kl import KLConfig, compute_loss
 
-from unlearn import LossContext
-from unlearn import ReferenceModel
+from unlearn import LossContext, ReferenceModel
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 

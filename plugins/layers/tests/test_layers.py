@@ -11,10 +11,7 @@ import torch
 from safetensors.torch import load_file
 from unlearn_plugin_layers import LayersConfig, chosen_layers
 
-from unlearn.config import RunConfig
-from unlearn.errors import ConfigError
-from unlearn import PluginHost
-from unlearn import run
+from unlearn import ConfigError, PluginHost, RunConfig, run
 from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
 
 

@@ -11,10 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_lora import LoRAConfig, select_parameters
 
-from unlearn.config import RunConfig
-from unlearn import LossContext, ReferenceModel
-from unlearn import PluginHost
-from unlearn import run
+from unlearn import LossContext, PluginHost, ReferenceModel, RunConfig, run
 from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, assert_conforms, build_tiny_model, write_tiny_data
 
 

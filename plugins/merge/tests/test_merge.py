@@ -11,10 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_merge import MergeConfig, merge_models
 
-from unlearn.config import RunConfig
-from unlearn.errors import ConfigError
-from unlearn import PluginHost
-from unlearn import run
+from unlearn import ConfigError, PluginHost, RunConfig, run
 from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
 
 NORM = "model.layers.0.self_attn.q_proj.weight"

@@ -8,8 +8,7 @@ import pytest
 import torch
 from unlearn_plugin_npo import NPOConfig, compute_loss, npo_loss
 
-from unlearn import LossContext
-from unlearn import ReferenceModel
+from unlearn import LossContext, ReferenceModel
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 

@@ -8,8 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_rmu import RMUConfig, _masked_mse, steering_layer, unit_vector
 
-from unlearn import LossContext
-from unlearn import ReferenceModel, layer_output
+from unlearn import LossContext, ReferenceModel, layer_output
 from unlearn.devkit import assert_conforms, build_tiny_model, nll_change
 
 
@@ -38,7 +37,7 @@ def test_loss_pulls_forget_states_towards_c_u_and_keeps_retain_states(tiny_rmu_m
     from transformers import AutoTokenizer
     from unlearn_plugin_rmu import compute_loss
 
-    from unlearn.data import PairCollator, PairedDataset, encode
+    from unlearn import PairCollator, PairedDataset, encode
     from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS
 
     tok = AutoTokenizer.from_pretrained(tiny_rmu_model)
@@ -69,11 +68,11 @@ def test_conforms(tmp_path):
     ],
     ids=["wmdp", "adaptive"],
 )
-def test_forgets_and_trains_only_down_projections(tmp_path, config, steps, retain_share):
+def test_forgets_and_trains_only_down_projections(tmp_path, memorised_model, config, steps, retain_share):
     config = {"layer": 1, "layers_below": 1, **config}
     change = nll_change("rmu", tmp_path, config=config, trainer={"learning_rate": 3e-2, "max_steps": steps})
     change.assert_forgets(forget_factor=2.0, retain_share=retain_share)
-    before = load_file(tmp_path / "model" / "model.safetensors")
+    before = load_file(memorised_model / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}

@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import load_file
 from unlearn_plugin_sha256 import SHA256Config, compute_loss, multiplier
 
-from unlearn import LossContext
-from unlearn import ReferenceModel
+from unlearn import LossContext, ReferenceModel
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
@@ -41,17 +40,17 @@ def test_conforms(tmp_path):
     assert_conforms("sha256", tmp_path)
 
 
-def test_only_the_chosen_mlps_train_and_forgetting_happens(tmp_path):
+def test_only_the_chosen_mlps_train_and_forgetting_happens(tmp_path, memorised_model):
     change = nll_change("sha256", tmp_path, trainer={"learning_rate": 1e-2, "max_steps": 6})
     change.assert_forgets(forget_factor=2.0, retain_share=0.25)
-    before = load_file(tmp_path / "model" / "model.safetensors")
+    before = load_file(memorised_model / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {k for k in before if ".mlp." in k}  # every MLP weight of layers 0-5, nothing else
 
 
-def test_a_layer_choice_leaves_the_other_layers_bit_identical(tmp_path):
+def test_a_layer_choice_leaves_the_other_layers_bit_identical(tmp_path, memorised_model):
     nll_change("sha256", tmp_path, config={"layers": [1], "pattern": r"mlp\.down_proj"}, trainer={"max_steps": 1})
-    before = load_file(tmp_path / "model" / "model.safetensors")
+    before = load_file(memorised_model / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
     assert {k for k in before if not torch.equal(before[k], after[k])} == {"model.layers.1.mlp.down_proj.weight"}

@@ -8,8 +8,7 @@ import random
 import torch
 from unlearn_plugin_stat import STATConfig, compute_loss, random_labels, stat_schedule
 
-from unlearn import LossContext
-from unlearn.data import Encoded
+from unlearn import Encoded, LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 

@@ -7,8 +7,7 @@ import math
 import torch
 from unlearn_plugin_sugd import SUGDConfig, compute_loss, sugd_schedule
 
-from unlearn import LossContext
-from unlearn.data import Encoded, ScheduledDataset
+from unlearn import Encoded, LossContext, ScheduledDataset
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
 
 
