@@ -168,11 +168,12 @@ def main() -> None:
             f"| {r['mia_final_score']:.3f} | "
             f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
-    print("\nRelative weight change ||after - before|| / ||before|| of each run (the run warns under 1e-4):\n")
-    print("| run | weight change |")
-    print("| --- | --- |")
-    for method, *_, change in rows:
-        print(f"| {method} | {'-' if change is None else f'{change:.1e}'} |")
+    print("\nMean token NLL of the first forget answers before -> after each run (it warns under a 0.05 change):\n")
+    print("| run | forget NLL before | after |")
+    print("| --- | --- | --- |")
+    for method, *_, probe in rows:
+        if probe and probe["after"] is not None:
+            print(f"| {method} | {probe['before']:.3f} | {probe['after']:.3f} |")
 
 
 def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, before: Path, work: Path) -> tuple:
@@ -182,7 +183,7 @@ def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, bef
         lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("PEAK_")] or ["?"]
         return (label, None, wall, peak, heap, lines[-1][:80], None)
     report = out / "unlearn_run.json"
-    change = json.loads(report.read_text()).get("weight_change") if report.is_file() else None
+    change = json.loads(report.read_text()).get("forget_nll") if report.is_file() else None
     if model.name == "__final__":
         model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
     name = label.replace("recipe: ", "recipe_")

@@ -97,3 +97,20 @@ def layer_output(model: torch.nn.Module, inputs: dict[str, torch.Tensor], layer:
     finally:
         handle.remove()
     return captured[0]
+
+
+@torch.no_grad()
+def mean_answer_nll(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
+    """Mean token NLL of the answers in ``batches`` (collated rows) under ``model``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = count = 0.0
+    for batch in batches:
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        logp, mask = token_logprobs(logits, batch["labels"].to(device))
+        total, count = total - float((logp * mask).sum()), count + float(mask.sum())
+    model.train(was_training)
+    return total / max(count, 1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -67,27 +66,3 @@ def train_only(
             f"(the model has {len(decoder_layers(model))} decoder layers)"
         )
     return chosen
-
-
-def weight_change(before: Path, after: Path) -> float | None:
-    """``||after - before|| / ||before||`` over the floating-point tensors that the safetensors
-    checkpoints in two model folders share by name (None when they share none, e.g. an
-    adapter-only output). Reads one tensor at a time, so it costs no second model in memory."""
-    from safetensors import safe_open
-
-    def index(folder: Path) -> dict[str, Path]:
-        found = {}
-        for file in sorted(folder.glob("*.safetensors")):
-            with safe_open(str(file), framework="pt") as handle:
-                found.update(dict.fromkeys(handle.keys(), file))
-        return found
-
-    old, new = index(before), index(after)
-    diff = norm = 0.0
-    for name in sorted(old.keys() & new.keys()):
-        with safe_open(str(old[name]), framework="pt") as a, safe_open(str(new[name]), framework="pt") as b:
-            x, y = a.get_tensor(name), b.get_tensor(name)
-        if x.is_floating_point() and x.shape == y.shape:
-            diff += float((y.double() - x.double()).pow(2).sum())
-            norm += float(x.double().pow(2).sum())
-    return (diff / norm) ** 0.5 if norm else None

@@ -23,14 +23,15 @@ from .context import RunContext
 from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
 from .errors import ConfigError, RunError
 from .host import PluginHost, get_host
-from .params import weight_change
+from .losses import mean_answer_nll
 from .reference import ReferenceModel
 
 CONFIG_FILE = "unlearn_config.json"
 DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
 REPORT_FILE = "unlearn_run.json"
-# Relative L2 change of the weights under which a run is reported as having changed nothing.
-BARELY_MOVED = 1e-4
+# A run is reported as having changed nothing when the mean token NLL of its first PROBE_ROWS
+# forget answers moved by less than BARELY_MOVED nats: the output will score like the input model.
+PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 
 def free_port() -> int:
@@ -168,6 +169,15 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
     )
 
 
+def _probe(folder: Path, batches: list[dict[str, torch.Tensor]]) -> float | None:
+    """The probe NLL of a saved output (None for an adapter-only output, which does not load alone)."""
+    from transformers import AutoModelForCausalLM
+
+    if not (folder / "config.json").is_file():
+        return None
+    return mean_answer_nll(AutoModelForCausalLM.from_pretrained(folder), batches)
+
+
 def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
     """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
     from transformers import AutoTokenizer, set_seed
@@ -221,6 +231,9 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
 
     model = load_model(config)
+    collate = PairCollator(tokenizer.pad_token_id)
+    probe = [collate.pad(list(enumerate(forget[i : i + 8]))) for i in range(0, min(len(forget), PROBE_ROWS), 8)]
+    nll_before = mean_answer_nll(model, probe) if is_main else None
     reference = ReferenceModel(lambda: load_model(config))
     ctx = RunContext(config, method_configs, tokenizer, work, forget, retain, is_main, reference=reference)
     for name in config.methods():
@@ -237,7 +250,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         model=model,
         args=training_arguments(config, work, sequential=items is not None),
         train_dataset=dataset,
-        data_collator=PairCollator(tokenizer.pad_token_id),
+        data_collator=collate,
         processing_class=tokenizer,
         host=host,
         method=method,
@@ -283,14 +296,15 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "wall_time_s": round(time.time() - started, 2),
             "versions": {"unlearn-core": dist_version("unlearn-core")}
             | {i.distribution or i.name: i.version for i in infos},
-            "weight_change": weight_change(Path(config.model), staging),
+            "forget_nll": {"rows": min(len(forget), PROBE_ROWS), "before": nll_before, "after": _probe(staging, probe)},
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         publish(staging, output)
-        if report["weight_change"] is not None and report["weight_change"] < BARELY_MOVED:
+        after = report["forget_nll"]["after"]
+        if after is not None and abs(after - nll_before) < BARELY_MOVED:
             logging.getLogger("unlearn").warning(
-                f"warning: the weights barely moved (relative change {report['weight_change']:.1e}), so the "
-                "output will score like the input model: raise trainer.learning_rate or train longer"
+                f"warning: the model barely changed (forget answers' mean token NLL {nll_before:.3f} -> {after:.3f}),"
+                " so it will score like the input model: raise trainer.learning_rate or train longer"
             )
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -12,8 +12,9 @@ from unlearn import PluginHost, RunConfig
 
 
 @pytest.fixture
-def host() -> PluginHost:
-    return PluginHost()
+def host(plugin_host: PluginHost) -> PluginHost:
+    """A fresh host with every installed plugin (the kit's ``plugin_host``)."""
+    return plugin_host
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +251,18 @@ def recipe_show(recipe: str = typer.Argument(..., help="A recipe file or built-i
     out.print(find_recipe(recipe).read_text(), markup=False, highlight=False)
 
 
+class _QuietCpuFallback(logging.Filter):
+    """DeepSpeed announces on every import that it found no GPU; on a CPU machine that is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
 def main() -> None:
     """Entry point: user errors print one line (exit 2 for bad input, 1 for a failed run)."""
+    logging.getLogger("DeepSpeed").addFilter(_QuietCpuFallback())  # the logger DeepSpeed creates on import
+    # peft still calls a transformers property that transformers 5 deprecated; nothing a user can change.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         get_host().add_commands(app)
         app()

@@ -12,9 +12,21 @@ import torch
 from helpers import cli
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import ConfigError, DataError, LossContext, NonFiniteLossError, PluginError, RunError, hookimpl, run
+from unlearn import (
+    ConfigError,
+    DataError,
+    LossContext,
+    NonFiniteLossError,
+    PluginError,
+    RunError,
+    encode,
+    hookimpl,
+    run,
+    token_logprobs,
+)
+from unlearn.devkit import FORGET_ROWS
 
 
 class Empty(BaseModel):
@@ -286,19 +298,29 @@ def test_a_schedule_that_mixes_splits_in_a_batch_is_refused(host, make_config):
         run(make_config(method="ordered", trainer={"batch_size": 2}), host=host)
 
 
-def test_a_run_whose_weights_barely_moved_says_so(tmp_path, tiny_model, tiny_data):
-    common = ["run", "--model", str(tiny_model), "--data", str(tiny_data), "--method", "gd", "--max-steps", "2"]
+def test_a_run_that_barely_changed_the_model_says_so(tmp_path, memorised_model, tiny_data):
+    common = ["run", "--model", str(memorised_model), "--data", str(tiny_data), "--method", "gd", "--max-steps", "2"]
     common += ["--set", "trainer.progress=false"]
     still = cli(*common, "-o", str(tmp_path / "still"), "--lr", "1e-9")
     assert still.returncode == 0, still.stderr
-    assert "the weights barely moved" in still.stderr and "raise trainer.learning_rate" in still.stderr
-    report = json.loads((tmp_path / "still" / "unlearn_run.json").read_text())
-    assert 0 < report["weight_change"] < 1e-4
+    assert "the model barely changed" in still.stderr and "raise trainer.learning_rate" in still.stderr
+    probe = json.loads((tmp_path / "still" / "unlearn_run.json").read_text())["forget_nll"]
+    assert probe["rows"] == 6 and abs(probe["after"] - probe["before"]) < 1e-4
     moved = cli(*common, "-o", str(tmp_path / "moved"), "--lr", "1e-2")
-    assert moved.returncode == 0 and "barely moved" not in moved.stderr
-    before = load_file(tiny_model / "model.safetensors")
-    after = load_file(tmp_path / "moved" / "model.safetensors")
-    diff = sum(float((after[k].double() - before[k].double()).pow(2).sum()) for k in before)
-    norm = sum(float(before[k].double().pow(2).sum()) for k in before)
-    report = json.loads((tmp_path / "moved" / "unlearn_run.json").read_text())
-    assert report["weight_change"] == pytest.approx((diff / norm) ** 0.5, rel=1e-9)
+    assert moved.returncode == 0 and "barely changed" not in moved.stderr
+    probe = json.loads((tmp_path / "moved" / "unlearn_run.json").read_text())["forget_nll"]
+
+    @torch.no_grad()
+    def mean_nll(folder: Path) -> float:  # every answer token of the six forget rows, computed directly
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        total = count = 0.0
+        for example in encode(FORGET_ROWS, tokenizer, 512):
+            ids = torch.tensor([example.input_ids])
+            logp, mask = token_logprobs(model(input_ids=ids).logits, torch.tensor([example.labels]))
+            total, count = total - float((logp * mask).sum()), count + float(mask.sum())
+        return total / count
+
+    assert probe["before"] == pytest.approx(mean_nll(memorised_model), rel=1e-5)
+    assert probe["after"] == pytest.approx(mean_nll(tmp_path / "moved"), rel=1e-5)
+    assert probe["after"] > probe["before"] + 0.05

@@ -12,15 +12,12 @@ from transformers import AutoModelForCausalLM
 from unlearn_plugin_lora import LoRAConfig, select_parameters
 
 from unlearn import LossContext, PluginHost, ReferenceModel, RunConfig, run
-from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, assert_conforms, build_tiny_model, write_tiny_data
+from unlearn.devkit import assert_conforms
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("lora")
-    return build_tiny_model(root / "model", memorise=FORGET_ROWS + RETAIN_ROWS, steps=40), write_tiny_data(
-        root / "data"
-    )
+def setup(memorised_model: Path, tiny_data: Path) -> tuple[Path, Path]:
+    return memorised_model, tiny_data
 
 
 def _run(model: Path, data: Path, out: Path, lora: dict, method: str = "npo") -> Path:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from unlearn_plugin_merge import MergeConfig, merge_models
 
 from unlearn import ConfigError, PluginHost, RunConfig, run
-from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
+from unlearn.devkit import assert_conforms, write_tiny_data
 
 NORM = "model.layers.0.self_attn.q_proj.weight"
 # Task vectors on the first 4 entries of one 32x32 weight (the rest are 0); every other tensor is unchanged.
@@ -22,9 +22,9 @@ KEEP_3 = 3 / 1024  # TIES density that keeps the top 3 entries of a 32x32 weight
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("merge")
-    base = build_tiny_model(root / "base")
+    base = tiny_model
     found = {"base": base}
     for name, tau in (("a", TAU_A), ("b", TAU_B)):
         model = AutoModelForCausalLM.from_pretrained(base)
