@@ -168,12 +168,17 @@ def main() -> None:
             f"| {r['mia_final_score']:.3f} | "
             f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
-    print("\nMean token NLL of the first forget answers before -> after each run (it warns under a 0.05 change):\n")
-    print("| run | forget NLL before | after |")
-    print("| --- | --- | --- |")
+    print("\nThe run's probe of its first forget answers: rows reproduced by greedy decoding and mean token NLL")
+    print("(a run warns when it lost none of the reproduced rows):\n")
+    print("| run | reproduced before | after | NLL before | after |")
+    print("| --- | --- | --- | --- | --- |")
     for method, *_, probe in rows:
         if probe and probe["after"] is not None:
-            print(f"| {method} | {probe['before']:.3f} | {probe['after']:.3f} |")
+            b, a = probe["before"], probe["after"]
+            print(
+                f"| {method} | {b['reproduces']:.0f}/{probe['rows']} | {a['reproduces']:.0f}/{probe['rows']} "
+                f"| {b['nll']:.3f} | {a['nll']:.3f} |"
+            )
 
 
 def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, before: Path, work: Path) -> tuple:
@@ -183,7 +188,7 @@ def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, bef
         lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("PEAK_")] or ["?"]
         return (label, None, wall, peak, heap, lines[-1][:80], None)
     report = out / "unlearn_run.json"
-    change = json.loads(report.read_text()).get("forget_nll") if report.is_file() else None
+    change = json.loads(report.read_text()).get("forget_probe") if report.is_file() else None
     if model.name == "__final__":
         model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
     name = label.replace("recipe: ", "recipe_")

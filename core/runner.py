@@ -23,14 +23,15 @@ from .context import RunContext
 from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
 from .errors import ConfigError, RunError
 from .host import PluginHost, get_host
-from .losses import mean_answer_nll
+from .losses import answer_probe
 from .reference import ReferenceModel
 
 CONFIG_FILE = "unlearn_config.json"
 DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
 REPORT_FILE = "unlearn_run.json"
-# A run is reported as having changed nothing when the mean token NLL of its first PROBE_ROWS
-# forget answers moved by less than BARELY_MOVED nats: the output will score like the input model.
+# The first PROBE_ROWS forget rows are probed before and after a run. A run that leaves every probed
+# answer the input model reproduced still reproduced (or, with none reproduced, moves their mean
+# token NLL by less than BARELY_MOVED nats) is reported: its output will score like the input model.
 PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 
@@ -169,13 +170,22 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
     )
 
 
-def _probe(folder: Path, batches: list[dict[str, torch.Tensor]]) -> float | None:
-    """The probe NLL of a saved output (None for an adapter-only output, which does not load alone)."""
+def _probe(folder: Path, batches: list[dict[str, torch.Tensor]]) -> dict[str, float] | None:
+    """The answer probe of a saved output (None for an adapter-only output, which does not load alone)."""
     from transformers import AutoModelForCausalLM
 
     if not (folder / "config.json").is_file():
         return None
-    return mean_answer_nll(AutoModelForCausalLM.from_pretrained(folder), batches)
+    return answer_probe(AutoModelForCausalLM.from_pretrained(folder), batches)
+
+
+def _unchanged(before: dict[str, float], after: dict[str, float] | None) -> bool:
+    """No probed answer the input model reproduced was lost (or, with none reproduced, the NLL stood still)."""
+    if after is None:
+        return False
+    if before["reproduces"]:
+        return after["reproduces"] >= before["reproduces"]
+    return abs(after["nll"] - before["nll"]) < BARELY_MOVED
 
 
 def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
@@ -233,7 +243,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     model = load_model(config)
     collate = PairCollator(tokenizer.pad_token_id)
     probe = [collate.pad(list(enumerate(forget[i : i + 8]))) for i in range(0, min(len(forget), PROBE_ROWS), 8)]
-    nll_before = mean_answer_nll(model, probe) if is_main else None
+    before = answer_probe(model, probe) if is_main else {}
     reference = ReferenceModel(lambda: load_model(config))
     ctx = RunContext(config, method_configs, tokenizer, work, forget, retain, is_main, reference=reference)
     for name in config.methods():
@@ -296,15 +306,17 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "wall_time_s": round(time.time() - started, 2),
             "versions": {"unlearn-core": dist_version("unlearn-core")}
             | {i.distribution or i.name: i.version for i in infos},
-            "forget_nll": {"rows": min(len(forget), PROBE_ROWS), "before": nll_before, "after": _probe(staging, probe)},
+            "forget_probe": {"rows": min(len(forget), PROBE_ROWS), "before": before, "after": _probe(staging, probe)},
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         publish(staging, output)
-        after = report["forget_nll"]["after"]
-        if after is not None and abs(after - nll_before) < BARELY_MOVED:
+        probed = report["forget_probe"]
+        if _unchanged(before, probed["after"]):
             logging.getLogger("unlearn").warning(
-                f"warning: the model barely changed (forget answers' mean token NLL {nll_before:.3f} -> {after:.3f}),"
-                " so it will score like the input model: raise trainer.learning_rate or train longer"
+                f"warning: the model barely changed: it reproduces {probed['after']['reproduces']:.0f} of the "
+                f"{probed['rows']} probed forget answers (before: {before['reproduces']:.0f}), mean token NLL "
+                f"{before['nll']:.3f} -> {probed['after']['nll']:.3f}; it will score like the input model. "
+                "Raise trainer.learning_rate or train longer"
             )
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()

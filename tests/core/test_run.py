@@ -303,24 +303,31 @@ def test_a_run_that_barely_changed_the_model_says_so(tmp_path, memorised_model, 
     common += ["--set", "trainer.progress=false"]
     still = cli(*common, "-o", str(tmp_path / "still"), "--lr", "1e-9")
     assert still.returncode == 0, still.stderr
-    assert "the model barely changed" in still.stderr and "raise trainer.learning_rate" in still.stderr
-    probe = json.loads((tmp_path / "still" / "unlearn_run.json").read_text())["forget_nll"]
-    assert probe["rows"] == 6 and abs(probe["after"] - probe["before"]) < 1e-4
+    assert "the model barely changed" in still.stderr and "Raise trainer.learning_rate" in still.stderr
+    probe = json.loads((tmp_path / "still" / "unlearn_run.json").read_text())["forget_probe"]
+    assert probe["rows"] == 6 and probe["before"]["reproduces"] == probe["after"]["reproduces"] == 6
+    assert "reproduces 6 of the 6 probed forget answers (before: 6)" in still.stderr
     moved = cli(*common, "-o", str(tmp_path / "moved"), "--lr", "1e-2")
     assert moved.returncode == 0 and "barely changed" not in moved.stderr
-    probe = json.loads((tmp_path / "moved" / "unlearn_run.json").read_text())["forget_nll"]
+    probe = json.loads((tmp_path / "moved" / "unlearn_run.json").read_text())["forget_probe"]
 
     @torch.no_grad()
-    def mean_nll(folder: Path) -> float:  # every answer token of the six forget rows, computed directly
+    def direct(folder: Path) -> dict[str, float]:  # one row at a time: NLL of every answer token, and greedy
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder)
-        total = count = 0.0
+        total = count = reproduced = 0.0
         for example in encode(FORGET_ROWS, tokenizer, 512):
             ids = torch.tensor([example.input_ids])
             logp, mask = token_logprobs(model(input_ids=ids).logits, torch.tensor([example.labels]))
             total, count = total - float((logp * mask).sum()), count + float(mask.sum())
-        return total / count
+            prompt = len(example.labels) - int(mask.sum())
+            answer = example.input_ids[prompt:]
+            generated = model.generate(ids[:, :prompt], max_new_tokens=len(answer), do_sample=False)[0, prompt:]
+            reproduced += generated.tolist() == answer
+        return {"nll": total / count, "reproduces": reproduced}
 
-    assert probe["before"] == pytest.approx(mean_nll(memorised_model), rel=1e-5)
-    assert probe["after"] == pytest.approx(mean_nll(tmp_path / "moved"), rel=1e-5)
-    assert probe["after"] > probe["before"] + 0.05
+    for name, folder in (("before", memorised_model), ("after", tmp_path / "moved")):
+        expected = direct(folder)
+        assert probe[name]["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+        assert probe[name]["reproduces"] == expected["reproduces"]
+    assert probe["after"]["reproduces"] < probe["before"]["reproduces"]
