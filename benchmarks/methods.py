@@ -43,6 +43,11 @@ VARIANTS = {
     "gd+layers": ["--method", "gd", "--with", "layers", "--set", "config.layers.last=2"],
     "gd+layers@1e-3": ["--method", "gd", "--with", "layers", "--set", "config.layers.last=2"]
     + ["--set", "trainer.learning_rate=1e-3"],
+    # The layers README's example: the down projections of layers 2-3 only.
+    "gd+down_proj": ["--method", "gd", "--with", "layers", "--set", "config.layers.layer_range=[2,3]"]
+    + ["--set", "config.layers.pattern=down_proj"],
+    "gd+down_proj@1e-3": ["--method", "gd", "--with", "layers", "--set", "config.layers.layer_range=[2,3]"]
+    + ["--set", "config.layers.pattern=down_proj", "--set", "trainer.learning_rate=1e-3"],
 }
 
 # Runs the CLI and reports the process's peak resident memory and its peak heap in use (glibc's

@@ -146,10 +146,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML literal if it parses (1e-5, true, [1, 2], "x"), else a string."""
+    """A ``--set`` value: a TOML literal if it parses (1e-5, true, [1, 2], "x"), else a string; a
+    value that starts like a quoted string, list or table but does not parse is an error."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if text[:1] in "\"'[{":
+            raise ConfigError(f"--set value {text}: not valid TOML ({exc}); write a regex as 'a\\.b'") from None
         return text
 
 

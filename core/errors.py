@@ -14,7 +14,7 @@ class DataError(UnlearnError, ValueError):
 
 
 class PluginError(UnlearnError):
-    """A plugin could not be loaded, or a run asked for an entry no plugin provides."""
+    """A plugin could not be loaded, or a run asked for a method no plugin provides."""
 
 
 class RegistryError(UnlearnError, ValueError):

@@ -14,7 +14,7 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Entrant(BaseModel):
-    """One entry: exactly one of ``plugin``, ``recipe`` or ``submission``."""
+    """One entrant: exactly one of ``plugin``, ``recipe`` or ``submission``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -24,9 +24,9 @@ class Entrant(BaseModel):
     )
     plugin: str | None = Field(None, description="A registered loss method, run with `unlearn run`.")
     with_: list[str] = Field(
-        default_factory=list, alias="with", description="Parameter / post-process entries for a plugin."
+        default_factory=list, alias="with", description="Parameter / post-process methods for a plugin."
     )
-    config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-entry settings for a plugin.")
+    config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-method settings for a plugin.")
     trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings over the competition's.")
     recipe: str | None = Field(None, description="A recipe file or built-in recipe name.")
     submission: Path | None = Field(

@@ -68,6 +68,12 @@ def test_set_values_are_toml_literals():
     assert parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2]
     assert parse_value("cosine") == "cosine"
+    assert parse_value("mlp.down_proj") == "mlp.down_proj"
+    assert parse_value("'mlp\\.down_proj'") == "mlp\\.down_proj"  # a TOML literal string keeps the backslash
+    with pytest.raises(ConfigError, match=r"--set value \"mlp\\\.down_proj\": not valid TOML"):
+        parse_value('"mlp\\.down_proj"')  # an invalid escape is an error, not a string with quotes in it
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_value("[1, 2")
     data: dict = {"trainer": {"epochs": 1}}
     apply_override(data, "trainer.epochs", 3)
     apply_override(data, "config.gd.retain_weight", 0.5)
