@@ -34,7 +34,7 @@ from .data import (
     read_records,
     resolve_split,
 )
-from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RegistryError, RunError, UnlearnError
+from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError, UnlearnError
 from .hookspecs import Item, Kind, Register, hookimpl
 from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import LossOutput, kl_divergence, layer_output, nll_from_logprobs, shift, token_logprobs
@@ -88,7 +88,6 @@ __all__ = [
     "ConfigError",
     "DataError",
     "PluginError",
-    "RegistryError",
     "RunError",
     "NonFiniteLossError",
     # building on the core: host, configs, runs, recipes, writing results

@@ -86,17 +86,17 @@ class LossContext:
 
     def reference_hidden_states(self, split: str, layer: int) -> torch.Tensor:
         """The same for the frozen reference model, without gradients."""
-        return self._require_reference().hidden_states(self._inputs(split), layer)
+        return self.reference.hidden_states(self._inputs(split), layer)
 
     def reference_logits(self, split: str) -> torch.Tensor:
         """Logits of the frozen reference (the input model), [B, T, V], without gradients."""
-        return self._require_reference().logits(self._inputs(split))
+        return self.reference.logits(self._inputs(split))
 
     def reference_token_logprobs(self, split: str) -> torch.Tensor:
         """Reference ``log p(label)`` per token, float32 [B, T-1], 0 where masked (use the mask of
         ``token_logprobs``); computed once per row and split, then cached."""
         part = self.batch[split]
-        return self._require_reference().token_logprobs(split, part, self._inputs(split))
+        return self.reference.token_logprobs(split, part, self._inputs(split))
 
     def _inputs(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self.batch:
@@ -107,9 +107,6 @@ class LossContext:
     @property
     def reference(self) -> ReferenceModel:
         """The frozen input model (loaded on first use), for inputs outside this batch."""
-        return self._require_reference()
-
-    def _require_reference(self) -> ReferenceModel:
         if self._reference is None:
             raise RuntimeError("this run has no reference model")
         return self._reference

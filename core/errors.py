@@ -17,10 +17,6 @@ class PluginError(UnlearnError):
     """A plugin could not be loaded, or a run asked for a method no plugin provides."""
 
 
-class RegistryError(UnlearnError, ValueError):
-    """The registry file is missing or malformed, or names no such plugin."""
-
-
 class RunError(UnlearnError, RuntimeError):
     """A run cannot start or finish; the message says what to do."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -24,10 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .atomic import publish, write_json
-from .config import build_config, describe_error, read_config_file
+from .config import Config, build_config, describe_error, read_config_file
 from .errors import ConfigError, RunError
 from .host import PluginHost, get_host
 from .runner import CONFIG_FILE, REPORT_FILE, run
@@ -37,10 +38,8 @@ STEP_FILE = "unlearn_step.json"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class PostStep(BaseModel):
+class PostStep(Config):
     """A post-processing step: a registered post-process ``method`` applied to finished steps."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_NAME, description="The step's folder under the output folder.")
     method: str = Field(description="A registered post-process method, e.g. merge.")
@@ -48,10 +47,8 @@ class PostStep(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="The method's settings.")
 
 
-class Recipe(BaseModel):
+class Recipe(Config):
     """One system: its runs, then its post-processing steps."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_NAME)
     summary: str = ""
@@ -68,8 +65,6 @@ class Recipe(BaseModel):
     @field_validator("runs")
     @classmethod
     def _runs_named(cls, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import re
-
         for i, item in enumerate(runs):
             name = item.get("name")
             if not isinstance(name, str) or not re.match(_NAME, name):

@@ -29,9 +29,9 @@ from .reference import ReferenceModel
 CONFIG_FILE = "unlearn_config.json"
 DEEPSPEED_PRESETS = {f"zero{stage}": stage for stage in range(4)}
 REPORT_FILE = "unlearn_run.json"
-# The first PROBE_ROWS forget rows are probed before and after a run. A run that leaves every probed
-# answer the input model reproduced still reproduced (or, with none reproduced, moves their mean
-# token NLL by less than BARELY_MOVED nats) is reported: its output will score like the input model.
+# The first PROBE_ROWS forget rows are probed before and after a run: one that leaves every probed
+# answer the input model reproduced still reproduced, or moves their mean token NLL by less than
+# BARELY_MOVED nats, is reported, since its output will score like the input model.
 PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 
@@ -91,14 +91,10 @@ def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, wor
     return cfg
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 def load_model(config: RunConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(config.model, dtype=_dtype(config.trainer.dtype))
+    return AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.trainer.dtype))
 
 
 def _check_paths(config: RunConfig) -> tuple[Path, Path]:
@@ -136,6 +132,8 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
     from transformers import TrainingArguments
 
     t = config.trainer
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    deepspeed = deepspeed_config(config.deepspeed, t, world) if config.deepspeed is not None else None
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -162,30 +160,26 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
         dataloader_pin_memory=torch.cuda.is_available(),
         # Without use_cpu, torchrun on a CPU machine gives every rank a world of one (no DDP).
         use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
-        deepspeed=(
-            deepspeed_config(config.deepspeed, t, int(os.environ.get("WORLD_SIZE", "1")))
-            if config.deepspeed is not None
-            else None
-        ),
+        deepspeed=deepspeed,
     )
 
 
-def _probe(folder: Path, batches: list[dict[str, torch.Tensor]]) -> dict[str, float] | None:
-    """The answer probe of a saved output (None for an adapter-only output, which does not load alone)."""
+def _probe_output(folder: Path, batches: list[dict[str, torch.Tensor]], before: dict[str, float]) -> dict | None:
+    """Probe the saved output (None for an adapter-only output, which does not load alone) and warn if the
+    run lost none of the probed answers the input model reproduced (none reproduced: if their NLL stood still)."""
     from transformers import AutoModelForCausalLM
 
     if not (folder / "config.json").is_file():
         return None
-    return answer_probe(AutoModelForCausalLM.from_pretrained(folder), batches)
-
-
-def _unchanged(before: dict[str, float], after: dict[str, float] | None) -> bool:
-    """No probed answer the input model reproduced was lost (or, with none reproduced, the NLL stood still)."""
-    if after is None:
-        return False
-    if before["reproduces"]:
-        return after["reproduces"] >= before["reproduces"]
-    return abs(after["nll"] - before["nll"]) < BARELY_MOVED
+    after = answer_probe(AutoModelForCausalLM.from_pretrained(folder), batches)
+    if after["reproduces"] >= before["reproduces"] > 0 or abs(after["nll"] - before["nll"]) < BARELY_MOVED:
+        logging.getLogger("unlearn").warning(
+            f"warning: the model barely changed: it reproduces {after['reproduces']:.0f} of the "
+            f"{sum(len(b['index']) for b in batches)} probed forget answers (before: {before['reproduces']:.0f}), "
+            f"mean token NLL {before['nll']:.3f} -> {after['nll']:.3f};"
+            " it will score like the input model. Raise trainer.learning_rate or train longer"
+        )
+    return after
 
 
 def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
@@ -285,6 +279,10 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     del trainer, model, reference
     ctx.reference = None
     gc.collect()
+    if config.deepspeed is not None:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # models loaded from here on (post-processing, the probe) are whole, not shards
     if is_main:
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; outputs stay safetensors-only
         ctx.inputs = [staging]
@@ -296,6 +294,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             raise RunError(f"{staging}: no safetensors weights after saving and post-processing")
         (staging / CONFIG_FILE).write_text(json.dumps(config.dump(), indent=2))
         infos = [host.plugins[host.methods[name].plugin] for name in config.methods()]
+        after = _probe_output(staging, probe, before)
         report = {
             "method": method.name,
             "with": config.with_,
@@ -306,18 +305,10 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "wall_time_s": round(time.time() - started, 2),
             "versions": {"unlearn-core": dist_version("unlearn-core")}
             | {i.distribution or i.name: i.version for i in infos},
-            "forget_probe": {"rows": min(len(forget), PROBE_ROWS), "before": before, "after": _probe(staging, probe)},
+            "forget_probe": {"rows": len(forget[:PROBE_ROWS]), "before": before, "after": after},
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         publish(staging, output)
-        probed = report["forget_probe"]
-        if _unchanged(before, probed["after"]):
-            logging.getLogger("unlearn").warning(
-                f"warning: the model barely changed: it reproduces {probed['after']['reproduces']:.0f} of the "
-                f"{probed['rows']} probed forget answers (before: {before['reproduces']:.0f}), mean token NLL "
-                f"{before['nll']:.3f} -> {probed['after']['nll']:.3f}; it will score like the input model. "
-                "Raise trainer.learning_rate or train longer"
-            )
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()
     return output

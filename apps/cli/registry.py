@@ -13,7 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unlearn import RegistryError, describe_error
+from unlearn import UnlearnError, describe_error
+
+
+class RegistryError(UnlearnError, ValueError):
+    """The registry file is missing or malformed, or names no such plugin."""
+
 
 REGISTRY_FILE = "registry.toml"
 
