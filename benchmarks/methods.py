@@ -24,7 +24,7 @@ from pathlib import Path
 
 from unlearn import PluginHost
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
-from unlearn.recipe import RESULT_FILE, builtin_recipes
+from unlearn.recipes import RESULT_FILE, builtin_recipes
 
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
 ONE_PASS = {"sugd": 1}

@@ -7,7 +7,7 @@ authors start with ``unlearn/hookspecs.py`` and CONTRIBUTING.md.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .atomic import publish, write_json, write_jsonl, write_text
+from .atomic import check_output, mark, publish, write_json, write_jsonl, write_text
 from .config import (
     Config,
     RunConfig,
@@ -39,7 +39,6 @@ from .hookspecs import Item, Kind, Register, hookimpl
 from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import LossOutput, kl_divergence, layer_output, nll_from_logprobs, shift, token_logprobs
 from .params import decoder_layers, embedding_parameters, layer_index, train_only
-from .recipe import Recipe, builtin_recipes, find_recipe, load_recipe, run_recipe
 from .reference import ReferenceModel
 from .runner import CONFIG_FILE, REPORT_FILE, free_port, run
 
@@ -108,14 +107,11 @@ __all__ = [
     "free_port",
     "CONFIG_FILE",
     "REPORT_FILE",
-    "Recipe",
-    "load_recipe",
-    "run_recipe",
-    "find_recipe",
-    "builtin_recipes",
     "write_text",
     "write_json",
     "write_jsonl",
     "publish",
+    "check_output",
+    "mark",
     "__version__",
 ]

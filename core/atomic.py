@@ -1,5 +1,5 @@
-"""Writing results so that nothing is ever half-written: a reader sees the old version or the
-whole new one."""
+"""Writing results so that nothing is ever half-written (a reader sees the old version or the
+whole new one) and nothing is lost: the one output-safety rule of every command that writes a folder."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError
+
+MARKER = "unlearn_output.json"  # names the kind of a folder unlearn wrote: model, evaluation, benchmark, ...
 
 
 def write_text(path: Path, text: str) -> None:
@@ -27,8 +31,45 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def publish(staging: Path, output: Path) -> None:
-    """Replace the folder ``output`` with the finished folder ``staging``."""
+def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], overwrite: bool | None) -> Path:
+    """Refuse, before any work, an output folder that would lose data; returns it resolved.
+
+    ``dest`` must not be, contain or sit inside any of ``inputs``, nor be a file or unwritable. An
+    existing, non-empty ``dest`` is replaced only when unlearn wrote it as the same ``kind`` (its
+    marker file), and, for a command with ``--overwrite`` (``overwrite`` not None), only with it.
+    """
+    dest = Path(dest).resolve()
+    for given in inputs:
+        src = Path(given).resolve() if given else None
+        if src is not None and (dest == src or src in dest.parents or dest in src.parents):
+            raise ConfigError(
+                f"{dest}: the output folder overlaps the input {src}; choose an output outside every input"
+            )
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest}: is a file, not a folder; choose an output folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        try:
+            found = json.loads((dest / MARKER).read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if found != kind:
+            raise ConfigError(f"{dest}: holds files that are not a {kind} unlearn wrote; it is never replaced")
+        if overwrite is False:
+            raise ConfigError(f"{dest}: already holds a {kind}; pass --overwrite to replace it, or choose another")
+    parent = next(p for p in (dest, *dest.parents) if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{dest}: cannot write in {parent} (permission denied)")
+    return dest
+
+
+def mark(folder: Path, kind: str) -> None:
+    """Record that unlearn wrote ``folder`` as a ``kind`` (see ``check_output``)."""
+    write_json(folder / MARKER, {"kind": kind})
+
+
+def publish(staging: Path, output: Path, kind: str) -> None:
+    """Mark the finished folder ``staging`` as a ``kind`` and put it in place of ``output``."""
+    mark(staging, kind)
     old = output.parent / f".{output.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if output.exists():

@@ -15,8 +15,9 @@ from .errors import ConfigError
 
 
 class Config(BaseModel):
-    """Base of every config: a method's settings, the trainer's, a run's. Unknown keys are errors,
-    so a typo in a config file is reported instead of silently ignored; assignments are validated.
+    """Base of every config: a method's settings, the trainer's, a run's. Unknown keys and NaN or
+    infinite numbers are errors, so a typo in a config file is reported instead of silently ignored;
+    assignments are validated.
 
     A method's config subclasses it, with each field's default taken from the paper and a
     ``description``::
@@ -25,7 +26,7 @@ class Config(BaseModel):
             beta: float = Field(0.1, gt=0, description="Inverse temperature (Zhang et al. 2024).")
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainerSettings(Config):
@@ -123,7 +124,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML, YAML or JSON run config into a plain dict."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

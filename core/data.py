@@ -61,12 +61,16 @@ def read_records(path: Path) -> Iterable[tuple[int, Any]]:
             raise DataError(f"{path}: cannot read parquet: {exc}") from None
         yield from enumerate(table.to_pylist(), start=1)
         return
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
             try:
-                yield number, json.loads(line)
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield number, json.loads(line)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}, row {number}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+                ) from None
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, row {number}: not valid JSON ({exc.msg})") from None
 
@@ -89,7 +93,7 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
                 raise DataError(f"{where}: missing field {name!r} (a LUME row has {', '.join(ROW_FIELDS)})")
             if not isinstance(record[name], str):
                 raise DataError(f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}")
-        for name in ("id", "input", "output"):
+        for name in ROW_FIELDS:
             if not record[name].strip():
                 raise DataError(f"{where}: field {name!r} is empty")
         if record["id"] in seen:

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .atomic import publish
+from .atomic import check_output, publish
 from .config import RunConfig, TrainerSettings
 from .context import RunContext
 from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
-from .errors import ConfigError, RunError
+from .errors import ConfigError, NonFiniteLossError, RunError
 from .host import PluginHost, get_host
 from .losses import answer_probe
 from .reference import ReferenceModel
@@ -97,21 +97,17 @@ def load_model(config: RunConfig) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.trainer.dtype))
 
 
-def _check_paths(config: RunConfig) -> tuple[Path, Path]:
-    model = Path(config.model)
-    if not model.is_dir():
-        raise ConfigError(f"model: {config.model}: not a folder (give a Hugging Face model folder)")
-    output = config.output_dir.resolve()
-    src = model.resolve()
-    if output == src or src in output.parents or output in src.parents:
-        raise ConfigError(f"output_dir: {output} overlaps the input model {src}; the input model is never written to")
+def _check_paths(config: RunConfig, overwrite: bool) -> tuple[Path, Path]:
+    if not (Path(config.model) / "config.json").is_file():
+        raise ConfigError(f"model: {config.model}: not a Hugging Face model folder (no config.json)")
+    ds = config.deepspeed if isinstance(config.deepspeed, Path) and config.deepspeed.exists() else None
+    inputs = [config.model, config.tokenizer, config.data, config.forget, config.retain, ds]
+    output = check_output(config.output_dir, "model", inputs, overwrite)
     return output, output.parent / f".{output.name}.partial"
 
 
-def prepare_work_dir(config: RunConfig, output: Path, work: Path, overwrite: bool) -> bool:
+def prepare_work_dir(config: RunConfig, work: Path, overwrite: bool) -> bool:
     """Create or reuse the staging folder; True if an earlier run with this config is resumed."""
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise RunError(f"{output} already holds a result; pass --overwrite or choose another output_dir")
     marker = work / CONFIG_FILE
     if work.exists() and (overwrite or not marker.is_file()):
         shutil.rmtree(work)
@@ -165,13 +161,20 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
 
 
 def _probe_output(folder: Path, batches: list[dict[str, torch.Tensor]], before: dict[str, float]) -> dict | None:
-    """Probe the saved output (None for an adapter-only output, which does not load alone) and warn if the
-    run lost none of the probed answers the input model reproduced (none reproduced: if their NLL stood still)."""
+    """Probe the saved output (None for an adapter-only output, which does not load alone): refuse it if
+    its weights are not finite, and warn if the run lost none of the probed answers the input model
+    reproduced (none reproduced: if their NLL stood still)."""
     from transformers import AutoModelForCausalLM
 
     if not (folder / "config.json").is_file():
         return None
-    after = answer_probe(AutoModelForCausalLM.from_pretrained(folder), batches)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    if not all(bool(p.isfinite().all()) for p in model.parameters()):
+        raise NonFiniteLossError(
+            "the trained weights hold NaN or infinite values; nothing was written and the input "
+            "model is unchanged. Lower trainer.learning_rate or clip harder (trainer.max_grad_norm)"
+        )
+    after = answer_probe(model, batches)
     if after["reproduces"] >= before["reproduces"] > 0 or abs(after["nll"] - before["nll"]) < BARELY_MOVED:
         logging.getLogger("unlearn").warning(
             f"warning: the model barely changed: it reproduces {after['reproduces']:.0f} of the "
@@ -196,13 +199,10 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         hf_logging.disable_progress_bar()
     method_configs = host.configure(config)
     method = host.method(config.method, kinds=("loss",))
-    output, work = _check_paths(config)
+    output, work = _check_paths(config, overwrite)
     if config.deepspeed is not None:
         ensure_distributed_env()
     is_main = int(os.environ.get("RANK", "0")) == 0
-    # Every rank must agree on whether this resumes, so only rank 0 touches the folder.
-    if is_main:
-        prepare_work_dir(config, output, work, overwrite)
     started = time.time()
 
     forget_src = config.forget or config.data
@@ -233,6 +233,10 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         dataset: torch.utils.data.Dataset = ScheduledDataset(items, t.batch_size, method.name)
     else:
         dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
+    # Only once the inputs validated, so a bad file leaves no staging folder behind. Every rank must
+    # agree on whether this resumes, so only rank 0 touches the folder.
+    if is_main:
+        prepare_work_dir(config, work, overwrite)
 
     model = load_model(config)
     collate = PairCollator(tokenizer.pad_token_id)
@@ -308,7 +312,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "forget_probe": {"rows": len(forget[:PROBE_ROWS]), "before": before, "after": after},
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        publish(staging, output)
+        publish(staging, output, "model")
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()
     return output

@@ -9,14 +9,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unlearn import DataError, Row, load_rows, publish, resolve_split, write_json, write_jsonl, write_text
+from unlearn import (
+    ConfigError,
+    DataError,
+    Row,
+    check_output,
+    load_rows,
+    publish,
+    resolve_split,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 
 from .generation import greedy_generate
 from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import evaluate_mmlu, mmlu_summary
 from .report import summary_markdown, write_figure
-from .scoring import official_results
+from .scoring import check_tasks, official_results
 
 RESULTS = "evaluation_results.json"
 GATE_FRACTION = 0.75  # the organisers' gate: utility >= 75% of the pre-unlearning model's
@@ -55,11 +66,14 @@ def load_baseline(baseline: Path) -> tuple[Path, dict[str, Any]]:
     """The results file of an earlier evaluation (a folder or the file itself) and its content."""
     file = baseline / RESULTS if baseline.is_dir() else baseline
     try:
-        return file, json.loads(file.read_text())
+        found = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{file}: no baseline evaluation here (run `unlearn evaluate` on the original model)") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}: not valid JSON ({exc.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: not an evaluation's JSON ({exc})") from None
+    if not isinstance(found, dict) or "aggregate-score" not in found:
+        raise DataError(f"{file}: not an evaluation (no 'aggregate-score'); give the folder `unlearn evaluate` wrote")
+    return file, found
 
 
 def _gate(utility: float | None, file: Path, before: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +130,7 @@ def _finish(
     write_text(staging / "summary.md", summary_markdown(results, before))
     write_figure(staging / "figure.png", results, before)
     write_json(staging / RESULTS, results)  # last: its presence means the evaluation is complete
-    publish(staging, out)
+    publish(staging, out, "evaluation")
     return results
 
 
@@ -151,9 +165,17 @@ def evaluate_model(
     started = time.time()
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
+    for name, file in files.items():
+        check_tasks(rows[name], file)
     mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
-    out = out.resolve()
+    out = check_output(out, "evaluation", [model_dir, data, mia, utility, baseline], overwrite=None)
+    if baseline is not None:
+        load_baseline(baseline)  # a bad baseline fails now, not after the generation
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+    if not (Path(model_dir) / "config.json").is_file():
+        raise ConfigError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
     staging = _staging(out)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
@@ -211,8 +233,13 @@ def rescore(
     generations_dir: Path, data: Path, out: Path, split: str | None = "train", baseline: Path | None = None
 ) -> dict[str, Any]:
     """Score saved generations again, without a model; they must match the data's rows."""
+    out = check_output(out, "evaluation", [generations_dir, data, baseline], overwrite=None)
+    if baseline is not None:
+        load_baseline(baseline)
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
+    for name, file in files.items():
+        check_tasks(rows[name], file)
     generations = {}
     for split_name, split_rows in rows.items():
         path = generations_dir / "generations" / f"{split_name}.jsonl"

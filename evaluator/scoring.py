@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from unlearn import DataError, Row
@@ -31,10 +32,15 @@ def split_summary(rows: Sequence[Row], scores: Sequence[float], name: str) -> tu
     for task in sorted(kinds):
         for kind, task_scores in kinds[task].items():
             if not task_scores:
-                raise DataError(f"{name} set: {task} has no {kind.split('-')[0]} rows, so its score is undefined")
+                raise DataError(f"{name}: {task} has no {kind.split('-')[0]} rows, so its score is undefined")
         block[task] = {k: _mean(v) for k, v in kinds[task].items()}
         values += [block[task]["regurgitation-score"], block[task]["knowledge-score"]]
     return block, values
+
+
+def check_tasks(rows: Sequence[Row], file: Path) -> None:
+    """Fail at load, not after a generation pass, when a task lacks ``sc`` or ``qa`` rows."""
+    split_summary(rows, [0.0] * len(rows), name=str(file))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -53,8 +59,8 @@ def official_results(
     the 12 values (0 if any is 0). ``aggregate-score`` is the mean of the task aggregate, the
     utility (MMLU) and ``mia_final_score``, or -1 when either is missing, as in the official code.
     """
-    forget_block, forget_values = split_summary(*forget, name="forget")
-    retain_block, retain_values = split_summary(*retain, name="retain")
+    forget_block, forget_values = split_summary(*forget, name="forget set")
+    retain_block, retain_values = split_summary(*retain, name="retain set")
     terms = [1 - v for v in forget_values] + retain_values
     task_aggregate = statistics.harmonic_mean(terms)
     results: dict[str, Any] = {"forget-set": forget_block, "retain-set": retain_block}

@@ -18,7 +18,14 @@ import unlearn
 import unlearn.devkit
 from unlearn import hookspecs
 
-APPLICATIONS = ("unlearn.cli", "unlearn.bench", "unlearn.compete", "unlearn.devkit", "unlearn.evaluator")
+APPLICATIONS = (
+    "unlearn.cli",
+    "unlearn.recipes",
+    "unlearn.bench",
+    "unlearn.compete",
+    "unlearn.devkit",
+    "unlearn.evaluator",
+)
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "unlearn_spec")]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from unlearn import build_config, publish
+from unlearn import build_config, check_output, mark, publish
 
 # Settings that make gradient difference forget most of the small benchmark's forget set on the
 # tiny target in about 20 s (measured, seed 0: final score 0.333 -> 0.681; utility 1.0 -> 0.6).
@@ -52,6 +52,9 @@ def run_demo(
     from .target import build_target
 
     console = console or Console()
+    out = check_output(out, "demo", [], overwrite=None)  # a demo folder is resumed, its steps cached
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "demo")
     timings: dict[str, float] = {}
     data, target = out / "data", out / "target"
     before, unlearned, after, report = (
@@ -111,5 +114,5 @@ def run_demo(
     for name in ("summary.md", "figure.png", RESULTS):
         shutil.copy2(after / name, staging / name)
     (staging / "timings.json").write_text(json.dumps(timings, indent=2))
-    publish(staging, report)
+    publish(staging, report, "report")
     return report

@@ -21,6 +21,7 @@ personal data; the output is a function of the seed and the Faker version.
 from __future__ import annotations
 
 import random
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from unlearn import Row, write_jsonl
+from unlearn import Row, check_output, publish, write_jsonl
 
 SIZES: dict[str, dict[str, int]] = {
     # documents per task in each of forget and retain; non-members per task; utility questions
@@ -420,9 +421,11 @@ class Generator:
 
 
 def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
-    """Write the benchmark files to ``out``; returns rows per file."""
+    """Write the benchmark files to ``out`` (replacing a benchmark written there before, never
+    mixing old and new files); returns rows per file."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")
+    out = check_output(out, "benchmark", [], overwrite=None)
     n = SIZES[size]
     gen = Generator(seed)
     splits: dict[str, list[Document]] = {"forget": [], "retain": [], "nonmember": []}
@@ -449,6 +452,9 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
                 if split != "retain":
                     files[f"{mia}{'' if train else '_validation'}.jsonl"].append({"id": doc.key, "document": doc.text})
     files["utility.jsonl"] = [r.__dict__ for r in gen.utility(n["utility"])]
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
     for name, records in files.items():
-        write_jsonl(out / name, records)
+        write_jsonl(staging / name, records)
+    publish(staging, out, "benchmark")
     return {name: len(records) for name, records in files.items()}

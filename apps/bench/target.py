@@ -26,7 +26,7 @@ from unlearn import (
     Encoded,
     PairCollator,
     Row,
-    RunError,
+    check_output,
     encode,
     load_rows,
     nll_from_logprobs,
@@ -166,9 +166,7 @@ def build_target(
     from transformers import AutoTokenizer
 
     settings = settings or TargetSettings()
-    out = out.resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunError(f"{out} already holds a model; pass --overwrite or choose another --out")
+    out = check_output(out, "target", [data], overwrite)
     rows, counts = training_rows(data)
     # When to stop is not part of what is trained: raising max_epochs resumes an earlier build.
     stopping = {"max_epochs", "check_every", "target_accuracy"}
@@ -273,7 +271,7 @@ def build_target(
     card["memorisation"] = memorisation_report(model, tokenizer, data, progress=progress)
     (staging / CARD_JSON).write_text(json.dumps(card, indent=2))
     (staging / CARD_MD).write_text(card_markdown(card))
-    publish(staging, out)
+    publish(staging, out, "target")
     shutil.rmtree(work, ignore_errors=True)
     return card
 

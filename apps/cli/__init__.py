@@ -1,5 +1,5 @@
-"""The ``unlearn`` command line: ``run``, ``recipe``, ``plugins`` and ``install`` here; every other
-command (``evaluate``, ``demo``, ``data``, ``target``, ``compete``, ``plugins check|new``) comes
+"""The ``unlearn`` command line: ``run``, ``plugins`` and ``install`` here; every other command
+(``recipe``, ``evaluate``, ``demo``, ``data``, ``target``, ``compete``, ``plugins check|new``) comes
 from a plugin's ``register_commands`` hook, the built-in applications' included."""
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from unlearn import (
     apply_override,
     apply_sets,
     build_config,
-    command_group,
     get_host,
     read_config_file,
 )
@@ -33,7 +32,6 @@ from unlearn import (
 app = typer.Typer(help="Run, compose and vet LLM unlearning methods.", no_args_is_help=True, add_completion=False)
 plugins_app = typer.Typer(help="List, check and create plugins.", invoke_without_command=True)
 app.add_typer(plugins_app, name="plugins")
-recipe_app = command_group(app, "recipe", "Run whole systems: several runs plus post-processing.")
 out = Console()
 err = Console(stderr=True)
 
@@ -202,53 +200,6 @@ def install(
 
     code = do_install(name, editable=editable, pip_args=pip_arg)
     raise typer.Exit(code)
-
-
-@recipe_app.command("run")
-def recipe_run(
-    recipe: str = typer.Argument(..., help="A recipe file, or the name of a built-in recipe (`unlearn recipe list`)."),
-    model: str | None = typer.Option(None, help="Model folder to unlearn (overrides the recipe's)."),
-    data: Path | None = typer.Option(None, help="Folder with the forget and retain rows."),
-    forget: Path | None = typer.Option(None, help="Forget rows (file or folder)."),
-    retain: Path | None = typer.Option(None, help="Retain rows (file or folder)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for every step's model and recipe.json."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Any recipe field: --set defaults.trainer.epochs=2"),
-    overwrite: bool = typer.Option(False, help="Redo the runs whose settings changed (finished or not)."),
-) -> None:
-    """Run a recipe end to end; finished steps are skipped, so a crashed recipe resumes."""
-    from unlearn import find_recipe, load_recipe, run_recipe
-
-    path = find_recipe(recipe)
-    paths = {"model": model, "data": data, "forget": forget, "retain": retain}
-    loaded = load_recipe(
-        path, {k: str(v) for k, v in paths.items() if v is not None}, edit=lambda raw: apply_sets(raw, set_)
-    )
-    final = run_recipe(loaded, output, overwrite=overwrite, say=lambda line: out.print(escape(line)))
-    out.print(f"[green]recipe {loaded.name} finished; final model[/green] {final}")
-
-
-@recipe_app.command("list")
-def recipe_list() -> None:
-    """The built-in recipes and the plugins each needs."""
-    from unlearn import builtin_recipes, load_recipe
-
-    host = get_host()
-    table = Table(title="built-in recipes")
-    for col in ("name", "plugins", "summary"):
-        table.add_column(col)
-    for name, path in builtin_recipes().items():
-        recipe = load_recipe(path)
-        needs = [p if p in host.methods else f"[red]{p} (not installed)[/red]" for p in recipe.plugins()]
-        table.add_row(name, ", ".join(needs), escape(recipe.summary))
-    out.print(table)
-
-
-@recipe_app.command("show")
-def recipe_show(recipe: str = typer.Argument(..., help="A recipe file or built-in name.")) -> None:
-    """Print a recipe file."""
-    from unlearn import find_recipe
-
-    out.print(find_recipe(recipe).read_text(), markup=False, highlight=False)
 
 
 class _QuietCpuFallback(logging.Filter):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unlearn import ConfigError, PluginHost, RunError, get_host, load_rows, write_json
+from unlearn import ConfigError, PluginHost, RunError, check_output, get_host, load_rows, mark, write_json
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant
@@ -90,7 +90,11 @@ def run_competition(
     if not (model / "config.json").is_file():
         raise ConfigError(f"model: {comp.model}: not a model folder (no config.json)")
     forget, retain = load_rows(comp.forget, "forget"), load_rows(comp.retain, "retain")
-    out = comp.output_dir.resolve()
+    inputs = [comp.model, comp.forget, comp.retain, comp.mia, comp.utility]
+    inputs += [e.submission or (_recipe_file(e) if e.recipe else None) for e in entrants]
+    out = check_output(comp.output_dir, "competition", inputs, overwrite=None)  # resumed: results are cached
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "competition")
     organiser = out / "organiser"
     eval_data = organiser / "data"
     write_split(forget, eval_data, "forget")
@@ -198,7 +202,7 @@ def _stop_on_sigterm() -> Any:
 
 
 def _recipe_file(entrant: Entrant) -> Path:
-    from unlearn import find_recipe
+    from unlearn.recipes import find_recipe
 
     return find_recipe(entrant.recipe)
 

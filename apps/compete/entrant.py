@@ -124,7 +124,7 @@ def entrant_command(comp: Competition, entrant: Entrant, work: Path) -> list[str
             + cli
         )
     if entrant.kind == "recipe":
-        from unlearn import find_recipe
+        from unlearn.recipes import find_recipe
 
         source = find_recipe(entrant.recipe)
         shutil.copy2(source, work / source.name)

@@ -10,7 +10,7 @@ import pytest
 from helpers import cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import DataError, RunError
+from unlearn import ConfigError, DataError
 from unlearn.bench import target as target_module
 from unlearn.bench.synth import generate
 from unlearn.bench.target import TargetSettings, build_target, training_rows
@@ -84,7 +84,7 @@ def test_an_interrupted_build_resumes_from_its_checkpoint(tiny_bench, tmp_path, 
     assert [h["epoch"] for h in card["training"]["history"]] == [2, 4, 6]  # epoch 2 came from the first attempt
     assert card["training"]["epochs"] == 6
     AutoModelForCausalLM.from_pretrained(tmp_path / "t")
-    with pytest.raises(RunError, match="already holds a model"):
+    with pytest.raises(ConfigError, match="already holds a target; pass --overwrite"):
         build_target(tiny_bench, tmp_path / "t", settings, progress=False)
 
 

@@ -192,11 +192,11 @@ def test_input_model_is_never_modified_and_output_is_complete(host, make_config,
 
 
 def test_output_and_input_overlap_and_existing_output_are_refused(host, make_config, tiny_model):
-    with pytest.raises(ConfigError, match="overlaps the input model"):
+    with pytest.raises(ConfigError, match="overlaps the input"):
         run(make_config(output_dir=str(tiny_model / "sub")), host=host)
     cfg = make_config(method="ga")
     run(cfg, host=host)
-    with pytest.raises(RunError, match="already holds a result; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already holds a model; pass --overwrite"):
         run(cfg, host=host)
     run(cfg, host=host, overwrite=True)
 

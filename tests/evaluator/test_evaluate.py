@@ -12,7 +12,8 @@ import torch
 from helpers import cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import DataError, load_rows
+from unlearn import DataError, load_rows, mark
+from unlearn.atomic import MARKER
 from unlearn.bench.synth import generate
 from unlearn.devkit import build_tiny_model
 from unlearn.evaluator import evaluate as evaluate_module
@@ -206,6 +207,7 @@ def test_an_interrupted_evaluation_leaves_the_previous_results_intact(
     out = tmp_path / "eval"
     out.mkdir()
     (out / RESULTS).write_text('{"previous": true}')
+    mark(out, "evaluation")  # an earlier evaluation, which a new one may replace
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -214,4 +216,4 @@ def test_an_interrupted_evaluation_leaves_the_previous_results_intact(
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(model_dir, bench, out, progress=False, max_new_tokens=8)
     assert json.loads((out / RESULTS).read_text()) == {"previous": True}
-    assert sorted(p.name for p in out.iterdir()) == [RESULTS]
+    assert sorted(p.name for p in out.iterdir()) == sorted([RESULTS, MARKER])

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from unlearn import ConfigError, LossContext, NonFiniteLossError, PluginHost, RunError, hookimpl
 from unlearn.cli.registry import load_recipe_index
-from unlearn.recipe import RESULT_FILE, Recipe, builtin_recipes, load_recipe, run_recipe
+from unlearn.recipes import RESULT_FILE, Recipe, builtin_recipes, load_recipe, run_recipe
 
 
 class _NoConfig(BaseModel):

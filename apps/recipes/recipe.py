@@ -27,11 +27,23 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .atomic import publish, write_json
-from .config import Config, build_config, describe_error, read_config_file
-from .errors import ConfigError, RunError
-from .host import PluginHost, get_host
-from .runner import CONFIG_FILE, REPORT_FILE, run
+from unlearn import (
+    CONFIG_FILE,
+    REPORT_FILE,
+    Config,
+    ConfigError,
+    PluginHost,
+    RunError,
+    build_config,
+    check_output,
+    describe_error,
+    get_host,
+    mark,
+    publish,
+    read_config_file,
+    run,
+    write_json,
+)
 
 RESULT_FILE = "recipe.json"
 STEP_FILE = "unlearn_step.json"
@@ -118,8 +130,8 @@ class StepContext:
 
 
 def builtin_recipes() -> dict[str, Path]:
-    """The recipes shipped with unlearn (``unlearn/recipes/*.toml``), by name."""
-    folder = Path(str(resources.files("unlearn") / "recipes"))
+    """The recipes shipped with unlearn (``unlearn/recipes/builtin/*.toml``), by name."""
+    folder = Path(str(resources.files("unlearn.recipes") / "builtin"))
     return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
 
 
@@ -192,7 +204,10 @@ def run_recipe(
         raise ConfigError(f"recipe {recipe.name}: no data; give --data (or --forget/--retain)")
     for name in recipe.plugins():
         host.method(name)  # an unknown or broken plugin fails before any work
+    inputs = [recipe.model, recipe.data, recipe.forget, recipe.retain]
+    output_dir = check_output(output_dir, "recipe", inputs, overwrite=None)  # resumed, never replaced
     output_dir.mkdir(parents=True, exist_ok=True)
+    mark(output_dir, "recipe")
     steps: list[dict[str, Any]] = []
     for i, item in enumerate(recipe.runs):
         name = item["name"]
@@ -249,7 +264,7 @@ def run_recipe(
         if not any(staging.glob("*.safetensors")):
             raise RunError(f"recipe step {step.name!r}: {step.method} left no safetensors weights")
         write_json(staging / STEP_FILE, marker)
-        publish(staging, target)
+        publish(staging, target, "model")
         steps.append(_record(step.name, "post", target, started))
     final = output_dir / recipe.step_names()[-1]
     write_json(
