@@ -33,7 +33,7 @@ class TrainerSettings(Config):
     """Optimisation settings shared by every method (the HF ``Trainer`` arguments we expose)."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over the forget set.")
-    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: use epochs).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimiser steps (-1: use epochs; not 0).")
     learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (SemEval baseline 1e-5).")
     batch_size: int = Field(
         4, ge=1, description="Forget examples per device per step; each is paired with a retain example."
@@ -57,6 +57,13 @@ class TrainerSettings(Config):
         0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch)."
     )
     progress: bool = Field(True, description="Show progress bars.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 steps would train nothing; give at least 1, or -1 to use epochs")
+        return value
 
 
 class RunConfig(Config):

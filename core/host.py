@@ -99,10 +99,25 @@ class PluginHost:
             )
             if only and ep.name not in only and not info.builtin:
                 continue
+            taken = self.plugins.get(ep.name)
+            if taken is not None:  # two distributions claim one name: keep the one that works, report the other
+                loser, winner = (info, taken) if taken.error is None else (taken, info)
+                clash = f"the name {ep.name!r} is also taken by {winner.distribution}; uninstall one of them"
+                loser.name, loser.error = (
+                    f"{ep.name} ({loser.distribution})",
+                    f"{clash} ({loser.error or 'not loaded'})",
+                )
+                self.plugins[loser.name] = self.plugins.pop(ep.name) if loser is taken else loser
+                if loser is info:
+                    continue
             try:
                 self._add(ep.load(), info)
             except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
                 self._fail(info, exc)
+        for name in sorted(only - set(self.plugins)):
+            self.plugins[name] = PluginInfo(
+                name, error="UNLEARN_LOAD_PLUGINS names it, but no such plugin is installed"
+            )
 
     def register(self, plugin: object, name: str) -> PluginInfo:
         """Register an in-process plugin (a module or object with hookimpls), e.g. in a test."""
@@ -165,7 +180,10 @@ class PluginHost:
                 "(subclass unlearn.Config) so typos are errors"
             )
         if name in self.methods:
-            raise PluginError(f"method {name!r} is already registered by plugin {self.methods[name].plugin!r}")
+            owner = self.plugins[self.methods[name].plugin]
+            raise PluginError(
+                f"method {name!r} is already registered by plugin {owner.name!r} ({owner.distribution or 'in-process'})"
+            )
         self.methods[name] = Method(name, kind, config, summary, uses_retain, info.name)
         info.methods.append(name)
 

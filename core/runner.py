@@ -94,7 +94,10 @@ def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, wor
 def load_model(config: RunConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.trainer.dtype))
+    try:
+        return AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.trainer.dtype))
+    except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
+        raise ConfigError(f"model: {config.model}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _check_paths(config: RunConfig, overwrite: bool) -> tuple[Path, Path]:
@@ -144,7 +147,7 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "epoch",
         save_steps=t.save_steps or 500,
-        save_total_limit=1,
+        save_total_limit=2,  # the previous checkpoint stays until the newest is complete
         seed=config.seed,
         data_seed=config.seed,
         bf16=t.dtype == "bfloat16" and torch.cuda.is_available(),
@@ -188,9 +191,8 @@ def _probe_output(folder: Path, batches: list[dict[str, torch.Tensor]], before: 
 def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
     """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
     from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from .trainer import UnlearnTrainer
+    from .trainer import UnlearnTrainer, last_checkpoint
 
     host = host or get_host()
     if not config.trainer.progress:
@@ -267,8 +269,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         run=ctx,
     )
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
-    checkpoints = work / "checkpoints"
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_checkpoint(work / "checkpoints", clean=is_main)
     result = trainer.train(resume_from_checkpoint=last)
 
     staging = work / "model"

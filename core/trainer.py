@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +18,18 @@ from .errors import NonFiniteLossError
 from .host import Method, PluginHost
 from .losses import LossOutput
 from .reference import ReferenceModel
+
+COMPLETE = "unlearn_complete"  # written into a checkpoint once all its files are on disk
+
+
+def last_checkpoint(folder: Path, clean: bool = False) -> str | None:
+    """The newest complete checkpoint in ``folder``, or None; ``clean`` removes incomplete ones (a
+    save that a crash or a kill cut short), so a resume never reads a half-written checkpoint."""
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    complete = [p for p in found if (p / COMPLETE).is_file()]
+    for partial in set(found) - set(complete) if clean else ():
+        shutil.rmtree(partial, ignore_errors=True)
+    return str(complete[-1]) if complete else None
 
 
 class UnlearnTrainer(Trainer):
@@ -73,6 +88,17 @@ class UnlearnTrainer(Trainer):
         for key, val in logs.items():
             self._terms[key].append(val)
         return (loss, None) if return_outputs else loss
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every rank has written its part
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            for file in [*(p for p in folder.rglob("*") if p.is_file()), folder]:
+                fd = os.open(file, os.O_RDONLY)
+                os.fsync(fd)  # the files first, then the marker: it can only name a whole checkpoint
+                os.close(fd)
+            (folder / COMPLETE).touch()
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log: add the mean of each term since the last one

@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -209,8 +210,19 @@ class _QuietCpuFallback(logging.Filter):
         return not record.getMessage().startswith("Setting accelerator to CPU")
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    err.print(
+        "interrupted: finished outputs are kept and nothing half-written was published; run the same command "
+        "again to resume (runs and recipes continue from their last checkpoint)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise KeyboardInterrupt  # the CLI exits with 130
+
+
 def main() -> None:
-    """Entry point: user errors print one line (exit 2 for bad input, 1 for a failed run)."""
+    """Entry point: user errors print one line (exit 2 for bad input, 1 for a failed run, 130 on Ctrl-C)."""
+    signal.signal(signal.SIGINT, _interrupted)
     logging.getLogger("DeepSpeed").addFilter(_QuietCpuFallback())  # the logger DeepSpeed creates on import
     # peft still calls a transformers property that transformers 5 deprecated; nothing a user can change.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -1,0 +1,289 @@
+"""Nothing lost, ever: no command deletes or writes into what it did not create, a killed run
+resumes, and bad input is one clear line naming the file, row or field (never a traceback)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import cli, pip
+
+from unlearn import ConfigError, DataError, hookimpl, load_rows
+from unlearn.bench.synth import generate
+from unlearn.compete import load_competition, run_competition
+from unlearn.devkit import FORGET_ROWS, write_rows
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench") / "data"
+    generate(folder, seed=0, size="tiny")
+    return folder
+
+
+def run_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--model", str(model), "--data", str(data), "--method", "gd", "-o", str(out), *extra]
+
+
+def test_evaluate_never_replaces_an_input_or_a_folder_it_did_not_write(tiny_model, bench, tmp_path):
+    model_before, data_before = digest(tiny_model), digest(bench)
+    for out in (tiny_model, bench, bench.parent, tiny_model / "eval"):
+        res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(out))
+        assert res.returncode == 2 and "overlaps the input" in res.stderr, res.stderr
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(foreign))
+    assert res.returncode == 2 and "not a evaluation unlearn wrote" in res.stderr.replace("\n", " ")
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    assert digest(tiny_model) == model_before and digest(bench) == data_before
+
+
+def test_run_never_replaces_its_data_and_says_why(tiny_model, tiny_data, tmp_path):
+    before = digest(tiny_data)
+    for flags in ((), ("--overwrite",)):
+        res = cli(*run_args(tiny_model, tiny_data, tiny_data, *flags))
+        assert res.returncode == 2 and "overlaps the input" in res.stderr and "a result" not in res.stderr
+    assert digest(tiny_data) == before
+    (tmp_path / "file").write_text("x")
+    res = cli(*run_args(tiny_model, tiny_data, tmp_path / "file"))
+    assert res.returncode == 2 and "is a file" in res.stderr
+
+
+def test_a_competition_whose_output_is_the_target_is_refused_before_any_entrant(tiny_model, tiny_data, tmp_path):
+    write_rows(tmp_path / "utility.jsonl", FORGET_ROWS)
+    (tmp_path / "comp.json").write_text(
+        json.dumps(
+            {
+                "model": str(tiny_model),
+                "forget": str(tiny_data / "forget.jsonl"),
+                "retain": str(tiny_data / "retain.jsonl"),
+                "mia": str(tmp_path),
+                "entrants": ["gd"],
+                "output_dir": str(tiny_model),
+            }
+        )
+    )
+    before = digest(tiny_model)
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        run_competition(load_competition(tmp_path / "comp.json"))
+    assert digest(tiny_model) == before
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (("--lr", "inf"), "trainer.learning_rate: Input should be a finite number"),
+        (("--lr", "nan"), "trainer.learning_rate: Input should be a finite number"),
+        (("--max-steps", "0"), "trainer.max_steps"),
+        (("--set", "config.gd.retain_weight=inf"), "config.gd.retain_weight: Input should be a finite number"),
+    ],
+)
+def test_non_finite_or_empty_settings_are_config_errors(tiny_model, tiny_data, tmp_path, flags, field):
+    res = cli(*run_args(tiny_model, tiny_data, tmp_path / "o", *flags))
+    assert res.returncode == 2 and field in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
+
+
+def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "retain.jsonl").write_bytes((tiny_data / "retain.jsonl").read_bytes())
+    (data / "forget.jsonl").write_bytes((tiny_data / "forget.jsonl").read_bytes() + b'{"id": "x\xff"}\n')
+    with pytest.raises(DataError, match=r"forget.jsonl, row 7: not UTF-8 text"):
+        load_rows(data, "forget")
+    config = tmp_path / "run.toml"
+    config.write_bytes(b'method = "gd\xe9"\n')
+    res = cli("run", "--config", str(config))
+    assert res.returncode == 2 and "run.toml: not UTF-8 text" in res.stderr
+    (tmp_path / "empty_model").mkdir()
+    res = cli(*run_args(tmp_path / "empty_model", tiny_data, tmp_path / "o"))
+    assert res.returncode == 2 and "not a Hugging Face model folder (no config.json)" in res.stderr
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((tiny_model / name).read_bytes())
+    (broken / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes()[:5000])
+    res = cli(*run_args(broken, tiny_data, tmp_path / "o"))
+    assert res.returncode == 2 and "cannot be loaded" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_evaluate_settings_and_baseline_errors(tiny_model, bench, tmp_path):
+    for flag in ("--batch-size", "--max-new-tokens"):
+        res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(tmp_path / "e"), flag, "0")
+        assert res.returncode == 2 and "must be at least 1" in res.stderr
+    for content in ("[1, 2]", "{not json"):
+        (tmp_path / "base.json").write_text(content)
+        res = cli(
+            "evaluate",
+            str(tiny_model),
+            "--data",
+            str(bench),
+            "--out",
+            str(tmp_path / "e"),
+            "--baseline",
+            str(tmp_path / "base.json"),
+        )
+        assert res.returncode == 2 and "base.json: not an evaluation" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_task_without_knowledge_rows_fails_before_any_generation(tiny_model, bench, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [json.loads(line) for line in (bench / "forget_train.jsonl").read_text().splitlines()]
+    (data / "forget.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if not (r["task"] == "Task2" and "qa" in r["id"]))
+    )
+    (data / "retain.jsonl").write_bytes((bench / "retain_train.jsonl").read_bytes())
+    for name in ("mia_member.jsonl", "mia_nonmember.jsonl", "utility.jsonl"):
+        (data / name).write_bytes((bench / name).read_bytes())
+    started = time.time()
+    res = cli("evaluate", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and "forget.jsonl: Task2 has no knowledge rows" in res.stderr, res.stderr
+    assert "generating" not in res.stderr and time.time() - started < 60
+
+
+def test_a_run_that_failed_validation_leaves_nothing_behind(tiny_model, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "retain.jsonl").write_bytes((tiny_data / "retain.jsonl").read_bytes())
+    (data / "forget.jsonl").write_text('{"id": "a", "input": "q", "output": "", "task": "Task1"}\n')
+    res = cli(*run_args(tiny_model, data, tmp_path / "o", "--max-steps", "1"))
+    assert res.returncode == 2 and "row 1: field 'output' is empty" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no .o.partial blocks the corrected run
+    (data / "forget.jsonl").write_bytes((tiny_data / "forget.jsonl").read_bytes())
+    res = cli(*run_args(tiny_model, data, tmp_path / "o", "--max-steps", "1", "--set", "trainer.progress=false"))
+    assert res.returncode == 0, res.stderr
+
+
+def test_data_synth_replaces_only_its_own_benchmark_whole(tmp_path):
+    out = tmp_path / "b"
+    assert cli("data", "synth", "--out", str(out), "--size", "tiny").returncode == 0
+    (out / "forget.jsonl").write_text("stale")  # e.g. left over from an older layout
+    assert cli("data", "synth", "--out", str(out), "--size", "tiny", "--seed", "1").returncode == 0
+    assert not (out / "forget.jsonl").exists()  # replaced whole: no old file can win over a new one
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    res = cli("data", "synth", "--out", str(other), "--size", "tiny")
+    assert res.returncode == 2 and (other / "keep.txt").read_text() == "x"
+
+
+def test_load_plugins_names_that_match_nothing_are_reported():
+    res = cli("plugins", "--json", env={"UNLEARN_LOAD_PLUGINS": "gd,gdd"})
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["gd"]["status"] == "ok" and "no such plugin is installed" in rows["gdd"]["error"]
+
+
+def test_a_name_clash_names_both_distributions_and_keeps_the_working_plugin(tmp_path, tiny_model, tiny_data):
+    pkg = tmp_path / "clash"
+    (pkg / "unlearn_plugin_clash").mkdir(parents=True)
+    (pkg / "unlearn_plugin_clash" / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "unlearn-plugin-clash"\nversion = "0.0.1"\n'
+        '[project.entry-points.unlearn]\nzz = "unlearn_plugin_clash"\n'
+    )
+    pip("install", "--no-deps", "--no-build-isolation", str(pkg))
+    try:
+        # the broken package claims the name "gd" too: the working plugin keeps it, whatever the load order
+        meta = next(Path(sys.prefix).glob("lib/python*/site-packages/unlearn_plugin_clash-*.dist-info"))
+        text = (meta / "entry_points.txt").read_text().replace("zz =", "gd =")
+        (meta / "entry_points.txt").write_text(text)
+        rows = {r["name"]: r for r in json.loads(cli("plugins", "--json").stdout)}
+        assert rows["gd"]["status"] == "ok"
+        clash = rows["gd (unlearn-plugin-clash)"]["error"]
+        assert "also taken by unlearn-plugin-gd" in clash  # and the row names unlearn-plugin-clash
+        res = cli(*run_args(tiny_model, tiny_data, tmp_path / "o", "--max-steps", "1"))
+        assert res.returncode == 0, res.stderr
+    finally:
+        pip("uninstall", "-y", "unlearn-plugin-clash")
+
+
+class _NaNGradients:
+    """A finite loss whose gradient is NaN: the weights become NaN while no loss value ever does."""
+
+    @hookimpl
+    def register_methods(self, register):
+        from unlearn import Config
+
+        register("nan-grads", config=Config, kind="loss", summary="test", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx):
+        logits = ctx.outputs("forget").logits
+        logits.register_hook(lambda grad: grad * float("nan"))
+        return (logits * 0).sum() + ctx.nll("forget").detach()
+
+
+def test_a_run_whose_weights_are_not_finite_writes_nothing(host, make_config, tiny_model):
+    from unlearn import NonFiniteLossError, run
+
+    host.register(_NaNGradients(), "nan-grads")
+    cfg = make_config(method="nan-grads", trainer={"max_steps": 1, "max_grad_norm": 0})
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        run(cfg, host=host)
+    assert not cfg.output_dir.exists()
+
+
+@pytest.mark.heavy
+def test_sigint_says_what_was_kept_and_a_killed_save_never_blocks_the_resume(memorised_model, tiny_data, tmp_path):
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "unlearn", *run_args(memorised_model, tiny_data, out)]
+    args += [
+        "--max-steps",
+        "40",
+        "--batch-size",
+        "1",
+        "--set",
+        "trainer.save_steps=1",
+        "--set",
+        "trainer.progress=false",
+    ]
+    checkpoints = tmp_path / ".o.partial" / "checkpoints"
+    cut_short = 0
+    # Kill it while a checkpoint is half-written (a folder without its completion marker), several times.
+    for _ in range(4):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:
+            partial = [p for p in checkpoints.glob("checkpoint-*") if not (p / "unlearn_complete").exists()]
+            if partial and any(checkpoints.glob("checkpoint-*/unlearn_complete")):
+                proc.send_signal(signal.SIGKILL)
+                cut_short += 1
+                break
+            time.sleep(0.002)
+        proc.wait()
+    assert cut_short >= 2, "no save was cut short"
+    # SIGINT: one line saying what was kept, exit 130
+    earlier = set(checkpoints.glob("checkpoint-*/unlearn_complete"))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not set(checkpoints.glob("checkpoint-*/unlearn_complete")) - earlier:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode != 0:  # it may have finished first on a fast machine
+        assert proc.returncode == 130 and "interrupted: finished outputs are kept" in stderr, stderr
+        assert "Traceback" not in stderr
+    if proc.returncode != 0:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "unlearn_run.json").read_text())
+    assert report["resumed_from"] is None or Path(report["resumed_from"]).name.startswith("checkpoint-")
+    assert os.listdir(tmp_path) == ["o"]  # the staging folder is gone
