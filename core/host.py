@@ -14,7 +14,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -111,6 +111,7 @@ class PluginHost:
                 if loser is info:
                     continue
             try:
+                _check_core_range(dist)
                 self._add(ep.load(), info)
             except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
                 self._fail(info, exc)
@@ -256,6 +257,18 @@ class PluginHost:
                     self._only("register_commands", name)(cli=cli)
                 except Exception as exc:  # noqa: BLE001 - a broken plugin never breaks the CLI
                     self._fail(info, exc)
+
+
+def _check_core_range(dist: Any) -> None:
+    """A plugin declares the core versions it supports as its ``unlearn-core`` requirement; refuse it
+    (before importing it) when the installed core is outside that range, e.g. after ``--no-deps``."""
+    from packaging.requirements import Requirement
+
+    core = version(BUILTIN_DISTRIBUTION)
+    for line in (dist.requires or []) if dist is not None else []:
+        req = Requirement(line)
+        if req.name == BUILTIN_DISTRIBUTION and not req.marker and not req.specifier.contains(core, prereleases=True):
+            raise PluginError(f"needs unlearn-core{req.specifier}, but {core} is installed; install a matching version")
 
 
 def command_group(cli: typer.Typer, name: str, help: str = "") -> typer.Typer:
