@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from helpers import cli, pip
 
-from unlearn import ConfigError, DataError, hookimpl, load_rows
+from unlearn import ConfigError, DataError, hookimpl, load_rows, read_config_file, run
 from unlearn.bench.synth import generate
 from unlearn.compete import load_competition, run_competition
 from unlearn.devkit import FORGET_ROWS, write_rows
+from unlearn.evaluator.evaluate import evaluate_model
 
 
 def digest(folder: Path) -> str:
@@ -42,27 +43,30 @@ def run_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_evaluate_never_replaces_an_input_or_a_folder_it_did_not_write(tiny_model, bench, tmp_path):
     model_before, data_before = digest(tiny_model), digest(bench)
-    for out in (tiny_model, bench, bench.parent, tiny_model / "eval"):
-        res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(out))
-        assert res.returncode == 2 and "overlaps the input" in res.stderr, res.stderr
+    res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(tiny_model))
+    assert res.returncode == 2 and "overlaps the input" in res.stderr and "Traceback" not in res.stderr
+    for out in (bench, bench.parent, tiny_model / "eval"):
+        with pytest.raises(ConfigError, match="overlaps the input"):
+            evaluate_model(tiny_model, bench, out)
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
-    res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(foreign))
-    assert res.returncode == 2 and "not a evaluation unlearn wrote" in res.stderr.replace("\n", " ")
+    with pytest.raises(ConfigError, match="not a evaluation unlearn wrote"):
+        evaluate_model(tiny_model, bench, foreign)
     assert (foreign / "thesis.tex").read_text() == "years of work"
     assert digest(tiny_model) == model_before and digest(bench) == data_before
 
 
-def test_run_never_replaces_its_data_and_says_why(tiny_model, tiny_data, tmp_path):
+def test_run_never_replaces_its_data_and_says_why(tiny_model, tiny_data, tmp_path, host, make_config):
     before = digest(tiny_data)
-    for flags in ((), ("--overwrite",)):
-        res = cli(*run_args(tiny_model, tiny_data, tiny_data, *flags))
-        assert res.returncode == 2 and "overlaps the input" in res.stderr and "a result" not in res.stderr
+    res = cli(*run_args(tiny_model, tiny_data, tiny_data, "--overwrite"))
+    assert res.returncode == 2 and "overlaps the input" in res.stderr and "a result" not in res.stderr
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        run(make_config(output_dir=str(tiny_data)), host=host)
     assert digest(tiny_data) == before
     (tmp_path / "file").write_text("x")
-    res = cli(*run_args(tiny_model, tiny_data, tmp_path / "file"))
-    assert res.returncode == 2 and "is a file" in res.stderr
+    with pytest.raises(ConfigError, match="is a file"):
+        run(make_config(output_dir=str(tmp_path / "file")), host=host)
 
 
 def test_a_competition_whose_output_is_the_target_is_refused_before_any_entrant(tiny_model, tiny_data, tmp_path):
@@ -100,7 +104,7 @@ def test_non_finite_or_empty_settings_are_config_errors(tiny_model, tiny_data, t
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
 
 
-def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_path):
+def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_path, host, make_config):
     data = tmp_path / "data"
     data.mkdir()
     (data / "retain.jsonl").write_bytes((tiny_data / "retain.jsonl").read_bytes())
@@ -109,11 +113,11 @@ def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_p
         load_rows(data, "forget")
     config = tmp_path / "run.toml"
     config.write_bytes(b'method = "gd\xe9"\n')
-    res = cli("run", "--config", str(config))
-    assert res.returncode == 2 and "run.toml: not UTF-8 text" in res.stderr
+    with pytest.raises(ConfigError, match="run.toml: not UTF-8 text"):
+        read_config_file(config)
     (tmp_path / "empty_model").mkdir()
-    res = cli(*run_args(tmp_path / "empty_model", tiny_data, tmp_path / "o"))
-    assert res.returncode == 2 and "not a Hugging Face model folder (no config.json)" in res.stderr
+    with pytest.raises(ConfigError, match=r"not a Hugging Face model folder \(no config.json\)"):
+        run(make_config(model=str(tmp_path / "empty_model")), host=host)
     broken = tmp_path / "broken_model"
     broken.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
@@ -124,10 +128,14 @@ def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_p
 
 
 def test_evaluate_settings_and_baseline_errors(tiny_model, bench, tmp_path):
-    for flag in ("--batch-size", "--max-new-tokens"):
-        res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(tmp_path / "e"), flag, "0")
-        assert res.returncode == 2 and "must be at least 1" in res.stderr
-    for content in ("[1, 2]", "{not json"):
+    res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(tmp_path / "e"), "--batch-size", "0")
+    assert res.returncode == 2 and "must be at least 1" in res.stderr
+    with pytest.raises(ConfigError, match="must be at least 1"):
+        evaluate_model(tiny_model, bench, tmp_path / "e", max_new_tokens=0)
+    (tmp_path / "base.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="base.json: not an evaluation"):
+        evaluate_model(tiny_model, bench, tmp_path / "e", baseline=tmp_path / "base.json")
+    for content in ("{not json",):
         (tmp_path / "base.json").write_text(content)
         res = cli(
             "evaluate",
@@ -158,17 +166,17 @@ def test_a_task_without_knowledge_rows_fails_before_any_generation(tiny_model, b
     assert "generating" not in res.stderr and time.time() - started < 60
 
 
-def test_a_run_that_failed_validation_leaves_nothing_behind(tiny_model, tiny_data, tmp_path):
+def test_a_run_that_failed_validation_leaves_nothing_behind(tiny_data, tmp_path, host, make_config):
     data = tmp_path / "data"
     data.mkdir()
     (data / "retain.jsonl").write_bytes((tiny_data / "retain.jsonl").read_bytes())
     (data / "forget.jsonl").write_text('{"id": "a", "input": "q", "output": "", "task": "Task1"}\n')
-    res = cli(*run_args(tiny_model, data, tmp_path / "o", "--max-steps", "1"))
-    assert res.returncode == 2 and "row 1: field 'output' is empty" in res.stderr
+    cfg = make_config(data=str(data), output_dir=str(tmp_path / "o"), trainer={"max_steps": 1})
+    with pytest.raises(DataError, match="row 1: field 'output' is empty"):
+        run(cfg, host=host)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no .o.partial blocks the corrected run
     (data / "forget.jsonl").write_bytes((tiny_data / "forget.jsonl").read_bytes())
-    res = cli(*run_args(tiny_model, data, tmp_path / "o", "--max-steps", "1", "--set", "trainer.progress=false"))
-    assert res.returncode == 0, res.stderr
+    assert run(cfg, host=host) == (tmp_path / "o").resolve()
 
 
 def test_data_synth_replaces_only_its_own_benchmark_whole(tmp_path):
@@ -232,7 +240,7 @@ class _NaNGradients:
 
 
 def test_a_run_whose_weights_are_not_finite_writes_nothing(host, make_config, tiny_model):
-    from unlearn import NonFiniteLossError, run
+    from unlearn import NonFiniteLossError
 
     host.register(_NaNGradients(), "nan-grads")
     cfg = make_config(method="nan-grads", trainer={"max_steps": 1, "max_grad_norm": 0})

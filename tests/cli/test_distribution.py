@@ -27,7 +27,10 @@ def _fresh_venv(root: Path) -> Path:
                 (deps / item.name).symlink_to(item)
     inner = next((root / "venv" / "lib").glob("python*/site-packages"))
     (inner / "deps.pth").write_text(f"{deps}\n")
-    return root / "venv" / "bin"
+    bin_dir = root / "venv" / "bin"
+    # the venv's own old setuptools would shadow the one torch needs
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True)
+    return bin_dir
 
 
 def test_a_plugin_installs_from_wheels_alone_and_runs(tmp_path, tiny_model, tiny_data):
