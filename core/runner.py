@@ -235,12 +235,12 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         dataset: torch.utils.data.Dataset = ScheduledDataset(items, t.batch_size, method.name)
     else:
         dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
-    # Only once the inputs validated, so a bad file leaves no staging folder behind. Every rank must
-    # agree on whether this resumes, so only rank 0 touches the folder.
-    if is_main:
-        prepare_work_dir(config, work, overwrite)
 
     model = load_model(config)
+    # Only once the inputs validated, so a bad file or model leaves no staging folder behind. Every
+    # rank must agree on whether this resumes, so only rank 0 touches the folder.
+    if is_main:
+        prepare_work_dir(config, work, overwrite)
     collate = PairCollator(tokenizer.pad_token_id)
     probe = [collate.pad(list(enumerate(forget[i : i + 8]))) for i in range(0, min(len(forget), PROBE_ROWS), 8)]
     before = answer_probe(model, probe) if is_main else {}

@@ -176,10 +176,13 @@ def evaluate_model(
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
     if not (Path(model_dir) / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
-    staging = _staging(out)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
+    except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
+        raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    staging = _staging(out)
     all_rows = rows["forget"] + rows["retain"]
     texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch_size, progress)
     generations = {"forget": texts[: len(rows["forget"])], "retain": texts[len(rows["forget"]) :]}

@@ -104,7 +104,7 @@ def test_non_finite_or_empty_settings_are_config_errors(tiny_model, tiny_data, t
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
 
 
-def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_path, host, make_config):
+def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, bench, tmp_path, host, make_config):
     data = tmp_path / "data"
     data.mkdir()
     (data / "retain.jsonl").write_bytes((tiny_data / "retain.jsonl").read_bytes())
@@ -125,6 +125,10 @@ def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, tmp_p
     (broken / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes()[:5000])
     res = cli(*run_args(broken, tiny_data, tmp_path / "o"))
     assert res.returncode == 2 and "cannot be loaded" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / ".o.partial").exists()
+    with pytest.raises(ConfigError, match="broken_model: cannot be loaded"):
+        evaluate_model(broken, bench, tmp_path / "e")
+    assert not (tmp_path / "e").exists() and not (tmp_path / ".e.partial").exists()
 
 
 def test_evaluate_settings_and_baseline_errors(tiny_model, bench, tmp_path):
@@ -295,3 +299,32 @@ def test_sigint_says_what_was_kept_and_a_killed_save_never_blocks_the_resume(mem
     report = json.loads((out / "unlearn_run.json").read_text())
     assert report["resumed_from"] is None or Path(report["resumed_from"]).name.startswith("checkpoint-")
     assert os.listdir(tmp_path) == ["o"]  # the staging folder is gone
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work():
+    """Run as an unprivileged user where this is root (root may write anywhere)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="unlearn-ro-"))
+    try:
+        (root / "locked").mkdir()
+        root.chmod(0o755)
+        (root / "locked").chmod(0o555)
+        code = (
+            "from unlearn import ConfigError, check_output\n"
+            "try:\n"
+            f"    check_output({str(root / 'locked' / 'out')!r}, 'model', [], overwrite=False)\n"
+            "except ConfigError as exc:\n"
+            "    print(exc)\n"
+        )
+        command = [sys.executable, "-c", code]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: permissions cannot be denied")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        res = subprocess.run(command, capture_output=True, text=True, cwd=root)
+        assert f"cannot write in {root / 'locked'} (permission denied)" in res.stdout, res.stderr[-2000:]
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
