@@ -27,3 +27,19 @@ def cli(
 
 def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+def write_plugin_package(
+    root: Path, name: str, module_source: str, entry: str | None = None, dependencies: tuple[str, ...] = ()
+) -> Path:
+    """A pip-installable plugin package ``unlearn-plugin-NAME`` whose entry point is ``entry`` (default NAME)."""
+    pkg = root / name
+    (pkg / f"unlearn_plugin_{name}").mkdir(parents=True)
+    (pkg / f"unlearn_plugin_{name}" / "__init__.py").write_text(module_source)
+    deps = f"dependencies = {list(dependencies)!r}\n".replace("'", '"') if dependencies else ""
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "unlearn-plugin-{name}"\nversion = "0.0.1"\n{deps}'
+        f'[project.entry-points.unlearn]\n{entry or name} = "unlearn_plugin_{name}"\n'
+    )
+    return pkg

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli, pip
+from helpers import REPO, cli, pip, write_plugin_package
 
 from unlearn import ConfigError, DataError, PluginHost, hookimpl, load_rows, read_config_file, run
 from unlearn.bench.synth import generate
@@ -205,14 +205,7 @@ def test_load_plugins_names_that_match_nothing_are_reported():
 
 
 def test_a_name_clash_names_both_distributions_and_keeps_the_working_plugin(tmp_path, tiny_model, tiny_data):
-    pkg = tmp_path / "clash"
-    (pkg / "unlearn_plugin_clash").mkdir(parents=True)
-    (pkg / "unlearn_plugin_clash" / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
-    (pkg / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "unlearn-plugin-clash"\nversion = "0.0.1"\n'
-        '[project.entry-points.unlearn]\nzz = "unlearn_plugin_clash"\n'
-    )
+    pkg = write_plugin_package(tmp_path, "clash", "raise ImportError('broken on purpose')\n", entry="zz")
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
     try:
         # the broken package claims the name "gd" too: the working plugin keeps it, whatever the load order
@@ -386,14 +379,8 @@ def test_a_plugin_installs_from_wheels_alone_and_runs(tmp_path, tiny_model, tiny
 
 
 def test_a_plugin_for_another_core_version_is_refused_and_listed_as_broken(tmp_path):
-    pkg = tmp_path / "future"
-    (pkg / "unlearn_plugin_future").mkdir(parents=True)
-    (pkg / "unlearn_plugin_future" / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
-    (pkg / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "unlearn-plugin-future"\nversion = "0.0.1"\ndependencies = ["unlearn-core>=99"]\n'
-        '[project.entry-points.unlearn]\nfuture = "unlearn_plugin_future"\n'
-    )
+    source = "raise RuntimeError('must not be imported')\n"
+    pkg = write_plugin_package(tmp_path, "future", source, dependencies=("unlearn-core>=99",))
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
     try:
         rows = {r["name"]: r for r in json.loads(cli("plugins", "--json").stdout)}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli, pip
+from helpers import REPO, cli, pip, write_plugin_package
 from pydantic import BaseModel
 
 from unlearn import PluginError, PluginHost, hookimpl
@@ -71,20 +71,8 @@ def test_uninstalling_a_plugin_removes_it_and_unlearn_install_brings_it_back():
         pip("install", "--no-deps", "--no-build-isolation", "-e", str(REPO / "plugins" / "ga"))
 
 
-def _write_package(root: Path, name: str, module_source: str) -> Path:
-    pkg = root / name
-    (pkg / f"unlearn_plugin_{name}").mkdir(parents=True)
-    (pkg / f"unlearn_plugin_{name}" / "__init__.py").write_text(module_source)
-    (pkg / "pyproject.toml").write_text(
-        f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        f'[project]\nname = "unlearn-plugin-{name}"\nversion = "0.0.1"\n'
-        f'[project.entry-points.unlearn]\n{name} = "unlearn_plugin_{name}"\n'
-    )
-    return pkg
-
-
 def test_a_plugin_whose_import_raises_is_reported_not_fatal(tmp_path):
-    pkg = _write_package(tmp_path, "broken", 'raise ImportError("needs a GPU library that is missing")\n')
+    pkg = write_plugin_package(tmp_path, "broken", 'raise ImportError("needs a GPU library that is missing")\n')
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
     try:
         rows = _listed()
@@ -246,7 +234,7 @@ def register_commands(cli: typer.Typer) -> None:
 
 
 def test_a_pip_installed_package_adds_commands(tmp_path):
-    pkg = _write_package(tmp_path, "hello", COMMANDS_PLUGIN)
+    pkg = write_plugin_package(tmp_path, "hello", COMMANDS_PLUGIN)
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
     try:
         res = cli("hello", "world")
