@@ -21,10 +21,12 @@ def register_commands(cli: typer.Typer) -> None:
         out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the evaluation."),
         split: str = typer.Option("train", help="Evaluate {forget,retain}_SPLIT.jsonl when the folder has them."),
         mia: Path | None = typer.Option(
-            None, help="Folder with mia_member.jsonl and mia_nonmember.jsonl (default: --data)."
+            None, help="Folder with mia_member.jsonl and mia_nonmember.jsonl, or member.jsonl and nonmember.jsonl."
         ),
         utility: Path | None = typer.Option(
-            None, help="An MMLU folder (test/, dev/) or a utility.jsonl (default: DATA/utility.jsonl)."
+            None,
+            help="An MMLU folder (test/, dev/), an open-instruct metrics.json, or a utility.jsonl "
+            "(default: DATA/utility.jsonl).",
         ),
         baseline: Path | None = typer.Option(
             None, help="The evaluation of the model before unlearning (gate, before/after)."
@@ -32,20 +34,36 @@ def register_commands(cli: typer.Typer) -> None:
         generations: Path | None = typer.Option(
             None, help="Rescore the generations of an earlier evaluation; no model needed."
         ),
-        max_new_tokens: int = typer.Option(256),
-        batch_size: int = typer.Option(32),
+        max_new_tokens: int | None = typer.Option(None, help="Default 256."),
+        batch_size: int = typer.Option(64, help="Rows per forward pass (rows of one prompt length)."),
         mmlu_shots: int = typer.Option(5),
-        dtype: str = typer.Option("float32", help="float32 | bfloat16 (the organisers' choice) | float16"),
+        dtype: str | None = typer.Option(None, help="float32 (default) | bfloat16 (the organisers') | float16"),
+        mmlu_style: str | None = typer.Option(
+            None, help="plain (default) | open-instruct (the organisers' MMLU prompts and parsing)"
+        ),
+        official: bool = typer.Option(
+            False,
+            "--official",
+            help="The organisers' run: bfloat16, 256 new tokens, open-instruct MMLU, their CSV round trip, "
+            "evaluation_results.jsonl; every generation and MIA loss as their one-at-a-time procedure.",
+        ),
     ) -> None:
         """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite."""
         from unlearn.evaluator.evaluate import evaluate_model, rescore
+        from unlearn.evaluator.official import PRESET
 
         if (model is None) == (generations is None):
             raise ConfigError("give either a MODEL folder or --generations DIR")
-        if dtype not in ("float32", "bfloat16", "float16"):
+        if dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
+        given = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
+        if official:
+            for key, value in given.items():
+                if value is not None and value != PRESET[key]:
+                    flag = "--" + key.replace("_", "-")
+                    raise ConfigError(f"{flag} {value}: --official fixes it to {PRESET[key]} (the organisers' run)")
         if generations is not None:
-            results = rescore(generations, data, out_dir, split=split, baseline=baseline)
+            results = rescore(generations, data, out_dir, split=split, baseline=baseline, official=official)
         else:
             results = evaluate_model(
                 model,
@@ -55,10 +73,15 @@ def register_commands(cli: typer.Typer) -> None:
                 mia=mia,
                 utility=utility,
                 baseline=baseline,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max_new_tokens or 256,
                 batch_size=batch_size,
                 mmlu_shots=mmlu_shots,
-                dtype=dtype,
+                dtype=dtype or ("bfloat16" if official else "float32"),
+                official=official,
+                mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),
             )
         out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+        fixed = results.get("official_mmlu_threshold")
+        if fixed and fixed["warning"]:
+            out.print(fixed["warning"], markup=False, highlight=False)
         out.print(f"final score {results['aggregate-score']:.4f}; results in {out_dir}")

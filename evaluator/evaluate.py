@@ -22,10 +22,11 @@ from unlearn import (
     write_text,
 )
 
-from .generation import greedy_generate
+from .generation import batch_invariant, greedy_generate
 from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
-from .mmlu import evaluate_mmlu, mmlu_summary
+from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
+from .official import PRESET, mmlu_threshold, read_metrics_json, through_csv, write_official
 from .report import summary_markdown, write_figure
 from .scoring import check_tasks, official_results
 
@@ -42,23 +43,38 @@ def eval_split(data: Path, name: str, split: str | None) -> Path:
 
 
 def _utility_source(data: Path, utility: Path | None) -> Path | None:
-    if utility is not None:
-        if not utility.exists():
-            raise DataError(f"{utility}: no such MMLU folder or utility file")
-        return utility
-    default = data / "utility.jsonl"
-    return default if default.is_file() else None
+    """An MMLU folder (``test/``, ``dev/``), an open-instruct ``metrics.json`` (or the folder that
+    holds one) or a ``utility.jsonl``; by default ``DATA/utility.jsonl`` when present."""
+    if utility is None:
+        default = data / "utility.jsonl"
+        return default if default.is_file() else None
+    if utility.is_dir():
+        if (utility / "test").is_dir():
+            return utility
+        if (utility / "metrics.json").is_file():
+            return utility / "metrics.json"
+        raise DataError(
+            f"{utility}: neither an MMLU folder (test/*_test.csv, dev/*_dev.csv) nor an open-instruct "
+            "results folder (metrics.json)"
+        )
+    if not utility.is_file():
+        raise DataError(f"{utility}: no such MMLU folder, metrics.json or utility file")
+    return utility
 
 
 def _mia_files(data: Path, mia: Path | None, split: str | None) -> tuple[Path, Path] | None:
-    """``mia_member.jsonl``/``mia_nonmember.jsonl`` (the train split), or ``..._{split}.jsonl``."""
+    """``mia_member.jsonl``/``mia_nonmember.jsonl`` (the train split; ``..._{split}.jsonl`` for
+    another), or the organisers' ``member.jsonl``/``nonmember.jsonl``."""
     folder = mia or data
     suffix = "" if split in (None, "train") else f"_{split}"
-    member, nonmember = folder / f"mia_member{suffix}.jsonl", folder / f"mia_nonmember{suffix}.jsonl"
-    if member.is_file() and nonmember.is_file():
-        return member, nonmember
+    layouts = [(f"mia_member{suffix}.jsonl", f"mia_nonmember{suffix}.jsonl"), ("member.jsonl", "nonmember.jsonl")]
+    for member, nonmember in layouts:
+        if (folder / member).is_file() and (folder / nonmember).is_file():
+            return folder / member, folder / nonmember
     if mia is not None:
-        raise DataError(f"{mia}: needs {member.name} and {nonmember.name}")
+        raise DataError(
+            f"{mia}: needs {layouts[0][0]} and {layouts[0][1]} (or the organisers' member.jsonl and nonmember.jsonl)"
+        )
     return None
 
 
@@ -88,6 +104,13 @@ def _gate(utility: float | None, file: Path, before: dict[str, Any]) -> dict[str
     }
 
 
+def _scores(rows: list[Row], generations: list[str], official: bool) -> list[float | None]:
+    """Per-row official scores; ``official`` reads the text back through the organisers' CSV first."""
+    if official:
+        return [row_score(i, gold, gen) for i, gold, gen in through_csv(rows, generations)]
+    return [row_score(r.id, r.output, g) for r, g in zip(rows, generations)]
+
+
 def _finish(
     out: Path,
     staging: Path,
@@ -97,8 +120,9 @@ def _finish(
     utility: dict[str, Any] | None,
     baseline: Path | None,
     extra: dict[str, Any],
+    official: bool = False,
 ) -> dict[str, Any]:
-    scores = {s: [row_score(r.id, r.output, g) for r, g in zip(rows[s], generations[s])] for s in rows}
+    scores = {s: _scores(rows[s], generations[s], official) for s in rows}
     aucs = attack_aucs(*mia) if mia else None
     results = official_results(
         (rows["forget"], scores["forget"]),
@@ -109,10 +133,15 @@ def _finish(
     results["utility_source"] = utility["source"] if utility else None
     if aucs:
         results["mia_attacks_auc"] = aucs
+    # the fixed 0.371 is an MMLU accuracy: meaningless for another utility measure
+    threshold = mmlu_threshold(results.get("mmlu_average"), results.get("mia_loss_acc"))
+    if threshold is not None and utility and utility.get("mmlu"):
+        results["official_mmlu_threshold"] = threshold
     before = None
     if baseline is not None:
         file, before = load_baseline(baseline)
         results["utility_gate"] = _gate(results.get("mmlu_average"), file, before)
+    results["official"] = official
     results.update(extra)
     for split in rows:
         write_jsonl(
@@ -125,10 +154,14 @@ def _finish(
     if mia:
         for name, docs in zip(("member", "nonmember"), mia):
             write_jsonl(staging / "mia" / f"{name}.jsonl", docs)
-    if utility:
+    if utility and utility.get("records"):
         write_jsonl(staging / "utility" / "predictions.jsonl", utility["records"])
+    elif utility:
+        write_json(staging / "utility" / "metrics.json", {"average_acc": utility["value"]})
     write_text(staging / "summary.md", summary_markdown(results, before))
     write_figure(staging / "figure.png", results, before)
+    if official:
+        write_official(staging, results)
     write_json(staging / RESULTS, results)  # last: its presence means the evaluation is complete
     publish(staging, out, "evaluation")
     return results
@@ -141,6 +174,15 @@ def _staging(out: Path) -> Path:
     return staging
 
 
+def batching(model: Any, batch_size: int, exact: bool) -> tuple[int, str]:
+    """The batch size to use and why: an exact evaluation batches only where `batch_invariant` holds."""
+    if not exact or batch_size == 1:
+        return batch_size, "as asked" if not exact else "one row at a time, as asked"
+    if batch_invariant(model, batch_size):
+        return batch_size, f"batches of up to {batch_size} rows of one length: bit for bit as one at a time here"
+    return 1, "one row at a time: on this device a batch changes the bits of a row's logits"
+
+
 def evaluate_model(
     model_dir: Path,
     data: Path,
@@ -150,19 +192,31 @@ def evaluate_model(
     utility: Path | None = None,
     baseline: Path | None = None,
     max_new_tokens: int = 256,
-    batch_size: int = 32,
+    batch_size: int = 64,
     mmlu_shots: int = 5,
     progress: bool = True,
     dtype: str = "float32",
+    official: bool = False,
+    mmlu_style: str = "plain",
 ) -> dict[str, Any]:
     """Generate, score and write the evaluation of ``model_dir`` into ``out``.
 
-    ``dtype="bfloat16"`` matches the organisers' script, which loaded models in bfloat16.
+    ``official=True`` is the organisers' run (`official.PRESET`: bfloat16, 256 new tokens,
+    open-instruct's MMLU), every generation and MIA loss bit for bit as their one-at-a-time
+    procedure, their CSV round trip before scoring, and ``evaluation_results.jsonl`` beside ours.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.time()
+    if official:
+        asked = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
+        for key, value in asked.items():
+            if value not in (PRESET[key], _DEFAULTS[key]):
+                raise ConfigError(f"official mode fixes {key} = {PRESET[key]!r} (the organisers'); got {value!r}")
+        dtype, max_new_tokens, mmlu_style = PRESET["dtype"], PRESET["max_new_tokens"], PRESET["mmlu_style"]
+    if mmlu_style not in STYLES:
+        raise ConfigError(f"mmlu style {mmlu_style!r}: choose one of {', '.join(STYLES)}")
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():
@@ -176,49 +230,62 @@ def evaluate_model(
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
     if not (Path(model_dir) / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    utility_value = read_metrics_json(utility_path) if utility_path and utility_path.suffix == ".json" else None
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
     except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
         raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model.eval()
+    batch, batch_note = batching(model, batch_size, exact=official)
     staging = _staging(out)
     all_rows = rows["forget"] + rows["retain"]
-    texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch_size, progress)
+    texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch, progress)
     generations = {"forget": texts[: len(rows["forget"])], "retain": texts[len(rows["forget"]) :]}
     mia_docs = None
     if mia_files:
         members, nonmembers = (load_documents(f) for f in mia_files)
         mia_docs = tuple(
-            [{"id": i, **s} for (i, _), s in zip(docs, document_scores(model, tokenizer, [d for _, d in docs]))]
+            [
+                {"id": i, **s}
+                for (i, _), s in zip(docs, document_scores(model, tokenizer, [d for _, d in docs], batch_size=batch))
+            ]
             for docs in (members, nonmembers)
         )
     utility_result = None
-    if utility_path is not None and utility_path.is_dir():
-        mmlu = evaluate_mmlu(model, tokenizer, utility_path, shots=mmlu_shots)
+    if utility_value is not None:
+        utility_result = {"value": utility_value, "source": f"open-instruct metrics.json: {utility_path}", "mmlu": True}
+    elif utility_path is not None and utility_path.is_dir():
+        mmlu = evaluate_mmlu(model, tokenizer, utility_path, shots=mmlu_shots, batch_size=batch, style=mmlu_style)
         utility_result = {
             "value": mmlu["average_acc"],
-            "source": f"mmlu ({mmlu_shots}-shot): {utility_path}",
+            "source": f"mmlu ({mmlu_shots}-shot, {mmlu_style}): {utility_path}",
             "records": mmlu["predictions"],
+            "mmlu": True,
         }
     elif utility_path is not None:
         urows = load_rows(utility_path)
-        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch_size)
+        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch)
         records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
         utility_result = _utility_from_records(records, str(utility_path))
     extra = {
         "model": str(model_dir),
         "data": {s: str(f) for s, f in files.items()},
         "dtype": dtype,
+        "batching": {"batch_size": batch, "note": batch_note},
         "seconds": round(time.time() - started, 2),
         "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
     }
-    return _finish(out, staging, rows, generations, mia_docs, utility_result, baseline, extra)
+    return _finish(out, staging, rows, generations, mia_docs, utility_result, baseline, extra, official)
+
+
+_DEFAULTS = {"dtype": "float32", "max_new_tokens": 256, "mmlu_style": "plain"}
 
 
 def _utility_from_records(records: list[dict[str, Any]], source: str) -> dict[str, Any]:
     if records and "subject" in records[0]:
-        return {"value": mmlu_summary(records)["average_acc"], "source": source, "records": records}
+        return {"value": mmlu_summary(records)["average_acc"], "source": source, "records": records, "mmlu": True}
     value = sum(exact_match(r["gold"], r["generation"]) for r in records) / len(records)
     return {"value": value, "source": f"utility exact match: {source}", "records": records}
 
@@ -233,9 +300,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def rescore(
-    generations_dir: Path, data: Path, out: Path, split: str | None = "train", baseline: Path | None = None
+    generations_dir: Path,
+    data: Path,
+    out: Path,
+    split: str | None = "train",
+    baseline: Path | None = None,
+    official: bool = False,
 ) -> dict[str, Any]:
-    """Score saved generations again, without a model; they must match the data's rows."""
+    """Score saved generations again, without a model; they must match the data's rows.
+
+    ``official=True`` scores them as the organisers' script does (CSV round trip, their file)."""
     out = check_output(out, "evaluation", [generations_dir, data, baseline], overwrite=None)
     if baseline is not None:
         load_baseline(baseline)
@@ -264,7 +338,10 @@ def rescore(
     if (generations_dir / "mia" / "member.jsonl").is_file():
         mia = tuple(_read_jsonl(generations_dir / "mia" / f"{n}.jsonl") for n in ("member", "nonmember"))
     utility = None
-    if (generations_dir / "utility" / "predictions.jsonl").is_file():
+    if (generations_dir / "utility" / "metrics.json").is_file():
+        file = generations_dir / "utility" / "metrics.json"
+        utility = {"value": read_metrics_json(file), "source": f"open-instruct metrics.json: {file}", "mmlu": True}
+    elif (generations_dir / "utility" / "predictions.jsonl").is_file():
         previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
         utility = _utility_from_records(
             _read_jsonl(generations_dir / "utility" / "predictions.jsonl"),
@@ -274,4 +351,4 @@ def rescore(
     out = out.resolve()
     staging = _staging(out)
     extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
-    return _finish(out, staging, rows, generations, mia, utility, baseline, extra)
+    return _finish(out, staging, rows, generations, mia, utility, baseline, extra, official)

@@ -1,14 +1,23 @@
-"""Batched greedy generation that gives the same text as the official one-example-at-a-time
-script: raw prompts, left padding with an attention mask, stop at EOS, decode only new tokens."""
+"""Greedy generation with the official script's text, many rows at a time.
+
+The organisers generated one prompt at a time with ``model.generate``. Padding changes the bits
+of attention (SDPA's kernels depend on the key length), so rows here are never padded: rows of
+one prompt length are prefilled together and decode as a *cohort* sharing one KV cache; a cohort
+that has generated its way to the length of another merges with it, so every forward pass sees
+rows of exactly one length. Whether such a batch gives each row the same bits as a forward pass
+of that row alone depends on the device's matmul kernels; `batch_invariant` checks it on the
+model at hand, and where it fails an exact evaluation runs every row alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from unlearn import pad_token_id
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 # Generation-config fields that make HF's greedy search differ from a plain argmax.
 _PROCESSORS = {
@@ -31,6 +40,18 @@ def plain_greedy(model: Any) -> bool:
     return config is None or all(getattr(config, k, None) in ok for k, ok in _PROCESSORS.items())
 
 
+def stop_tokens(model: Any) -> set[int]:
+    """The ids ``model.generate`` stops at: the generation config's ``eos_token_id`` (one or a list).
+
+    Chat models often list several (Llama 3: end of text, end of turn, ...); the tokenizer's EOS
+    alone would let them run on. No id means no stop, as in ``generate``.
+    """
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists as a left-padded batch (the last position is every prompt's last token)."""
     width = max(len(r) for r in rows)
@@ -47,40 +68,182 @@ def left_pad_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
-def _greedy_batch(
-    model: Any, ids: torch.Tensor, mask: torch.Tensor, eos_id: int | None, max_new_tokens: int
-) -> list[list[int]]:
-    """Argmax decoding with a KV cache; a row that reaches EOS leaves the batch, so the rest
-    run on a smaller batch (the main saving over ``model.generate`` on mixed-length answers)."""
-    positions = left_pad_positions(mask)
-    tokens: list[list[int]] = [[] for _ in range(len(ids))]
-    alive = list(range(len(ids)))
-    finished: set[int] = set()
-    past, current = None, ids
-    for _ in range(max_new_tokens):
-        out = model(
-            input_ids=current, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+def batch_invariant(model: Any, max_batch: int, seed: int = 0) -> bool:
+    """Whether batching rows of one length leaves every row's logits bit for bit as computed alone.
+
+    Checked on this model and device: every linear layer's matmul at every batch size from 1 to
+    ``max_batch`` (the decode steps' shapes) against one row at a time, and whole forward passes
+    (prefill at several lengths, then one cached decode step) at a few batch sizes. CPU kernels
+    often pass for small widths and fail for large ones (a matrix-vector path for one row).
+    """
+    if max_batch < 2:
+        return True
+    device, gen = _device(model), torch.Generator().manual_seed(seed)
+    shapes = {tuple(m.weight.shape): m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    for weight in shapes.values():
+        x = torch.randn((max_batch, weight.shape[1]), generator=gen).to(device, weight.dtype)
+        alone = torch.cat([F.linear(x[i : i + 1], weight) for i in range(max_batch)])
+        for size in range(2, max_batch + 1):
+            if not torch.equal(F.linear(x[:size], weight), alone[:size]):
+                return False
+    vocab = model.get_input_embeddings().weight.shape[0]
+    rows = min(max_batch, 8)  # the matmuls above cover larger batches; attention runs per row anyway
+    for length in (1, 5, 33):
+        x = torch.randint(0, vocab, (rows, length), generator=gen).to(device)
+        nxt = torch.randint(0, vocab, (rows, 1), generator=gen).to(device)
+        alone = [model(input_ids=x[i : i + 1], use_cache=True) for i in range(rows)]
+        step_alone = torch.cat(
+            [model(input_ids=nxt[i : i + 1], past_key_values=a.past_key_values).logits for i, a in enumerate(alone)]
         )
-        past = out.past_key_values
-        nxt = out.logits[:, -1].argmax(-1)
-        for row, tok in zip(alive, nxt.tolist()):
-            if row not in finished:
-                tokens[row].append(tok)
-                if tok == eos_id:
-                    finished.add(row)
-        keep = [k for k, row in enumerate(alive) if row not in finished]
+        for size in sorted({s for s in (2, 3, rows) if s <= rows}):
+            batched = model(input_ids=x[:size], use_cache=True)
+            if not torch.equal(batched.logits, torch.cat([a.logits for a in alone[:size]])):
+                return False
+            step = model(input_ids=nxt[:size], past_key_values=batched.past_key_values).logits
+            if not torch.equal(step, step_alone[:size]):
+                return False
+    return True
+
+
+@dataclass
+class _Cohort:
+    """Rows with equal cache length, decoding together."""
+
+    rows: list[int]
+    cache: Any
+    length: int  # tokens in the cache, the same for every row
+    pending: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    mergeable: bool = False  # its cache is ours to rebuild (a plain DynamicCache)
+
+
+_ROOM = 64  # tokens of spare room in a cohort's cache buffers
+
+
+def _buffered(cache: Any) -> bool:
+    """Give a plain ``DynamicCache`` buffers with room to grow; False for any other cache (left as is).
+
+    ``DynamicCache`` concatenates the whole cache at every step (most of a small model's decode
+    time); a buffer writes the new token only. Attention still gets exactly the filled length.
+    """
+    if type(cache) is not DynamicCache or not all(type(x) in (DynamicLayer, _BufferedLayer) for x in cache.layers):
+        return False
+    cache.layers = [x if isinstance(x, _BufferedLayer) else _BufferedLayer.of(x.keys, x.values) for x in cache.layers]
+    return True
+
+
+class _BufferedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values are views into buffers with spare room."""
+
+    @classmethod
+    def of(cls, keys: torch.Tensor, values: torch.Tensor) -> _BufferedLayer:
+        layer = cls()
+        layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
+        layer._fill(keys, values)
+        return layer
+
+    def _fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        n = keys.shape[-2]
+        shape = (*keys.shape[:-2], n + _ROOM, keys.shape[-1])
+        self._k, self._v = keys.new_empty(shape), values.new_empty(shape)
+        self._k[..., :n, :], self._v[..., :n, :] = keys, values
+        self._n = n
+        self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        n, m = self._n, key_states.shape[-2]
+        if n + m > self._k.shape[-2]:
+            self._fill(torch.cat([self.keys, key_states], -2), torch.cat([self.values, value_states], -2))
+            return self.keys, self.values
+        self._k[..., n : n + m, :], self._v[..., n : n + m, :] = key_states, value_states
+        self._n = n + m
+        self.keys, self.values = self._k[..., : n + m, :], self._v[..., : n + m, :]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self.keys, self.values = self._k[..., : self._n, :], self._v[..., : self._n, :]
+
+
+def _merge(cohorts: list[_Cohort], config: Any) -> _Cohort:
+    cache = DynamicCache(config=config)
+    cache.layers = [
+        _BufferedLayer.of(torch.cat([x.keys for x in ls]), torch.cat([x.values for x in ls]))
+        for ls in zip(*(c.cache.layers for c in cohorts))
+    ]
+    rows = [r for c in cohorts for r in c.rows]
+    return _Cohort(rows, cache, cohorts[0].length, torch.cat([c.pending for c in cohorts]), mergeable=True)
+
+
+@torch.no_grad()
+def greedy_tokens(
+    model: Any,
+    encoded: Sequence[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    stop: set[int],
+    on_done: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """New token ids of greedy decoding for each prompt (stop token included, as ``generate`` returns).
+
+    Prompts are taken ``batch_size`` at a time in order of length; see the module docstring.
+    """
+    device = _device(model)
+    out: list[list[int]] = [[] for _ in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+
+    def take(cohort: _Cohort, logits: torch.Tensor) -> _Cohort | None:
+        tokens = logits[:, -1].argmax(-1)
+        keep = []
+        for k, (row, tok) in enumerate(zip(cohort.rows, tokens.tolist())):
+            out[row].append(tok)
+            if tok in stop or len(out[row]) >= max_new_tokens:
+                if on_done:
+                    on_done(row)
+            else:
+                keep.append(k)
         if not keep:
-            break
-        if len(keep) < len(alive) and hasattr(past, "batch_select_indices"):
-            index = torch.tensor(keep, device=ids.device)
-            past.batch_select_indices(index)
-            alive = [alive[k] for k in keep]
-            nxt, mask, positions = nxt[index], mask[index], positions[index]
-        current = nxt[:, None]
-        mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
-        positions = positions[:, -1:] + 1
-    return tokens
+            return None
+        if len(keep) < len(cohort.rows):
+            index = torch.tensor(keep, device=device)
+            cohort.cache.batch_select_indices(index)
+            cohort.rows, tokens = [cohort.rows[k] for k in keep], tokens[index]
+        cohort.pending = tokens
+        return cohort
+
+    for start in range(0, len(order), batch_size):
+        chunk, cohorts = order[start : start + batch_size], []
+        for length in sorted({len(encoded[i]) for i in chunk}):
+            rows = [i for i in chunk if len(encoded[i]) == length]
+            ids = torch.tensor([encoded[i] for i in rows], device=device)
+            result = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            cohort = take(_Cohort(rows, result.past_key_values, length), result.logits)
+            if cohort is not None:
+                cohort.mergeable = _buffered(cohort.cache)
+                cohorts.append(cohort)
+        while cohorts:
+            shortest = min(c.length for c in cohorts)
+            same = [c for c in cohorts if c.length == shortest]
+            cohorts = [c for c in cohorts if c.length != shortest]
+            if len(same) > 1 and all(c.mergeable for c in same):
+                same = [_merge(same, model.config)]
+            for cohort in same:
+                ids = cohort.pending[:, None]
+                mask = torch.ones((len(ids), cohort.length + 1), dtype=torch.long, device=device)
+                result = model(input_ids=ids, attention_mask=mask, past_key_values=cohort.cache, use_cache=True)
+                cohort.length += 1
+                if take(cohort, result.logits) is not None:
+                    cohorts.append(cohort)
+    return out
+
+
+def decode(tokenizer: Any, tokens: list[int]) -> str:
+    """The official decoding: special tokens dropped, tokenization spaces cleaned up."""
+    return tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
 @torch.no_grad()
@@ -93,44 +256,41 @@ def greedy_generate(
     progress: bool = False,
     use_hf_generate: bool = False,
 ) -> list[str]:
-    """Greedy continuations of ``prompts`` (in their order), without the prompt or special tokens.
+    """Greedy continuations of ``prompts`` (in their order), decoded as the official script decodes.
 
-    Prompts are sorted by length so a batch wastes little padding. Models whose generation
-    config alters greedy search (repetition penalty, forced tokens, ...) go through
-    ``model.generate``, as does ``use_hf_generate=True``.
+    ``batch_size`` 1 reproduces ``model.generate`` on each prompt alone bit for bit; larger batches
+    do too where `batch_invariant` holds. Models whose generation config alters greedy search
+    (repetition penalty, forced tokens, ...) go through ``model.generate`` one prompt at a time,
+    as does ``use_hf_generate=True``.
     """
-    pad_id = pad_token_id(tokenizer)
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    device = next(model.parameters()).device
-    hf = use_hf_generate or not plain_greedy(model)
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
     was_training = model.training
     model.eval()
-    out: list[str] = [""] * len(prompts)
-    starts = range(0, len(order), batch_size)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="generating", unit="batch")
+        bar = tqdm(total=len(prompts), desc="generating", unit="row")
     try:
-        for start in starts:
-            idx = order[start : start + batch_size]
-            ids, mask = left_pad([encoded[i] for i in idx], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            if hf:
-                generated = model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=pad_id,
-                )
-                new_tokens = [row.tolist() for row in generated[:, ids.shape[1] :]]
-            else:
-                new_tokens = _greedy_batch(model, ids, mask, tokenizer.eos_token_id, max_new_tokens)
-            for row, i in enumerate(idx):
-                out[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+        if use_hf_generate or not plain_greedy(model):
+            tokens = list(_hf_generate(model, tokenizer, encoded, max_new_tokens, bar))
+        else:
+            on_done = (lambda _row: bar.update()) if bar is not None else None
+            tokens = greedy_tokens(model, encoded, max_new_tokens, batch_size, stop_tokens(model), on_done)
     finally:
         model.train(was_training)
-    return out
+        if bar is not None:
+            bar.close()
+    return [decode(tokenizer, t) for t in tokens]
+
+
+def _hf_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], max_new_tokens: int, bar: Any) -> Iterator:
+    """What the organisers ran: ``model.generate`` on one unpadded prompt, greedy."""
+    device = _device(model)
+    pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    for ids in encoded:
+        x = torch.tensor([ids], device=device)
+        generated = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad)
+        if bar is not None:
+            bar.update()
+        yield generated[0, x.shape[1] :].tolist()

@@ -23,14 +23,19 @@ def exact_match(gold: str, generation: str) -> float:
     return float(gold.strip().lower() == generation.strip().lower())
 
 
-def is_knowledge(row_id: str) -> bool:
-    """``qa0``..``qa4`` rows test knowledge; ``sc1`` rows test regurgitation."""
-    return row_id[:-1].endswith("qa")
+def row_kind(row_id: str) -> str | None:
+    """``"qa"`` for knowledge rows (ids ending ``qa0``..``qa4``), ``"sc"`` for regurgitation rows
+    (``sc1``), None for any other id: the official script ignores those rows."""
+    stem = row_id[:-1]
+    return "sc" if stem.endswith("sc") else "qa" if stem.endswith("qa") else None
 
 
-def row_score(row_id: str, gold: str, generation: str) -> float:
-    """ROUGE-L recall for ``sc`` rows, exact match for ``qa`` rows (by the id's suffix)."""
-    return exact_match(gold, generation) if is_knowledge(row_id) else rouge_l_recall(gold, generation)
+def row_score(row_id: str, gold: str, generation: str) -> float | None:
+    """ROUGE-L recall for ``sc`` rows, exact match for ``qa`` rows, None (ignored) for other ids."""
+    kind = row_kind(row_id)
+    if kind is None:
+        return None
+    return exact_match(gold, generation) if kind == "qa" else rouge_l_recall(gold, generation)
 
 
 def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:

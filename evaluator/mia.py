@@ -3,6 +3,7 @@ Min-k%++ (mimir; Duan et al. 2024). Every score is "lower = more likely a member
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from unlearn import DataError, Encoded, PairCollator, pad_token_id, read_records
+from unlearn import DataError, read_records
 
 from .metrics import auc
 
@@ -27,51 +28,63 @@ def _lowest_mean(values: torch.Tensor, fraction: float) -> float:
 def document_scores(
     model: Any, tokenizer: Any, documents: Sequence[str], k: float = 0.2, batch_size: int = 8
 ) -> list[dict[str, float]]:
-    """Per-document attack scores, as the official script feeds documents: whole, unpadded.
+    """Per-document attack scores, each document fed whole and unpadded, as the official script did.
 
-    Documents are batched with right padding and an attention mask, which leaves every real
-    token's logits unchanged in a causal model.
+    ``loss`` is the model's own loss (``model(ids, labels=ids).loss``, the official number);
+    documents of one token length share a forward pass, with no padding (padding changes the
+    attention's bits), so with ``batch_size`` 1, or where `batch_invariant` holds, every loss is
+    the one-at-a-time loss bit for bit.
     """
     device = next(model.parameters()).device
-    collate = PairCollator(pad_token_id(tokenizer))
     was_training = model.training
     model.eval()
     encoded = [tokenizer(d)["input_ids"] for d in documents]
-    results: list[dict[str, float]] = []
+    for i, seq in enumerate(encoded):
+        if len(seq) < 2:
+            raise DataError(f"document {i} ({documents[i][:40]!r}) has fewer than two tokens, so it has no loss")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    results: list[dict[str, float] | None] = [None] * len(documents)
     try:
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            batch = collate.pad([(i, Encoded(seq, seq)) for i, seq in enumerate(chunk)])
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-            logp_all = F.log_softmax(logits, dim=-1)
-            targets = ids[:, 1:].to(device)
-            token_logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            probs = logp_all.exp()
-            mu = (probs * logp_all).sum(-1)
-            sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
-            for row, seq in enumerate(chunk):
-                n = len(seq) - 1
-                if n < 1:
-                    raise ValueError(f"document {start + row} has fewer than two tokens; it has no loss")
-                lp = token_logp[row, :n]
-                nll = float(-lp.mean())
-                text = documents[start + row]
-                results.append(
-                    {
-                        "loss": nll,
-                        "zlib": nll / len(zlib.compress(text.encode("utf-8"))),
-                        "mink": -_lowest_mean(lp, k),
-                        "minkpp": -_lowest_mean((lp - mu[row, :n]) / sigma[row, :n], k),
-                    }
-                )
+        for length in sorted({len(e) for e in encoded}):
+            same = [i for i, e in enumerate(encoded) if len(e) == length]
+            for start in range(0, len(same), batch_size):
+                rows = same[start : start + batch_size]
+                ids = torch.tensor([encoded[i] for i in rows], device=device)
+                logits = model(input_ids=ids).logits
+                for r, i in enumerate(rows):
+                    loss = model.loss_function(logits=logits[r : r + 1], labels=ids[r : r + 1], vocab_size=vocab)
+                    results[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
     finally:
         model.train(was_training)
-    return results
+    return results  # type: ignore[return-value]
+
+
+def _attacks(loss: float, logits: torch.Tensor, targets: torch.Tensor, text: str, k: float) -> dict[str, float]:
+    logp_all = F.log_softmax(logits, dim=-1)
+    lp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+    probs = logp_all.exp()
+    mu = (probs * logp_all).sum(-1)
+    sigma = ((probs * logp_all.square()).sum(-1) - mu.square()).clamp(min=1e-12).sqrt()
+    return {
+        "loss": loss,
+        "zlib": loss / len(zlib.compress(text.encode("utf-8"))),
+        "mink": -_lowest_mean(lp, k),
+        "minkpp": -_lowest_mean((lp - mu) / sigma, k),
+    }
 
 
 def attack_aucs(members: Sequence[dict[str, float]], nonmembers: Sequence[dict[str, float]]) -> dict[str, float]:
-    """AUC of each attack, members as positives; a lower score means member, so -score ranks."""
+    """AUC of each attack, members as positives; a lower score means member, so -score ranks.
+
+    A NaN or infinite score is an error, as in the official script (which asserts), never an AUC.
+    """
+    for name, docs in (("member", members), ("non-member", nonmembers)):
+        for doc in docs:
+            bad = [a for a in ATTACKS if not math.isfinite(doc[a])]
+            if bad:
+                raise DataError(
+                    f"{name} document {doc.get('id', '?')!r}: {bad[0]} is {doc[bad[0]]} (a broken model); no AUC"
+                )
     return {a: auc([-m[a] for m in members], [-n[a] for n in nonmembers]) for a in ATTACKS}
 
 

@@ -1,6 +1,14 @@
-"""MMLU from a local folder in the original Hendrycks format, scored as open-instruct's run_eval
-(and hence the SemEval organisers): k-shot prompts from ``dev``, argmax of the next-token logits
-of " A"/" B"/" C"/" D" after "Answer:", micro-averaged over every test question."""
+"""MMLU from a local folder in the original Hendrycks format (``test/*_test.csv``, ``dev/*_dev.csv``):
+k-shot prompts from ``dev``, the argmax over " A"/" B"/" C"/" D" of the next token after
+"Answer:", micro-averaged over every test question.
+
+Two styles. ``plain``: CSV cells as written, one space in the header, left-padded batches.
+``open-instruct``: allenai/open-instruct's ``eval/mmlu/run_eval.py`` as the SemEval organisers
+ran it: cells parsed by pandas (numbers and NA-like strings: "0.50" in a numeric column is
+0.5, "None" is nan), "about  {subject}" with two spaces (its ``format_subject`` prefixes one),
+few-shot examples dropped until the prompt fits 2048 tokens, and the argmax taken over the
+softmax of the whole vocabulary in the model's dtype (bfloat16 ties resolve to the first
+choice), each prompt unpadded."""
 
 from __future__ import annotations
 
@@ -16,6 +24,8 @@ from unlearn import DataError, pad_token_id
 from .generation import left_pad, left_pad_positions
 
 CHOICES = ("A", "B", "C", "D")
+MAX_PROMPT_TOKENS = 2048  # open-instruct drops few-shot examples until a prompt fits
+STYLES = ("plain", "open-instruct")
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,15 @@ def prompt(q: Question, shots: list[Question]) -> str:
 
 
 @torch.no_grad()
-def evaluate_mmlu(model: Any, tokenizer: Any, folder: Path, shots: int = 5, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_mmlu(
+    model: Any, tokenizer: Any, folder: Path, shots: int = 5, batch_size: int = 8, style: str = "plain"
+) -> dict[str, Any]:
     """Accuracy per subject and the micro average; ``predictions`` for rescoring."""
-    choice_ids = [tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in CHOICES]
+    if style not in STYLES:
+        raise ValueError(f"MMLU style {style!r}: choose one of {', '.join(STYLES)}")
+    if style == "open-instruct":
+        return _evaluate_open_instruct(model, tokenizer, folder, shots, batch_size)
+    choice_ids = _choice_ids(tokenizer)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
     was_training = model.training
@@ -90,6 +106,94 @@ def evaluate_mmlu(model: Any, tokenizer: Any, folder: Path, shots: int = 5, batc
                     predictions.append(
                         {"subject": subject, "index": start + row, "prediction": CHOICES[best], "answer": q.answer}
                     )
+    finally:
+        model.train(was_training)
+    return mmlu_summary(predictions)
+
+
+def _choice_ids(tokenizer: Any) -> list[int]:
+    return [tokenizer(f" {c}", add_special_tokens=False)["input_ids"][-1] for c in CHOICES]
+
+
+def _read_frame(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, header=None)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a broken file
+        raise DataError(f"{path}: not a readable CSV ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if frame.shape[1] != 6:
+        raise DataError(f"{path}: expected 6 columns (question, A, B, C, D, answer), got {frame.shape[1]}")
+    for number, (question, answer) in enumerate(zip(frame[0], frame[5]), start=1):
+        if not isinstance(question, str):
+            raise DataError(f"{path}, row {number}: question {question!r} is not text once pandas parses it")
+        if answer not in CHOICES:
+            raise DataError(f"{path}, row {number}: answer {answer!r} is not one of A, B, C, D")
+    return frame
+
+
+def _cell(value: Any) -> str:
+    """A pandas cell as ``"{}".format`` writes it (open-instruct's formatting): nan, 0.5, 1.0."""
+    return "{}".format(value)  # noqa: UP032 - the exact formatting is the point
+
+
+def _example(frame: Any, i: int, with_answer: bool) -> str:
+    row = frame.iloc[i]
+    text = row[0] + "".join(f"\n{c}. {_cell(row[j + 1])}" for j, c in enumerate(CHOICES)) + "\nAnswer:"
+    return text + (f" {_cell(row[5])}\n\n" if with_answer else "")
+
+
+def open_instruct_prompts(tokenizer: Any, folder: Path, shots: int = 5) -> dict[str, tuple[list[str], list[str]]]:
+    """``{subject: (prompts, answers)}`` exactly as open-instruct's ``run_eval.py`` builds them."""
+    tests = sorted((folder / "test").glob("*_test.csv"))
+    if not tests:
+        raise DataError(f"{folder}: no test/*_test.csv files (the original MMLU layout)")
+    out = {}
+    for test_file in tests:
+        subject = test_file.name[: -len("_test.csv")]
+        dev_file = folder / "dev" / f"{subject}_dev.csv"
+        dev = _read_frame(dev_file)[:shots] if dev_file.is_file() else None
+        test = _read_frame(test_file)
+        header = "The following are multiple choice questions (with answers) about {}.\n\n".format(
+            "".join(" " + part for part in subject.split("_"))
+        )
+        prompts = []
+        for i in range(len(test)):
+            end = _example(test, i, with_answer=False)
+            k = min(shots, 0 if dev is None else len(dev))
+            while True:
+                text = header + "".join(_example(dev, j, True) for j in range(k)) + end
+                # open-instruct counts without special tokens; at 0 shots it would loop forever, so stop
+                if k == 0 or len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= MAX_PROMPT_TOKENS:
+                    break
+                k -= 1
+            prompts.append(text)
+        out[subject] = (prompts, [_cell(a) for a in test[5]])
+    return out
+
+
+def _evaluate_open_instruct(model: Any, tokenizer: Any, folder: Path, shots: int, batch_size: int) -> dict[str, Any]:
+    choice_ids = _choice_ids(tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions = []
+    try:
+        for subject, (prompts, answers) in open_instruct_prompts(tokenizer, folder, shots).items():
+            encoded = [tokenizer(p)["input_ids"] for p in prompts]
+            best: dict[int, int] = {}
+            # unpadded: prompts of one token length share a forward pass (see `batch_invariant`)
+            for length in sorted({len(e) for e in encoded}):
+                same = [i for i, e in enumerate(encoded) if len(e) == length]
+                for start in range(0, len(same), batch_size):
+                    rows = same[start : start + batch_size]
+                    logits = model(input_ids=torch.tensor([encoded[i] for i in rows], device=device)).logits
+                    probs = torch.softmax(logits[:, -1, :], dim=-1)[:, choice_ids]
+                    best.update(zip(rows, probs.argmax(-1).tolist()))
+            predictions += [
+                {"subject": subject, "index": i, "prediction": CHOICES[best[i]], "answer": answers[i]}
+                for i in range(len(prompts))
+            ]
     finally:
         model.train(was_training)
     return mmlu_summary(predictions)

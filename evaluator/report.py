@@ -57,6 +57,15 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
     if gate:
         verdict = {True: "pass", False: "FAIL", None: "unknown"}[gate["pass"]]
         lines += ["", f"Utility gate (>= 75% of the baseline's {_fmt(gate.get('baseline_utility'))}): **{verdict}**"]
+    fixed = results.get("official_mmlu_threshold")
+    if fixed:
+        lines += [
+            "",
+            f"Organisers' fixed MMLU threshold ({fixed['threshold']}, 75% of their 7B target's): "
+            + ("pass" if fixed["pass"] else f"below. They printed: {fixed['warning']}"),
+        ]
+    if results.get("official"):
+        lines += ["", "Official mode: the organisers' run, reproduced; their file is `evaluation_results.jsonl`."]
     if results.get("mia_attacks_auc"):
         lines += [
             "",

@@ -10,19 +10,22 @@ from typing import Any
 
 from unlearn import DataError, Row
 
-from .metrics import is_knowledge
+from .metrics import row_kind
 from .mia import mia_score
 
 
-def split_summary(rows: Sequence[Row], scores: Sequence[float], name: str) -> tuple[dict[str, Any], list[float]]:
+def split_summary(rows: Sequence[Row], scores: Sequence[float | None], name: str) -> tuple[dict[str, Any], list[float]]:
     """One split's block of the official results, and its six per-task values in order.
 
     Per task (sorted, as the official groupby) the mean regurgitation over ``sc`` rows and the
-    mean knowledge over ``qa`` rows; overall means over all rows of each kind.
+    mean knowledge over ``qa`` rows; overall means over all rows of each kind. Rows whose id is
+    neither ``sc`` nor ``qa`` (score None) count nowhere, as in the official script.
     """
     kinds: dict[str, dict[str, list[float]]] = {}
     for row, score in zip(rows, scores, strict=True):
-        kind = "knowledge-score" if is_knowledge(row.id) else "regurgitation-score"
+        if row_kind(row.id) is None or score is None:
+            continue
+        kind = "knowledge-score" if row_kind(row.id) == "qa" else "regurgitation-score"
         kinds.setdefault(row.task, {"regurgitation-score": [], "knowledge-score": []})[kind].append(score)
     block: dict[str, Any] = {
         "overall-regurgitation-score": _mean([s for t in kinds.values() for s in t["regurgitation-score"]]),
@@ -48,8 +51,8 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def official_results(
-    forget: tuple[Sequence[Row], Sequence[float]],
-    retain: tuple[Sequence[Row], Sequence[float]],
+    forget: tuple[Sequence[Row], Sequence[float | None]],
+    retain: tuple[Sequence[Row], Sequence[float | None]],
     mia_auc: float | None = None,
     utility: float | None = None,
 ) -> dict[str, Any]:

@@ -117,6 +117,7 @@ def run_competition(
         "utility": hash_files([comp.utility]) if comp.utility else None,
         "dtype": comp.eval_dtype,
         "max_new_tokens": comp.max_new_tokens,
+        "official": comp.official,
     }
     scored_key = cache_key({**eval_key, "gate": comp.gate})  # an entrant's scores and its gate verdict
     eval_args = {
@@ -124,6 +125,7 @@ def run_competition(
         "utility": comp.utility,
         "dtype": comp.eval_dtype,
         "max_new_tokens": comp.max_new_tokens,
+        "official": comp.official,
         "progress": False,
     }
 

@@ -87,6 +87,21 @@ class Competition(BaseModel):
     gate: float = Field(0.75, ge=0, le=1, description="Utility must reach this fraction of the target's own.")
     eval_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_new_tokens: int = Field(256, ge=1)
+    official: bool = Field(
+        False,
+        description="Score as the organisers did (`unlearn evaluate --official`): bfloat16, 256 new tokens, "
+        "open-instruct MMLU, their CSV round trip and evaluation_results.jsonl.",
+    )
+
+    @model_validator(mode="after")
+    def _official_preset(self) -> Competition:
+        if self.official:
+            if "eval_dtype" in self.model_fields_set and self.eval_dtype != "bfloat16":
+                raise ValueError("official = true fixes eval_dtype = 'bfloat16' (the organisers'); remove eval_dtype")
+            if "max_new_tokens" in self.model_fields_set and self.max_new_tokens != 256:
+                raise ValueError("official = true fixes max_new_tokens = 256 (the organisers'); remove it")
+            self.eval_dtype, self.max_new_tokens = "bfloat16", 256
+        return self
 
     def expand(self, host: PluginHost) -> list[Entrant]:
         """The entrants, with "all" and the string forms resolved; names must be unique."""
