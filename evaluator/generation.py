@@ -11,6 +11,7 @@ model at hand, and where it fails an exact evaluation runs every row alone.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,11 +191,14 @@ def greedy_tokens(
 ) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt (stop token included, as ``generate`` returns).
 
-    Prompts are taken ``batch_size`` at a time in order of length; see the module docstring.
+        Prompts are taken ``batch_size`` at a time in order of length; a row leaves at its stop token
+    or after ``max_new_tokens``. See the module docstring.
     """
     device = _device(model)
     out: list[list[int]] = [[] for _ in encoded]
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    # as `generate`: only the last position's logits (a different matmul shape can change their bits)
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
     def take(cohort: _Cohort, logits: torch.Tensor) -> _Cohort | None:
         tokens = logits[:, -1].argmax(-1)
@@ -220,12 +224,12 @@ def greedy_tokens(
         for length in sorted({len(encoded[i]) for i in chunk}):
             rows = [i for i in chunk if len(encoded[i]) == length]
             ids = torch.tensor([encoded[i] for i in rows], device=device)
-            result = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            result = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **last_only)
             cohort = take(_Cohort(rows, result.past_key_values, length), result.logits)
             if cohort is not None:
                 cohort.mergeable = _buffered(cohort.cache)
                 cohorts.append(cohort)
-        while cohorts:
+        while cohorts:  # advance the shortest cohort(s) until they reach the next one's length, then merge
             shortest = min(c.length for c in cohorts)
             same = [c for c in cohorts if c.length == shortest]
             cohorts = [c for c in cohorts if c.length != shortest]
@@ -234,7 +238,9 @@ def greedy_tokens(
             for cohort in same:
                 ids = cohort.pending[:, None]
                 mask = torch.ones((len(ids), cohort.length + 1), dtype=torch.long, device=device)
-                result = model(input_ids=ids, attention_mask=mask, past_key_values=cohort.cache, use_cache=True)
+                result = model(
+                    input_ids=ids, attention_mask=mask, past_key_values=cohort.cache, use_cache=True, **last_only
+                )
                 cohort.length += 1
                 if take(cohort, result.logits) is not None:
                     cohorts.append(cohort)

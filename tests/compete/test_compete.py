@@ -236,6 +236,12 @@ def test_competition_file_errors(arena, tmp_path):
         load_competition(path, {"entrants": [{"name": "x", "plugin": "gd", "recipe": "ynu"}]})
     res = cli("compete", "--config", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "missing.toml" in res.stderr
+    official = load_competition(path, {"official": True}, edit=lambda d: d.pop("max_new_tokens"))  # their preset
+    assert (official.eval_dtype, official.max_new_tokens) == ("bfloat16", 256)
+    with pytest.raises(ConfigError, match="official = true fixes eval_dtype"):
+        load_competition(path, {"official": True, "eval_dtype": "float32"}, edit=lambda d: d.pop("max_new_tokens"))
+    with pytest.raises(ConfigError, match="official = true fixes max_new_tokens"):
+        load_competition(path, {"official": True})
 
 
 def test_all_expands_to_every_installed_loss_plugin(arena, tmp_path):
