@@ -25,6 +25,8 @@ class ReferenceModel:
 
     def __init__(self, loader: Callable[[], torch.nn.Module]) -> None:
         self._loader = loader
+        # set by the trainer: places the loaded model as the trained one is (DeepSpeed, device)
+        self.prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None
         self._model: torch.nn.Module | None = None
         self._switch_off: Callable[[], AbstractContextManager[Any]] | None = None
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
@@ -37,6 +39,8 @@ class ReferenceModel:
     def model(self) -> torch.nn.Module:
         if self._model is None:
             model = self._loader()
+            if self.prepare is not None:
+                model = self.prepare(model)
             model.eval()
             model.requires_grad_(False)
             self._model = model

@@ -55,6 +55,33 @@ class UnlearnTrainer(Trainer):
         self.reference = reference
         self.run = run
         self._terms: dict[str, list[float]] = defaultdict(list)
+        if reference is not None:
+            reference.prepare = self._place_reference
+
+    def _place_reference(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The reference where the trained model is: its device, and under DeepSpeed ZeRO-3 an
+        engine of its own (the same config, no optimiser), sharded like the trained model.
+
+        Under ZeRO-3 ``from_pretrained`` already partitioned it (the Trainer's DeepSpeed config is
+        active), and only an engine gathers each layer's shards for its forward pass: a bare
+        module would run on empty parameters. The engine's hooks live on the module's layers, so
+        the module is returned and called as usual. Other stages get a plain replicated copy.
+        """
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not is_deepspeed_zero3_enabled():
+            return model.to(self.args.device)
+        import copy
+
+        import deepspeed
+
+        config = copy.deepcopy(self.accelerator.state.deepspeed_plugin.deepspeed_config)
+        for key in ("optimizer", "scheduler"):
+            config.pop(key, None)
+        engine, *_ = deepspeed.initialize(model=model, config=config)
+        engine.module.eval()
+        self._reference_engine = engine  # keeps its hooks' owner alive
+        return engine.module
 
     def compute_loss(
         self,

@@ -60,8 +60,13 @@ class Competition(BaseModel):
     model: Path = Field(description="The target model folder (read by entrants, never written).")
     forget: Path = Field(description="Private forget rows (file or folder); entrants get a copy.")
     retain: Path = Field(description="Private retain rows (file or folder); entrants get a copy.")
-    mia: Path = Field(description="Folder with mia_member.jsonl and mia_nonmember.jsonl (organiser only).")
-    utility: Path | None = Field(None, description="An MMLU folder or a utility.jsonl (organiser only).")
+    mia: Path = Field(
+        description="Folder with mia_member.jsonl and mia_nonmember.jsonl, or the organisers' member.jsonl and "
+        "nonmember.jsonl (organiser only)."
+    )
+    utility: Path | None = Field(
+        None, description="An MMLU folder, an open-instruct metrics.json or a utility.jsonl (organiser only)."
+    )
     entrants: list[str | Entrant] = Field(
         min_length=1,
         description='"all" (every installed loss plugin), a plugin name, "recipe:NAME", a recipe file '

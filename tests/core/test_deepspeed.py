@@ -6,6 +6,7 @@ Each case runs the installed CLI in a subprocess, as a user or an organiser's cl
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -92,7 +93,23 @@ def test_zero3_from_a_json_file_saves_a_loadable_safetensors_model(tiny_model, t
     _close_to(_plain(tiny_model, tiny_data, tmp_path), tmp_path / "z3")
 
 
-@pytest.mark.parametrize("extra", [("--deepspeed", "zero2"), ()], ids=["zero2", "ddp"])
+# NPO with the retain term replaced by KL to the reference: at the first step the model is the
+# reference, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left as empty
+# shards used to crash here ("Padding_idx must be within num_embeddings"); a wrong one would
+# give another number.
+_NPO_KL = (
+    "--method",
+    "npo",
+    "--set",
+    "config.npo.retain_nll_weight=0",
+    "--set",
+    "config.npo.retain_kl_weight=1",
+    "--max-steps",
+    "1",
+)
+
+
+@pytest.mark.parametrize("extra", [("--deepspeed", "zero3", *_NPO_KL), ()], ids=["zero3-npo-kl", "ddp"])
 def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun is installed with torch"
@@ -122,3 +139,24 @@ def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
     assert report["world_size"] == 2
     assert not (tmp_path / ".ddp.partial").exists()
     assert res.stdout.count("unlearned model written") == 1  # reported once, by rank 0
+    if "npo" in extra:
+        assert report["train"]["train_loss"] == pytest.approx(20 * math.log(2), rel=1e-5)
+
+
+def test_zero3_reference_hidden_states_for_rmu(tiny_model, tiny_data, tmp_path):
+    """RMU reads the reference's hidden states through a hook that stops the forward pass early."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unlearn",
+            *_args(tiny_model, tiny_data, tmp_path / "rmu", "--deepspeed", "zero3", "--method", "rmu"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_CLEAN_ENV,
+        cwd=REPO,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert all(torch.isfinite(p).all() for p in AutoModelForCausalLM.from_pretrained(tmp_path / "rmu").parameters())
