@@ -3,6 +3,8 @@
     python benchmarks/evaluator_speed.py                       # builds the default target (~3 min)
     python benchmarks/evaluator_speed.py --model runs/demo/target --data runs/demo/data
     python benchmarks/evaluator_speed.py --lume ../shared/data/lume --lume-max-new-tokens 32
+    python benchmarks/evaluator_speed.py --model MODEL --data DATA --device cuda   # on a GPU: is
+        # batching bit-for-bit there too (the "batching" note says), and how much faster
 
 For each dtype and row set, the organisers' way (``model.generate`` on one unpadded prompt,
 greedy, then ``model(ids, labels=ids).loss`` on one MIA document at a time) against ours
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import load_rows
+from unlearn import load_rows, resolve_device
 from unlearn.evaluator.evaluate import batching, eval_split
 from unlearn.evaluator.generation import greedy_tokens, stop_tokens
 from unlearn.evaluator.mia import document_scores
@@ -37,14 +39,14 @@ def organisers(model, tokenizer, prompts: list[str], docs: list[str], max_new_to
     tokens, losses, started = [], [], time.time()
     with torch.no_grad():
         for p in prompts:
-            ids = tokenizer(p, return_tensors="pt").input_ids
+            ids = tokenizer(p, return_tensors="pt").input_ids.to(model.device)
             out = model.generate(
                 ids, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=tokenizer.eos_token_id
             )
             tokens.append(out[0, ids.shape[1] :].tolist())
         generation = time.time() - started
         for d in docs:
-            ids = tokenizer(d, return_tensors="pt").input_ids
+            ids = tokenizer(d, return_tensors="pt").input_ids.to(model.device)
             losses.append(model(ids, labels=ids).loss.item())
     return tokens, losses, generation, time.time() - started - generation
 
@@ -68,7 +70,8 @@ def prefill_floor(model, tokenizer, prompts: list[str], batch_size: int) -> floa
     for length in sorted({len(e) for e in encoded}):
         same = [e for e in encoded if len(e) == length]
         for i in range(0, len(same), batch_size):
-            model(input_ids=torch.tensor(same[i : i + batch_size]), use_cache=False, logits_to_keep=1)
+            ids = torch.tensor(same[i : i + batch_size], device=model.device)
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
     return time.time() - started
 
 
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (where to run both sides)")
     parser.add_argument("--json", type=Path, help="Also write the table's rows here.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +107,8 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         table = []
         for dtype in args.dtypes.split(","):
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+            model.to(resolve_device(args.device)).eval()
             for name, folder in row_sets(data, args.lume):
                 rows = [r for s in ("forget", "retain") for r in load_rows(eval_split(folder, s, "train"))]
                 prompts = [r.input for r in rows]
@@ -139,7 +144,9 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(table[-1]), flush=True)
-    print(f"\ntorch threads {torch.get_num_threads()}; batch size {args.batch_size}; single run per cell\n")
+    where = resolve_device(args.device)
+    machine = torch.cuda.get_device_name(where) if where.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{machine}; batch size {args.batch_size}; single run per cell\n")
     print(
         "| rows | dtype | examples | new tokens | generation s: organisers / ours | MIA s: organisers / ours "
         "| examples/s | speed-up (generation, overall) | prefill floor s | generations differing "

@@ -35,6 +35,25 @@ REPORT_FILE = "unlearn_run.json"
 PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 
+def resolve_device(spec: str) -> torch.device:
+    """The device a command runs on: ``auto`` (the first GPU when there is one, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:N``; a GPU this machine does not have is an error naming it."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s)")
+    return device
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on now."""
     with socket.socket() as sock:

@@ -41,6 +41,7 @@ def register_commands(cli: typer.Typer) -> None:
         mmlu_style: str | None = typer.Option(
             None, help="plain (default) | open-instruct (the organisers' MMLU prompts and parsing)"
         ),
+        device: str = typer.Option("auto", help="auto (the first GPU when there is one) | cpu | cuda | cuda:N"),
         official: bool = typer.Option(
             False,
             "--official",
@@ -79,6 +80,7 @@ def register_commands(cli: typer.Typer) -> None:
                 dtype=dtype or ("bfloat16" if official else "float32"),
                 official=official,
                 mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),
+                device=device,
             )
         out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
         fixed = results.get("official_mmlu_threshold")

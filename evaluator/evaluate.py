@@ -16,6 +16,7 @@ from unlearn import (
     check_output,
     load_rows,
     publish,
+    resolve_device,
     resolve_split,
     write_json,
     write_jsonl,
@@ -198,8 +199,10 @@ def evaluate_model(
     dtype: str = "float32",
     official: bool = False,
     mmlu_style: str = "plain",
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Generate, score and write the evaluation of ``model_dir`` into ``out``.
+    """Generate, score and write the evaluation of ``model_dir`` into ``out`` on ``device``
+    (`unlearn.resolve_device`: ``auto`` is the first GPU when there is one).
 
     ``official=True`` is the organisers' run (`official.PRESET`: bfloat16, 256 new tokens,
     open-instruct's MMLU), every generation and MIA loss bit for bit as their one-at-a-time
@@ -217,6 +220,7 @@ def evaluate_model(
         dtype, max_new_tokens, mmlu_style = PRESET["dtype"], PRESET["max_new_tokens"], PRESET["mmlu_style"]
     if mmlu_style not in STYLES:
         raise ConfigError(f"mmlu style {mmlu_style!r}: choose one of {', '.join(STYLES)}")
+    target = resolve_device(device)
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():
@@ -237,7 +241,7 @@ def evaluate_model(
     except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
         raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model.eval()
+    model.to(target).eval()
     batch, batch_note = batching(model, batch_size, exact=official)
     staging = _staging(out)
     all_rows = rows["forget"] + rows["retain"]
@@ -273,6 +277,7 @@ def evaluate_model(
         "model": str(model_dir),
         "data": {s: str(f) for s, f in files.items()},
         "dtype": dtype,
+        "device": str(target),
         "batching": {"batch_size": batch, "note": batch_note},
         "seconds": round(time.time() - started, 2),
         "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),

@@ -73,6 +73,16 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def _cache_arg(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` since transformers 5.24."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache(result: Any) -> Any:
+    cache = getattr(result, "cache", None)
+    return cache if cache is not None else result.past_key_values
+
+
 @torch.no_grad()
 def batch_invariant(model: Any, max_batch: int, seed: int = 0) -> bool:
     """Whether batching rows of one length leaves every row's logits bit for bit as computed alone.
@@ -92,20 +102,20 @@ def batch_invariant(model: Any, max_batch: int, seed: int = 0) -> bool:
         for size in range(2, max_batch + 1):
             if not torch.equal(F.linear(x[:size], weight), alone[:size]):
                 return False
-    vocab = model.get_input_embeddings().weight.shape[0]
+    vocab, arg = model.get_input_embeddings().weight.shape[0], _cache_arg(model)
     rows = min(max_batch, 8)  # the matmuls above cover larger batches; attention runs per row anyway
     for length in (1, 5, 33):
         x = torch.randint(0, vocab, (rows, length), generator=gen).to(device)
         nxt = torch.randint(0, vocab, (rows, 1), generator=gen).to(device)
         alone = [model(input_ids=x[i : i + 1], use_cache=True) for i in range(rows)]
         step_alone = torch.cat(
-            [model(input_ids=nxt[i : i + 1], past_key_values=a.past_key_values).logits for i, a in enumerate(alone)]
+            [model(input_ids=nxt[i : i + 1], **{arg: _cache(a)}).logits for i, a in enumerate(alone)]
         )
         for size in sorted({s for s in (2, 3, rows) if s <= rows}):
             batched = model(input_ids=x[:size], use_cache=True)
             if not torch.equal(batched.logits, torch.cat([a.logits for a in alone[:size]])):
                 return False
-            step = model(input_ids=nxt[:size], past_key_values=batched.past_key_values).logits
+            step = model(input_ids=nxt[:size], **{arg: _cache(batched)}).logits
             if not torch.equal(step, step_alone[:size]):
                 return False
     return True
@@ -199,6 +209,7 @@ def greedy_tokens(
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     # as `generate`: only the last position's logits (a different matmul shape can change their bits)
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    arg = _cache_arg(model)
 
     def take(cohort: _Cohort, logits: torch.Tensor) -> _Cohort | None:
         tokens = logits[:, -1].argmax(-1)
@@ -225,7 +236,7 @@ def greedy_tokens(
             rows = [i for i in chunk if len(encoded[i]) == length]
             ids = torch.tensor([encoded[i] for i in rows], device=device)
             result = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **last_only)
-            cohort = take(_Cohort(rows, result.past_key_values, length), result.logits)
+            cohort = take(_Cohort(rows, _cache(result), length), result.logits)
             if cohort is not None:
                 cohort.mergeable = _buffered(cohort.cache)
                 cohorts.append(cohort)
@@ -238,9 +249,7 @@ def greedy_tokens(
             for cohort in same:
                 ids = cohort.pending[:, None]
                 mask = torch.ones((len(ids), cohort.length + 1), dtype=torch.long, device=device)
-                result = model(
-                    input_ids=ids, attention_mask=mask, past_key_values=cohort.cache, use_cache=True, **last_only
-                )
+                result = model(input_ids=ids, attention_mask=mask, use_cache=True, **{arg: cohort.cache}, **last_only)
                 cohort.length += 1
                 if take(cohort, result.logits) is not None:
                     cohorts.append(cohort)

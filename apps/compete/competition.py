@@ -118,6 +118,7 @@ def run_competition(
         "dtype": comp.eval_dtype,
         "max_new_tokens": comp.max_new_tokens,
         "official": comp.official,
+        "device": comp.eval_device,
     }
     scored_key = cache_key({**eval_key, "gate": comp.gate})  # an entrant's scores and its gate verdict
     eval_args = {
@@ -126,6 +127,7 @@ def run_competition(
         "dtype": comp.eval_dtype,
         "max_new_tokens": comp.max_new_tokens,
         "official": comp.official,
+        "device": comp.eval_device,
         "progress": False,
     }
 

@@ -92,6 +92,7 @@ class Competition(BaseModel):
     gate: float = Field(0.75, ge=0, le=1, description="Utility must reach this fraction of the target's own.")
     eval_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_new_tokens: int = Field(256, ge=1)
+    eval_device: str = Field("auto", description="Where the organiser evaluates: auto | cpu | cuda | cuda:N.")
     official: bool = Field(
         False,
         description="Score as the organisers did (`unlearn evaluate --official`): bfloat16, 256 new tokens, "

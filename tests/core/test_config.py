@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers import cli
 
 from unlearn import ConfigError, apply_override, build_config, parse_value, read_config_file
@@ -131,3 +132,15 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     assert "bad.toml: trainer.lr: unknown key" in res.stderr and "Traceback" not in res.stderr
     res = cli("run", "--model", "m", "--data", "d", "--method", "nosuch", "-o", str(tmp_path / "o"))
     assert res.returncode == 2 and "no plugin provides 'nosuch'" in res.stderr
+
+
+def test_devices_are_resolved_or_refused_in_one_line():
+    from unlearn import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=rf"device 'cuda:{count}': this machine has {count} CUDA device\(s\)"):
+        resolve_device(f"cuda:{count}")
+    with pytest.raises(ConfigError, match="choose auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")

@@ -273,6 +273,8 @@ def test_the_organisers_layouts_and_official_cli(tmp_path, model_dir, bench):
         "float32",
     )
     assert refused.returncode != 0 and "--official fixes it to bfloat16" in refused.stderr
+    no_gpu = cli("evaluate", str(model_dir), "--data", str(bench), "--out", str(tmp_path / "g"), "--device", "cuda:7")
+    assert no_gpu.returncode == 2 and "device 'cuda:7': this machine has" in no_gpu.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(
