@@ -75,11 +75,12 @@ def prefill_floor(model, tokenizer, prompts: list[str], batch_size: int) -> floa
     return time.time() - started
 
 
-def row_sets(data: Path, lume: Path | None) -> list[tuple[str, Path]]:
-    sets = [("default target data", data)]
+def row_sets(model: Path, data: Path, lume: Path | None, extra: list[Path]) -> list[tuple[str, Path, Path]]:
+    """(label, model, rows folder): the target on its data and on LUME, then any extra models."""
+    sets = [("default target data", model, data)]
     if lume is not None and lume.is_dir():
-        sets.append(("public LUME rows", lume))
-    return sets
+        sets.append(("public LUME rows", model, lume))
+    return sets + [(f"default data, model {m.name}", m, data) for m in extra]
 
 
 def main() -> None:
@@ -91,6 +92,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument(
+        "--extra-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="Also a model on the default data (e.g. an unlearned one: its generations run long).",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (where to run both sides)")
     parser.add_argument("--json", type=Path, help="Also write the table's rows here.")
     args = parser.parse_args()
@@ -104,12 +112,12 @@ def main() -> None:
             generate(data)
             model_dir = Path(tmp) / "target"
             build_target(data, model_dir, progress=False)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
         table = []
         for dtype in args.dtypes.split(","):
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
-            model.to(resolve_device(args.device)).eval()
-            for name, folder in row_sets(data, args.lume):
+            for name, path, folder in row_sets(model_dir, data, args.lume, args.extra_model):
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+                model.to(resolve_device(args.device)).eval()
+                tokenizer = AutoTokenizer.from_pretrained(path)
                 rows = [r for s in ("forget", "retain") for r in load_rows(eval_split(folder, s, "train"))]
                 prompts = [r.input for r in rows]
                 docs = [
@@ -118,7 +126,7 @@ def main() -> None:
                     for line in (folder / f).read_text().splitlines()
                     if line.strip()
                 ]
-                cap = args.max_new_tokens if name.startswith("default") else args.lume_max_new_tokens
+                cap = args.lume_max_new_tokens if name.startswith("public LUME") else args.max_new_tokens
                 ref_tokens, ref_losses, their_gen, their_mia = organisers(model, tokenizer, prompts, docs, cap)
                 tokens, losses, our_gen, our_mia, note = ours(
                     model, tokenizer, prompts, docs, cap, args.batch_size, dtype != "float32"

@@ -341,3 +341,39 @@ def test_a_run_that_barely_changed_the_model_says_so(tmp_path, memorised_model, 
         assert probe[name]["nll"] == pytest.approx(expected["nll"], rel=1e-5)
         assert probe[name]["reproduces"] == expected["reproduces"]
     assert probe["after"]["reproduces"] < probe["before"]["reproduces"]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("method", [("npo", "--with", "lora"), ("rmu",)], ids=["npo+lora", "rmu"])
+def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model, tiny_data, method):
+    """The installed plugins with activation checkpointing: the same weights as without it (LoRA's
+    adapter-off reference and RMU's hidden-state hook included), and the weights did move."""
+    weights = {}
+    for flag in ("true", "false"):
+        out = tmp_path / flag
+        res = cli(
+            "run",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(tiny_data),
+            "--method",
+            *method,
+            "-o",
+            str(out),
+            "--max-steps",
+            "3",
+            "--lr",
+            "1e-2",
+            "--seed",
+            "3",
+            "--set",
+            f"trainer.gradient_checkpointing={flag}",
+            "--set",
+            "trainer.progress=false",
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        weights[flag] = load_file(out / "model.safetensors")
+    before = load_file(tiny_model / "model.safetensors")
+    assert all(torch.equal(weights["true"][k], weights["false"][k]) for k in weights["false"])
+    assert any(not torch.equal(weights["true"][k], before[k]) for k in before)
