@@ -50,7 +50,16 @@ class TrainerSettings(Config):
         description="cycle: walk a seeded permutation of the retain set, continuing across epochs so all "
         "of it is seen; random: draw a fresh seeded retain example for each forget example every epoch.",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and compute dtype.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Compute dtype; the saved model is written in it. With precision = 'mixed' the weights "
+        "being trained stay float32 (autocast, or DeepSpeed's bf16/fp16 section keeps float32 master weights).",
+    )
+    precision: Literal["mixed", "pure"] = Field(
+        "mixed",
+        description="mixed: float32 master weights, dtype compute; pure: the weights themselves in dtype "
+        "(half the memory, but small updates round away).",
+    )
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(

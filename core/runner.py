@@ -110,11 +110,16 @@ def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, wor
     return cfg
 
 
+def weights_dtype(config: RunConfig) -> torch.dtype:
+    """The dtype of the weights being trained: float32 under mixed precision, else ``trainer.dtype``."""
+    return torch.float32 if config.trainer.precision == "mixed" else getattr(torch, config.trainer.dtype)
+
+
 def load_model(config: RunConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.trainer.dtype))
+        return AutoModelForCausalLM.from_pretrained(config.model, dtype=weights_dtype(config))
     except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
         raise ConfigError(f"model: {config.model}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
 
@@ -169,7 +174,9 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
         save_total_limit=2,  # the previous checkpoint stays until the newest is complete
         seed=config.seed,
         data_seed=config.seed,
-        bf16=t.dtype == "bfloat16" and torch.cuda.is_available(),
+        # mixed precision: autocast (or DeepSpeed's bf16/fp16 section) over float32 weights
+        bf16=t.dtype == "bfloat16" and t.precision == "mixed",
+        fp16=t.dtype == "float16" and t.precision == "mixed",
         activation_checkpointing=t.gradient_checkpointing,
         report_to=[],
         remove_unused_columns=False,  # batches are {"forget": ..., "retain": ...}
@@ -220,6 +227,14 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         hf_logging.disable_progress_bar()
     method_configs = host.configure(config)
     method = host.method(config.method, kinds=("loss",))
+    t = config.trainer
+    if t.precision == "mixed" and not torch.cuda.is_available():
+        if t.dtype == "float16" or (t.dtype == "bfloat16" and config.deepspeed is not None):
+            where = "float16 autocast" if t.dtype == "float16" else "DeepSpeed's bf16 mode"
+            raise ConfigError(
+                f"trainer.dtype = {t.dtype!r}: mixed precision here needs a GPU ({where}); on this CPU set "
+                'trainer.precision = "pure" or use trainer.dtype = "bfloat16" without DeepSpeed'
+            )
     output, work = _check_paths(config, overwrite)
     if config.deepspeed is not None:
         ensure_distributed_env()
@@ -234,7 +249,6 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    t = config.trainer
     forget = encode(load_rows(forget_src, "forget"), tokenizer, t.max_length, t.append_eos)
     retain = (
         encode(load_rows(retain_src, "retain"), tokenizer, t.max_length, t.append_eos) if method.uses_retain else None
@@ -295,6 +309,8 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     if is_main and staging.exists():
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
+    if config.deepspeed is None and weights_dtype(config) != getattr(torch, t.dtype):
+        trainer.model.to(getattr(torch, t.dtype))  # mixed precision: written in the dtype asked for
     trainer.save_model(str(staging))  # every rank takes part: ZeRO-3 gathers the weights
     accelerator = trainer.accelerator
     accelerator.wait_for_everyone()

@@ -377,3 +377,53 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model,
     before = load_file(tiny_model / "model.safetensors")
     assert all(torch.equal(weights["true"][k], weights["false"][k]) for k in weights["false"])
     assert any(not torch.equal(weights["true"][k], before[k]) for k in before)
+
+
+class DtypeProbe:
+    """A loss method that records the dtype of the trained weights and of the computation (the
+    output of the LM head inside the forward pass: accelerate casts a model's outputs back to
+    float32 under autocast, so the logits it returns would not tell)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[torch.dtype, torch.dtype]] = set()
+        self.computed: list[torch.dtype] = []
+
+    @hookimpl
+    def register_methods(self, register: Callable[..., None]) -> None:
+        register("dtype-probe", config=Empty, kind="loss")
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        head = ctx.model.get_output_embeddings()
+        handle = head.register_forward_hook(lambda _m, _i, out: self.computed.append(out.dtype))
+        try:
+            loss = -ctx.nll("forget")
+        finally:
+            handle.remove()
+        self.seen.add((next(ctx.model.parameters()).dtype, self.computed[-1]))
+        return loss
+
+
+@pytest.mark.parametrize(
+    ("dtype", "precision", "weights", "compute"),
+    [
+        ("bfloat16", "mixed", torch.float32, torch.bfloat16),
+        ("bfloat16", "pure", torch.bfloat16, torch.bfloat16),
+        ("float32", "mixed", torch.float32, torch.float32),
+    ],
+)
+def test_mixed_precision_keeps_float32_master_weights(host, make_config, dtype, precision, weights, compute):
+    probe = DtypeProbe()
+    host.register(probe, "dtype-probe")
+    out = run(make_config(method="dtype-probe", trainer={"dtype": dtype, "precision": precision}), host=host)
+    assert probe.seen == {(weights, compute)}
+    saved = load_file(out / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {getattr(torch, dtype)}  # written in the dtype asked for
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusal")
+def test_mixed_precision_that_needs_a_gpu_is_refused_in_one_line(host, make_config):
+    with pytest.raises(ConfigError, match=r"trainer.dtype = 'float16': mixed precision here needs a GPU"):
+        run(make_config(trainer={"dtype": "float16"}), host=host)
+    with pytest.raises(ConfigError, match="DeepSpeed's bf16 mode"):
+        run(make_config(trainer={"dtype": "bfloat16"}, deepspeed="zero2"), host=host)
