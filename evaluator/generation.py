@@ -201,7 +201,7 @@ def greedy_tokens(
 ) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt (stop token included, as ``generate`` returns).
 
-        Prompts are taken ``batch_size`` at a time in order of length; a row leaves at its stop token
+    Prompts are taken ``batch_size`` at a time in order of length; a row leaves at its stop token
     or after ``max_new_tokens``. See the module docstring.
     """
     device = _device(model)
