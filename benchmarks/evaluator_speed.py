@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn import load_rows, resolve_device
 from unlearn.evaluator.evaluate import batching, eval_split
-from unlearn.evaluator.generation import greedy_tokens, stop_tokens
+from unlearn.evaluator.generation import greedy_tokens, length_batches, stop_tokens
 from unlearn.evaluator.mia import document_scores
 
 
@@ -67,11 +67,9 @@ def prefill_floor(model, tokenizer, prompts: list[str], batch_size: int) -> floa
     any exact evaluator does, one at a time or batched, before its first generated token."""
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     started = time.time()
-    for length in sorted({len(e) for e in encoded}):
-        same = [e for e in encoded if len(e) == length]
-        for i in range(0, len(same), batch_size):
-            ids = torch.tensor(same[i : i + batch_size], device=model.device)
-            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    for rows in length_batches(encoded, batch_size):
+        ids = torch.tensor([encoded[i] for i in rows], device=model.device)
+        model(input_ids=ids, use_cache=False, logits_to_keep=1)
     return time.time() - started
 
 

@@ -73,6 +73,15 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def length_batches(encoded: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``encoded`` in batches of at most ``batch_size`` sequences of one token length,
+    shortest first: a forward pass over such a batch needs no padding (see the module docstring)."""
+    for length in sorted({len(e) for e in encoded}):
+        same = [i for i, e in enumerate(encoded) if len(e) == length]
+        for start in range(0, len(same), batch_size):
+            yield same[start : start + batch_size]
+
+
 def _cache_arg(model: Any) -> str:
     """The forward argument that takes a KV cache: ``cache`` since transformers 5.24."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

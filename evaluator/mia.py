@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from unlearn import DataError, read_records
 
+from .generation import length_batches
 from .metrics import auc
 
 ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -45,15 +46,12 @@ def document_scores(
     vocab = model.get_output_embeddings().weight.shape[0]
     results: list[dict[str, float] | None] = [None] * len(documents)
     try:
-        for length in sorted({len(e) for e in encoded}):
-            same = [i for i, e in enumerate(encoded) if len(e) == length]
-            for start in range(0, len(same), batch_size):
-                rows = same[start : start + batch_size]
-                ids = torch.tensor([encoded[i] for i in rows], device=device)
-                logits = model(input_ids=ids).logits
-                for r, i in enumerate(rows):
-                    loss = model.loss_function(logits=logits[r : r + 1], labels=ids[r : r + 1], vocab_size=vocab)
-                    results[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
+        for rows in length_batches(encoded, batch_size):
+            ids = torch.tensor([encoded[i] for i in rows], device=device)
+            logits = model(input_ids=ids).logits
+            for r, i in enumerate(rows):
+                loss = model.loss_function(logits=logits[r : r + 1], labels=ids[r : r + 1], vocab_size=vocab)
+                results[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]

@@ -21,7 +21,7 @@ import torch
 
 from unlearn import DataError, pad_token_id
 
-from .generation import left_pad, left_pad_positions
+from .generation import left_pad, left_pad_positions, length_batches
 
 CHOICES = ("A", "B", "C", "D")
 MAX_PROMPT_TOKENS = 2048  # open-instruct drops few-shot examples until a prompt fits
@@ -52,17 +52,25 @@ def _read_csv(path: Path, subject: str) -> list[Question]:
     return questions
 
 
-def load_mmlu(folder: Path) -> dict[str, tuple[list[Question], list[Question]]]:
-    """``{subject: (dev questions, test questions)}`` from ``test/*_test.csv`` and ``dev/*_dev.csv``."""
+def _subject_files(folder: Path) -> list[tuple[str, Path | None, Path]]:
+    """``(subject, dev file or None, test file)`` for every ``test/*_test.csv``, sorted."""
     tests = sorted((folder / "test").glob("*_test.csv"))
     if not tests:
         raise DataError(f"{folder}: no test/*_test.csv files (the original MMLU layout)")
-    subjects = {}
+    found = []
     for test in tests:
         subject = test.name[: -len("_test.csv")]
         dev = folder / "dev" / f"{subject}_dev.csv"
-        subjects[subject] = (_read_csv(dev, subject) if dev.is_file() else [], _read_csv(test, subject))
-    return subjects
+        found.append((subject, dev if dev.is_file() else None, test))
+    return found
+
+
+def load_mmlu(folder: Path) -> dict[str, tuple[list[Question], list[Question]]]:
+    """``{subject: (dev questions, test questions)}`` from ``test/*_test.csv`` and ``dev/*_dev.csv``."""
+    return {
+        subject: (_read_csv(dev, subject) if dev else [], _read_csv(test, subject))
+        for subject, dev, test in _subject_files(folder)
+    }
 
 
 def format_question(q: Question, with_answer: bool) -> str:
@@ -145,14 +153,9 @@ def _example(frame: Any, i: int, with_answer: bool) -> str:
 
 def open_instruct_prompts(tokenizer: Any, folder: Path, shots: int = 5) -> dict[str, tuple[list[str], list[str]]]:
     """``{subject: (prompts, answers)}`` exactly as open-instruct's ``run_eval.py`` builds them."""
-    tests = sorted((folder / "test").glob("*_test.csv"))
-    if not tests:
-        raise DataError(f"{folder}: no test/*_test.csv files (the original MMLU layout)")
     out = {}
-    for test_file in tests:
-        subject = test_file.name[: -len("_test.csv")]
-        dev_file = folder / "dev" / f"{subject}_dev.csv"
-        dev = _read_frame(dev_file)[:shots] if dev_file.is_file() else None
+    for subject, dev_file, test_file in _subject_files(folder):
+        dev = _read_frame(dev_file)[:shots] if dev_file else None
         test = _read_frame(test_file)
         header = "The following are multiple choice questions (with answers) about {}.\n\n".format(
             "".join(" " + part for part in subject.split("_"))
@@ -183,13 +186,10 @@ def _evaluate_open_instruct(model: Any, tokenizer: Any, folder: Path, shots: int
             encoded = [tokenizer(p)["input_ids"] for p in prompts]
             best: dict[int, int] = {}
             # unpadded: prompts of one token length share a forward pass (see `batch_invariant`)
-            for length in sorted({len(e) for e in encoded}):
-                same = [i for i, e in enumerate(encoded) if len(e) == length]
-                for start in range(0, len(same), batch_size):
-                    rows = same[start : start + batch_size]
-                    logits = model(input_ids=torch.tensor([encoded[i] for i in rows], device=device)).logits
-                    probs = torch.softmax(logits[:, -1, :], dim=-1)[:, choice_ids]
-                    best.update(zip(rows, probs.argmax(-1).tolist()))
+            for rows in length_batches(encoded, batch_size):
+                logits = model(input_ids=torch.tensor([encoded[i] for i in rows], device=device)).logits
+                probs = torch.softmax(logits[:, -1, :], dim=-1)[:, choice_ids]
+                best.update(zip(rows, probs.argmax(-1).tolist()))
             predictions += [
                 {"subject": subject, "index": i, "prediction": CHOICES[best[i]], "answer": answers[i]}
                 for i in range(len(prompts))

@@ -23,9 +23,10 @@ def split_summary(rows: Sequence[Row], scores: Sequence[float | None], name: str
     """
     kinds: dict[str, dict[str, list[float]]] = {}
     for row, score in zip(rows, scores, strict=True):
-        if row_kind(row.id) is None or score is None:
+        kind = row_kind(row.id)
+        if kind is None or score is None:
             continue
-        kind = "knowledge-score" if row_kind(row.id) == "qa" else "regurgitation-score"
+        kind = "knowledge-score" if kind == "qa" else "regurgitation-score"
         kinds.setdefault(row.task, {"regurgitation-score": [], "knowledge-score": []})[kind].append(score)
     block: dict[str, Any] = {
         "overall-regurgitation-score": _mean([s for t in kinds.values() for s in t["regurgitation-score"]]),

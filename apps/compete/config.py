@@ -102,11 +102,14 @@ class Competition(BaseModel):
     @model_validator(mode="after")
     def _official_preset(self) -> Competition:
         if self.official:
-            if "eval_dtype" in self.model_fields_set and self.eval_dtype != "bfloat16":
-                raise ValueError("official = true fixes eval_dtype = 'bfloat16' (the organisers'); remove eval_dtype")
-            if "max_new_tokens" in self.model_fields_set and self.max_new_tokens != 256:
-                raise ValueError("official = true fixes max_new_tokens = 256 (the organisers'); remove it")
-            self.eval_dtype, self.max_new_tokens = "bfloat16", 256
+            from unlearn.evaluator.official import PRESET
+
+            for field, key in (("eval_dtype", "dtype"), ("max_new_tokens", "max_new_tokens")):
+                if field in self.model_fields_set and getattr(self, field) != PRESET[key]:
+                    raise ValueError(
+                        f"official = true fixes {field} = {PRESET[key]!r} (the organisers'); remove {field}"
+                    )
+            self.eval_dtype, self.max_new_tokens = PRESET["dtype"], PRESET["max_new_tokens"]
         return self
 
     def expand(self, host: PluginHost) -> list[Entrant]:
