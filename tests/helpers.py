@@ -25,6 +25,11 @@ def cli(
     )
 
 
+def run_args(model: Path, data: Path, out: Path, *extra: str, method: str = "gd") -> list[str]:
+    """``unlearn run`` arguments for ``method`` on ``model`` and ``data`` into ``out``, then ``extra``."""
+    return ["run", "--model", str(model), "--data", str(data), "--method", method, "-o", str(out), *extra]
+
+
 def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli, pip, write_plugin_package
+from helpers import REPO, cli, pip, run_args, write_plugin_package
 
 from unlearn import ConfigError, DataError, PluginHost, hookimpl, load_rows, read_config_file, run
 from unlearn.bench.synth import generate
@@ -37,10 +37,6 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bench") / "data"
     generate(folder, seed=0, size="tiny")
     return folder
-
-
-def run_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--model", str(model), "--data", str(data), "--method", "gd", "-o", str(out), *extra]
 
 
 def test_evaluate_never_replaces_an_input_or_a_folder_it_did_not_write(tiny_model, bench, tmp_path):

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, cli
+from helpers import REPO, cli, run_args
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -26,16 +26,10 @@ _CLEAN_ENV = {
 
 
 def _args(tiny_model, tiny_data, out, *extra):
-    return [
-        "run",
-        "--model",
-        str(tiny_model),
-        "--data",
-        str(tiny_data),
-        "--method",
-        "gd",
-        "-o",
-        str(out),
+    return run_args(
+        tiny_model,
+        tiny_data,
+        out,
         "--max-steps",
         "3",
         "--batch-size",
@@ -47,7 +41,20 @@ def _args(tiny_model, tiny_data, out, *extra):
         "--set",
         "trainer.progress=false",
         *extra,
-    ]
+    )
+
+
+def _single_process(tiny_model, tiny_data, out, *extra):
+    """One DeepSpeed process, launched without torchrun (the CLI sets the distributed variables)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, out, *extra)],
+        capture_output=True,
+        text=True,
+        env=_CLEAN_ENV,
+        cwd=REPO,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def _plain(tiny_model, tiny_data, tmp_path):
@@ -65,30 +72,14 @@ def _close_to(weights, folder):
 
 
 def test_zero2_single_process_matches_the_plain_run(tiny_model, tiny_data, tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "z2", "--deepspeed", "zero2")],
-        capture_output=True,
-        text=True,
-        env=_CLEAN_ENV,
-        cwd=REPO,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    _single_process(tiny_model, tiny_data, tmp_path / "z2", "--deepspeed", "zero2")
     _close_to(_plain(tiny_model, tiny_data, tmp_path), tmp_path / "z2")
 
 
 def test_zero3_from_a_json_file_saves_a_loadable_safetensors_model(tiny_model, tiny_data, tmp_path):
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}))
-    res = subprocess.run(
-        [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "z3", "--deepspeed", str(ds))],
-        capture_output=True,
-        text=True,
-        env=_CLEAN_ENV,
-        cwd=REPO,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    _single_process(tiny_model, tiny_data, tmp_path / "z3", "--deepspeed", str(ds))
     assert not list((tmp_path / "z3").glob("*.bin")) and not list((tmp_path / "z3").glob("global_step*"))
     _close_to(_plain(tiny_model, tiny_data, tmp_path), tmp_path / "z3")
 
@@ -145,18 +136,5 @@ def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
 
 def test_zero3_reference_hidden_states_for_rmu(tiny_model, tiny_data, tmp_path):
     """RMU reads the reference's hidden states through a hook that stops the forward pass early."""
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "unlearn",
-            *_args(tiny_model, tiny_data, tmp_path / "rmu", "--deepspeed", "zero3", "--method", "rmu"),
-        ],
-        capture_output=True,
-        text=True,
-        env=_CLEAN_ENV,
-        cwd=REPO,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    _single_process(tiny_model, tiny_data, tmp_path / "rmu", "--deepspeed", "zero3", "--method", "rmu")
     assert all(torch.isfinite(p).all() for p in AutoModelForCausalLM.from_pretrained(tmp_path / "rmu").parameters())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, run_args
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -237,23 +237,20 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(host, make_config):
 def test_cli_nan_exit_code(tmp_path, tiny_model, tiny_data):
     # A learning rate this large makes GA's logits overflow within a few steps.
     res = cli(
-        "run",
-        "--model",
-        str(tiny_model),
-        "--data",
-        str(tiny_data),
-        "--method",
-        "ga",
-        "-o",
-        str(tmp_path / "o"),
-        "--lr",
-        "1e30",
-        "--max-steps",
-        "20",
-        "--set",
-        "trainer.max_grad_norm=0",
-        "--set",
-        "trainer.progress=false",
+        *run_args(
+            tiny_model,
+            tiny_data,
+            tmp_path / "o",
+            "--lr",
+            "1e30",
+            "--max-steps",
+            "20",
+            "--set",
+            "trainer.max_grad_norm=0",
+            "--set",
+            "trainer.progress=false",
+            method="ga",
+        )
     )
     assert res.returncode == 1, res.stderr
     assert "error: the loss of method 'ga' became" in res.stderr and "Traceback" not in res.stderr
@@ -344,33 +341,31 @@ def test_a_run_that_barely_changed_the_model_says_so(tmp_path, memorised_model, 
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("method", [("npo", "--with", "lora"), ("rmu",)], ids=["npo+lora", "rmu"])
-def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model, tiny_data, method):
+@pytest.mark.parametrize(("method", "extra"), [("npo", ("--with", "lora")), ("rmu", ())], ids=["npo+lora", "rmu"])
+def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model, tiny_data, method, extra):
     """The installed plugins with activation checkpointing: the same weights as without it (LoRA's
     adapter-off reference and RMU's hidden-state hook included), and the weights did move."""
     weights = {}
     for flag in ("true", "false"):
         out = tmp_path / flag
         res = cli(
-            "run",
-            "--model",
-            str(tiny_model),
-            "--data",
-            str(tiny_data),
-            "--method",
-            *method,
-            "-o",
-            str(out),
-            "--max-steps",
-            "3",
-            "--lr",
-            "1e-2",
-            "--seed",
-            "3",
-            "--set",
-            f"trainer.gradient_checkpointing={flag}",
-            "--set",
-            "trainer.progress=false",
+            *run_args(
+                tiny_model,
+                tiny_data,
+                out,
+                *extra,
+                "--max-steps",
+                "3",
+                "--lr",
+                "1e-2",
+                "--seed",
+                "3",
+                "--set",
+                f"trainer.gradient_checkpointing={flag}",
+                "--set",
+                "trainer.progress=false",
+                method=method,
+            )
         )
         assert res.returncode == 0, res.stderr[-2000:]
         weights[flag] = load_file(out / "model.safetensors")
