@@ -44,10 +44,10 @@ def _args(tiny_model, tiny_data, out, *extra):
     )
 
 
-def _single_process(tiny_model, tiny_data, out, *extra):
-    """One DeepSpeed process, launched without torchrun (the CLI sets the distributed variables)."""
+def _launch(launcher: list[str], tiny_model, tiny_data, out, *extra) -> subprocess.CompletedProcess:
+    """``launcher -m unlearn run ...`` outside any distributed environment of the test process; must succeed."""
     res = subprocess.run(
-        [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, out, *extra)],
+        [*launcher, "-m", "unlearn", *_args(tiny_model, tiny_data, out, *extra)],
         capture_output=True,
         text=True,
         env=_CLEAN_ENV,
@@ -55,6 +55,12 @@ def _single_process(tiny_model, tiny_data, out, *extra):
         timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _single_process(tiny_model, tiny_data, out, *extra) -> None:
+    """One DeepSpeed process, launched without torchrun (the CLI sets the distributed variables)."""
+    _launch([sys.executable], tiny_model, tiny_data, out, *extra)
 
 
 def _plain(tiny_model, tiny_data, tmp_path):
@@ -105,24 +111,8 @@ def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun is installed with torch"
     out = tmp_path / "ddp"
-    res = subprocess.run(
-        [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29533",
-            "-m",
-            "unlearn",
-            *_args(tiny_model, tiny_data, out, *extra),
-        ],
-        capture_output=True,
-        text=True,
-        env=_CLEAN_ENV,
-        cwd=REPO,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    launcher = [torchrun, "--nproc_per_node", "2", "--master_port", "29533"]
+    res = _launch(launcher, tiny_model, tiny_data, out, *extra)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     report = json.loads((out / "unlearn_run.json").read_text())
