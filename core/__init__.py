@@ -40,7 +40,7 @@ from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import LossOutput, kl_divergence, layer_output, nll_from_logprobs, shift, token_logprobs
 from .params import decoder_layers, embedding_parameters, layer_index, train_only
 from .reference import ReferenceModel
-from .runner import CONFIG_FILE, REPORT_FILE, free_port, resolve_device, run
+from .runner import CONFIG_FILE, REPORT_FILE, claim_device, free_port, resolve_device, run, run_identity
 
 try:
     __version__ = version("unlearn-core")
@@ -106,6 +106,8 @@ __all__ = [
     "run",
     "free_port",
     "resolve_device",
+    "claim_device",
+    "run_identity",
     "CONFIG_FILE",
     "REPORT_FILE",
     "write_text",

@@ -61,6 +61,12 @@ class TrainerSettings(Config):
         "(half the memory, but small updates round away).",
     )
     gradient_checkpointing: bool = False
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (the GPU when there is one), cpu, cuda or cuda:N; applied through "
+        "CUDA_VISIBLE_DEVICES. Under torchrun each rank takes its own GPU (auto or cuda).",
+    )
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(
         0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch)."

@@ -35,23 +35,83 @@ REPORT_FILE = "unlearn_run.json"
 PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 
-def resolve_device(spec: str) -> torch.device:
-    """The device a command runs on: ``auto`` (the first GPU when there is one, else the CPU),
-    ``cpu``, ``cuda`` or ``cuda:N``; a GPU this machine does not have is an error naming it."""
+def _parse_device(spec: str) -> torch.device | None:
+    """``spec`` as a device (None for ``auto``); anything but auto/cpu/cuda/cuda:N is an error."""
     spec = spec.strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The device a model is placed on: ``auto`` (the first GPU when there is one, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:N``; a GPU this machine does not have is an error naming it."""
+    device = _parse_device(spec)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
             raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s)")
     return device
+
+
+def visible_devices(spec: str, visible: str | None) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` that gives a process (and its children) exactly the device
+    ``spec``, given the current value ``visible`` (None: unset, every GPU): ``""`` for ``cpu``,
+    the N-th visible entry for ``cuda:N``; None (leave it) for ``auto`` and ``cuda``."""
+    device = _parse_device(spec)
+    if device is None or (device.type == "cuda" and device.index is None):
+        return None
+    if device.type == "cpu":
+        return ""
+    entries = [e.strip() for e in visible.split(",") if e.strip()] if visible is not None else None
+    if entries is None:
+        return str(device.index)
+    if device.index >= len(entries):
+        raise ConfigError(f"device {spec!r}: CUDA_VISIBLE_DEVICES={visible!r} shows {len(entries)} device(s)")
+    return entries[device.index]
+
+
+def claim_device(spec: str) -> torch.device:
+    """Make ``spec`` the device of this process and of what it launches, and return it.
+
+    Training goes through the HF Trainer, which always takes ``cuda:0`` (or ``LOCAL_RANK`` under a
+    launcher) and wraps every other visible GPU in DataParallel; so ``cpu`` and ``cuda:N`` are
+    applied the way launchers do it, through ``CUDA_VISIBLE_DEVICES``, before CUDA starts. Under a
+    multi-process launcher each rank takes its own GPU, so only auto, cpu and cuda are accepted.
+    """
+    parsed = _parse_device(spec)
+    if parsed is not None and parsed.type == "cuda" and parsed.index is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                f"device {spec!r}: each rank of a multi-process run takes its own GPU; choose them with "
+                "CUDA_VISIBLE_DEVICES and use --device cuda"
+            )
+    mask = visible_devices(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if mask is not None and mask != os.environ.get("CUDA_VISIBLE_DEVICES"):
+        if parsed is not None and parsed.type == "cuda" and torch.cuda.is_initialized():
+            raise ConfigError(
+                f"device {spec!r}: CUDA already started in this process; set CUDA_VISIBLE_DEVICES before it starts"
+            )
+        os.environ["CUDA_VISIBLE_DEVICES"] = mask  # cpu: the Trainer also gets use_cpu, in case CUDA started
+    if parsed is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if parsed.type == "cpu":
+        return parsed
+    if not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            f"device {spec!r}: no such CUDA device here"
+            + (f" (CUDA_VISIBLE_DEVICES={shown} shows none)" if shown else "")
+        )
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def free_port() -> int:
@@ -133,13 +193,20 @@ def _check_paths(config: RunConfig, overwrite: bool) -> tuple[Path, Path]:
     return output, output.parent / f".{output.name}.partial"
 
 
+def run_identity(dump: dict[str, Any]) -> dict[str, Any]:
+    """The part of a dumped run config that decides its result: all of it but where it runs and
+    whether bars are shown, so a run resumes (or a finished one counts as done) on another device."""
+    trainer = {k: v for k, v in dump.get("trainer", {}).items() if k not in ("device", "progress")}
+    return {**dump, "trainer": trainer}
+
+
 def prepare_work_dir(config: RunConfig, work: Path, overwrite: bool) -> bool:
     """Create or reuse the staging folder; True if an earlier run with this config is resumed."""
     marker = work / CONFIG_FILE
     if work.exists() and (overwrite or not marker.is_file()):
         shutil.rmtree(work)
     if work.exists():
-        if json.loads(marker.read_text()) != config.dump():
+        if run_identity(json.loads(marker.read_text())) != run_identity(config.dump()):
             raise RunError(
                 f"{work} holds an unfinished run with a different config; pass --overwrite to discard "
                 "it, or run again with the same config to resume it"
@@ -184,7 +251,7 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
         disable_tqdm=not t.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
         # Without use_cpu, torchrun on a CPU machine gives every rank a world of one (no DDP).
-        use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
+        use_cpu=(t.device == "cpu" or not torch.cuda.is_available()) and config.deepspeed is None,
         deepspeed=deepspeed,
     )
 
@@ -228,6 +295,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     method_configs = host.configure(config)
     method = host.method(config.method, kinds=("loss",))
     t = config.trainer
+    claim_device(t.device)  # before anything starts CUDA
     if t.precision == "mixed" and not torch.cuda.is_available():
         if t.dtype == "float16" or (t.dtype == "bfloat16" and config.deepspeed is not None):
             where = "float16 autocast" if t.dtype == "float16" else "DeepSpeed's bf16 mode"
@@ -304,6 +372,9 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
     last = last_checkpoint(work / "checkpoints", clean=is_main)
     result = trainer.train(resume_from_checkpoint=last)
+    # What training really used: the optimiser's own tensors hold the master weights
+    master = {str(p.dtype) for group in trainer.optimizer.param_groups for p in group["params"]}
+    placement = {"device": str(trainer.args.device), "optimiser_dtype": sorted(master), "compute_dtype": t.dtype}
 
     staging = work / "model"
     if is_main and staging.exists():
@@ -342,6 +413,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "train": result.metrics,
             "trainable_parameters": trainable,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+            **placement,
             "wall_time_s": round(time.time() - started, 2),
             "versions": {"unlearn-core": dist_version("unlearn-core")}
             | {i.distribution or i.name: i.version for i in infos},

@@ -49,7 +49,10 @@ def register_commands(cli: typer.Typer) -> None:
             "evaluation_results.jsonl; every generation and MIA loss as their one-at-a-time procedure.",
         ),
     ) -> None:
-        """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite."""
+        """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite.
+
+        Under ``torchrun --nproc_per_node N -m unlearn evaluate ...`` the rows are shared between
+        the processes (one GPU each) and the result equals one process's."""
         from unlearn.evaluator.evaluate import evaluate_model, rescore
         from unlearn.evaluator.official import PRESET
 
@@ -82,6 +85,8 @@ def register_commands(cli: typer.Typer) -> None:
                 mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),
                 device=device,
             )
+            if not results:
+                return  # another rank of a multi-process evaluation: rank 0 reports
         out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
         fixed = results.get("official_mmlu_threshold")
         if fixed and fixed["warning"]:

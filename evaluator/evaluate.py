@@ -28,6 +28,7 @@ from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
 from .official import PRESET, mmlu_threshold, read_metrics_json, through_csv, write_official
+from .ranks import launched
 from .report import summary_markdown, write_figure
 from .scoring import check_tasks, official_results
 
@@ -207,6 +208,10 @@ def evaluate_model(
     ``official=True`` is the organisers' run (`official.PRESET`: bfloat16, 256 new tokens,
     open-instruct's MMLU), every generation and MIA loss bit for bit as their one-at-a-time
     procedure, their CSV round trip before scoring, and ``evaluation_results.jsonl`` beside ours.
+
+    Started by a launcher (``torchrun --nproc_per_node N -m unlearn evaluate``), each process
+    evaluates a share of the rows on its own device and rank 0 writes the same result one process
+    would (`ranks`); the other ranks return an empty dict.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -220,7 +225,12 @@ def evaluate_model(
         dtype, max_new_tokens, mmlu_style = PRESET["dtype"], PRESET["max_new_tokens"], PRESET["mmlu_style"]
     if mmlu_style not in STYLES:
         raise ConfigError(f"mmlu style {mmlu_style!r}: choose one of {', '.join(STYLES)}")
+    ranks = launched()
     target = resolve_device(device)
+    if ranks.world > 1 and target.type == "cuda":
+        if target.index is not None:
+            raise ConfigError(f"device {device!r}: each rank takes its own GPU (LOCAL_RANK); use --device cuda")
+        target = torch.device("cuda", torch.cuda.current_device())
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():
@@ -243,9 +253,10 @@ def evaluate_model(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model.to(target).eval()
     batch, batch_note = batching(model, batch_size, exact=official)
-    staging = _staging(out)
+    if ranks.smallest(batch) < batch:  # every rank batches alike, as one process would
+        batch, batch_note = batching(model, 1, exact=official)
     all_rows = rows["forget"] + rows["retain"]
-    texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch, progress)
+    texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch, progress, ranks=ranks)
     generations = {"forget": texts[: len(rows["forget"])], "retain": texts[len(rows["forget"]) :]}
     mia_docs = None
     if mia_files:
@@ -253,7 +264,9 @@ def evaluate_model(
         mia_docs = tuple(
             [
                 {"id": i, **s}
-                for (i, _), s in zip(docs, document_scores(model, tokenizer, [d for _, d in docs], batch_size=batch))
+                for (i, _), s in zip(
+                    docs, document_scores(model, tokenizer, [d for _, d in docs], batch_size=batch, ranks=ranks)
+                )
             ]
             for docs in (members, nonmembers)
         )
@@ -261,7 +274,9 @@ def evaluate_model(
     if utility_value is not None:
         utility_result = {"value": utility_value, "source": f"open-instruct metrics.json: {utility_path}", "mmlu": True}
     elif utility_path is not None and utility_path.is_dir():
-        mmlu = evaluate_mmlu(model, tokenizer, utility_path, shots=mmlu_shots, batch_size=batch, style=mmlu_style)
+        mmlu = evaluate_mmlu(
+            model, tokenizer, utility_path, shots=mmlu_shots, batch_size=batch, style=mmlu_style, ranks=ranks
+        )
         utility_result = {
             "value": mmlu["average_acc"],
             "source": f"mmlu ({mmlu_shots}-shot, {mmlu_style}): {utility_path}",
@@ -270,7 +285,7 @@ def evaluate_model(
         }
     elif utility_path is not None:
         urows = load_rows(utility_path)
-        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch)
+        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch, ranks=ranks)
         records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
         utility_result = _utility_from_records(records, str(utility_path))
     extra = {
@@ -279,10 +294,16 @@ def evaluate_model(
         "dtype": dtype,
         "device": str(target),
         "batching": {"batch_size": batch, "note": batch_note},
+        "processes": ranks.world,
         "seconds": round(time.time() - started, 2),
         "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
     }
-    return _finish(out, staging, rows, generations, mia_docs, utility_result, baseline, extra, official)
+    if not ranks.is_main:
+        ranks.barrier()  # rank 0 writes
+        return {}
+    results = _finish(out, _staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official)
+    ranks.barrier()
+    return results
 
 
 _DEFAULTS = {"dtype": "float32", "max_new_tokens": 256, "mmlu_style": "plain"}

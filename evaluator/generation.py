@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from .ranks import SINGLE, Ranks
+
 # Generation-config fields that make HF's greedy search differ from a plain argmax.
 _PROCESSORS = {
     "repetition_penalty": (None, 1.0),
@@ -199,6 +201,12 @@ def _merge(cohorts: list[_Cohort], config: Any) -> _Cohort:
     return _Cohort(rows, cache, cohorts[0].length, torch.cat([c.pending for c in cohorts]), mergeable=True)
 
 
+def chunks(encoded: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The rows `greedy_tokens` decodes together: ``batch_size`` at a time in order of length."""
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def greedy_tokens(
     model: Any,
@@ -207,15 +215,16 @@ def greedy_tokens(
     batch_size: int,
     stop: set[int],
     on_done: Callable[[int], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> list[list[int]]:
     """New token ids of greedy decoding for each prompt (stop token included, as ``generate`` returns).
 
-    Prompts are taken ``batch_size`` at a time in order of length; a row leaves at its stop token
-    or after ``max_new_tokens``. See the module docstring.
+    Prompts are taken in `chunks`; a row leaves at its stop token or after ``max_new_tokens``.
+    Under several ``ranks`` each decodes its share of the chunks and every rank gets every row.
+    See the module docstring.
     """
     device = _device(model)
     out: list[list[int]] = [[] for _ in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     # as `generate`: only the last position's logits (a different matmul shape can change their bits)
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     arg = _cache_arg(model)
@@ -239,8 +248,8 @@ def greedy_tokens(
         cohort.pending = tokens
         return cohort
 
-    for start in range(0, len(order), batch_size):
-        chunk, cohorts = order[start : start + batch_size], []
+    def decode_chunk(chunk: list[int]) -> dict[int, list[int]]:
+        cohorts = []
         for length in sorted({len(encoded[i]) for i in chunk}):
             rows = [i for i in chunk if len(encoded[i]) == length]
             ids = torch.tensor([encoded[i] for i in rows], device=device)
@@ -262,7 +271,10 @@ def greedy_tokens(
                 cohort.length += 1
                 if take(cohort, result.logits) is not None:
                     cohorts.append(cohort)
-    return out
+        return {row: out[row] for row in chunk}
+
+    done = ranks.share(chunks(encoded, batch_size), decode_chunk)
+    return [done[i] for i in range(len(encoded))]
 
 
 def decode(tokenizer: Any, tokens: list[int]) -> str:
@@ -279,28 +291,35 @@ def greedy_generate(
     batch_size: int = 16,
     progress: bool = False,
     use_hf_generate: bool = False,
+    ranks: Ranks = SINGLE,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (in their order), decoded as the official script decodes.
 
     ``batch_size`` 1 reproduces ``model.generate`` on each prompt alone bit for bit; larger batches
     do too where `batch_invariant` holds. Models whose generation config alters greedy search
     (repetition penalty, forced tokens, ...) go through ``model.generate`` one prompt at a time,
-    as does ``use_hf_generate=True``.
+    as does ``use_hf_generate=True``. Under several ``ranks`` (`ranks.Ranks`) each generates its
+    share and every rank returns every row.
     """
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    hf = use_hf_generate or not plain_greedy(model)
     was_training = model.training
     model.eval()
     bar = None
-    if progress:
+    if progress and ranks.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(prompts), desc="generating", unit="row")
+        units = [[i] for i in range(len(encoded))] if hf else chunks(encoded, batch_size)
+        mine = sum(len(u) for n, u in enumerate(units) if n % ranks.world == ranks.rank)
+        bar = tqdm(
+            total=mine, desc="generating" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""), unit="row"
+        )
     try:
-        if use_hf_generate or not plain_greedy(model):
-            tokens = list(_hf_generate(model, tokenizer, encoded, max_new_tokens, bar))
+        if hf:
+            tokens = _hf_generate(model, tokenizer, encoded, max_new_tokens, bar, ranks)
         else:
             on_done = (lambda _row: bar.update()) if bar is not None else None
-            tokens = greedy_tokens(model, encoded, max_new_tokens, batch_size, stop_tokens(model), on_done)
+            tokens = greedy_tokens(model, encoded, max_new_tokens, batch_size, stop_tokens(model), on_done, ranks)
     finally:
         model.train(was_training)
         if bar is not None:
@@ -308,13 +327,19 @@ def greedy_generate(
     return [decode(tokenizer, t) for t in tokens]
 
 
-def _hf_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], max_new_tokens: int, bar: Any) -> Iterator:
+def _hf_generate(
+    model: Any, tokenizer: Any, encoded: Sequence[list[int]], max_new_tokens: int, bar: Any, ranks: Ranks
+) -> list[list[int]]:
     """What the organisers ran: ``model.generate`` on one unpadded prompt, greedy."""
     device = _device(model)
     pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-    for ids in encoded:
-        x = torch.tensor([ids], device=device)
+
+    def one(i: int) -> dict[int, list[int]]:
+        x = torch.tensor([encoded[i]], device=device)
         generated = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad)
         if bar is not None:
             bar.update()
-        yield generated[0, x.shape[1] :].tolist()
+        return {i: generated[0, x.shape[1] :].tolist()}
+
+    done = ranks.share(range(len(encoded)), one)
+    return [done[i] for i in range(len(encoded))]

@@ -16,6 +16,7 @@ from unlearn import DataError, read_records
 
 from .generation import length_batches
 from .metrics import auc
+from .ranks import SINGLE, Ranks
 
 ATTACKS = ("loss", "zlib", "mink", "minkpp")
 
@@ -27,14 +28,15 @@ def _lowest_mean(values: torch.Tensor, fraction: float) -> float:
 
 @torch.no_grad()
 def document_scores(
-    model: Any, tokenizer: Any, documents: Sequence[str], k: float = 0.2, batch_size: int = 8
+    model: Any, tokenizer: Any, documents: Sequence[str], k: float = 0.2, batch_size: int = 8, ranks: Ranks = SINGLE
 ) -> list[dict[str, float]]:
     """Per-document attack scores, each document fed whole and unpadded, as the official script did.
 
     ``loss`` is the model's own loss (``model(ids, labels=ids).loss``, the official number);
     documents of one token length share a forward pass, with no padding (padding changes the
     attention's bits), so with ``batch_size`` 1, or where `batch_invariant` holds, every loss is
-    the one-at-a-time loss bit for bit.
+    the one-at-a-time loss bit for bit. Under several ``ranks`` each scores its share of the
+    batches and every rank returns every document.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -44,17 +46,21 @@ def document_scores(
         if len(seq) < 2:
             raise DataError(f"document {i} ({documents[i][:40]!r}) has fewer than two tokens, so it has no loss")
     vocab = model.get_output_embeddings().weight.shape[0]
-    results: list[dict[str, float] | None] = [None] * len(documents)
+
+    def score(rows: list[int]) -> dict[int, dict[str, float]]:
+        ids = torch.tensor([encoded[i] for i in rows], device=device)
+        logits = model(input_ids=ids).logits
+        scores = {}
+        for r, i in enumerate(rows):
+            loss = model.loss_function(logits=logits[r : r + 1], labels=ids[r : r + 1], vocab_size=vocab)
+            scores[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
+        return scores
+
     try:
-        for rows in length_batches(encoded, batch_size):
-            ids = torch.tensor([encoded[i] for i in rows], device=device)
-            logits = model(input_ids=ids).logits
-            for r, i in enumerate(rows):
-                loss = model.loss_function(logits=logits[r : r + 1], labels=ids[r : r + 1], vocab_size=vocab)
-                results[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
+        results = ranks.share(length_batches(encoded, batch_size), score)
     finally:
         model.train(was_training)
-    return results  # type: ignore[return-value]
+    return [results[i] for i in range(len(documents))]
 
 
 def _attacks(loss: float, logits: torch.Tensor, targets: torch.Tensor, text: str, k: float) -> dict[str, float]:

@@ -22,6 +22,7 @@ import torch
 from unlearn import DataError, pad_token_id
 
 from .generation import left_pad, left_pad_positions, length_batches
+from .ranks import SINGLE, Ranks
 
 CHOICES = ("A", "B", "C", "D")
 MAX_PROMPT_TOKENS = 2048  # open-instruct drops few-shot examples until a prompt fits
@@ -86,37 +87,54 @@ def prompt(q: Question, shots: list[Question]) -> str:
 
 @torch.no_grad()
 def evaluate_mmlu(
-    model: Any, tokenizer: Any, folder: Path, shots: int = 5, batch_size: int = 8, style: str = "plain"
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    shots: int = 5,
+    batch_size: int = 8,
+    style: str = "plain",
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
-    """Accuracy per subject and the micro average; ``predictions`` for rescoring."""
+    """Accuracy per subject and the micro average; ``predictions`` for rescoring. Under several
+    ``ranks`` each runs its share of the batches and every rank returns the whole result."""
     if style not in STYLES:
         raise ValueError(f"MMLU style {style!r}: choose one of {', '.join(STYLES)}")
     if style == "open-instruct":
-        return _evaluate_open_instruct(model, tokenizer, folder, shots, batch_size)
+        return _evaluate_open_instruct(model, tokenizer, folder, shots, batch_size, ranks)
     choice_ids = _choice_ids(tokenizer)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
+    subjects = list(load_mmlu(folder).items())
+    batches = [
+        (s, start, [tokenizer(prompt(q, dev[:shots]))["input_ids"] for q in test[start : start + batch_size]])
+        for s, (_, (dev, test)) in enumerate(subjects)
+        for start in range(0, len(test), batch_size)
+    ]
+
+    def answer(batch: tuple[int, int, list[list[int]]]) -> dict[tuple[int, int], dict[str, Any]]:
+        s, start, prompts = batch
+        subject, (_, test) = subjects[s]
+        ids, mask = left_pad(prompts, pad_id)  # the last position answers
+        positions = left_pad_positions(mask)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
+        best = logits.logits[:, -1, choice_ids].argmax(-1).tolist()
+        return {
+            (s, start + row): {
+                "subject": subject,
+                "index": start + row,
+                "prediction": CHOICES[b],
+                "answer": test[start + row].answer,
+            }
+            for row, b in enumerate(best)
+        }
+
     was_training = model.training
     model.eval()
-    predictions = []
     try:
-        for subject, (dev, test) in load_mmlu(folder).items():
-            prompts = [tokenizer(prompt(q, dev[:shots]))["input_ids"] for q in test]
-            for start in range(0, len(prompts), batch_size):
-                ids, mask = left_pad(prompts[start : start + batch_size], pad_id)  # the last position answers
-                positions = left_pad_positions(mask)
-                logits = model(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
-                )
-                logits = logits.logits[:, -1, choice_ids]
-                for row, best in enumerate(logits.argmax(-1).tolist()):
-                    q = test[start + row]
-                    predictions.append(
-                        {"subject": subject, "index": start + row, "prediction": CHOICES[best], "answer": q.answer}
-                    )
+        predictions = ranks.share(batches, answer)
     finally:
         model.train(was_training)
-    return mmlu_summary(predictions)
+    return mmlu_summary([predictions[key] for key in sorted(predictions)])
 
 
 def _choice_ids(tokenizer: Any) -> list[int]:
@@ -175,28 +193,33 @@ def open_instruct_prompts(tokenizer: Any, folder: Path, shots: int = 5) -> dict[
     return out
 
 
-def _evaluate_open_instruct(model: Any, tokenizer: Any, folder: Path, shots: int, batch_size: int) -> dict[str, Any]:
+def _evaluate_open_instruct(
+    model: Any, tokenizer: Any, folder: Path, shots: int, batch_size: int, ranks: Ranks
+) -> dict[str, Any]:
     choice_ids = _choice_ids(tokenizer)
     device = next(model.parameters()).device
+    subjects = list(open_instruct_prompts(tokenizer, folder, shots).items())
+    encoded = [[tokenizer(p)["input_ids"] for p in prompts] for _, (prompts, _) in subjects]
+    # unpadded: prompts of one token length share a forward pass (see `batch_invariant`)
+    batches = [(s, rows) for s, enc in enumerate(encoded) for rows in length_batches(enc, batch_size)]
+
+    def answer(batch: tuple[int, list[int]]) -> dict[tuple[int, int], dict[str, Any]]:
+        s, rows = batch
+        subject, (_, answers) = subjects[s]
+        logits = model(input_ids=torch.tensor([encoded[s][i] for i in rows], device=device)).logits
+        best = torch.softmax(logits[:, -1, :], dim=-1)[:, choice_ids].argmax(-1).tolist()
+        return {
+            (s, i): {"subject": subject, "index": i, "prediction": CHOICES[b], "answer": answers[i]}
+            for i, b in zip(rows, best)
+        }
+
     was_training = model.training
     model.eval()
-    predictions = []
     try:
-        for subject, (prompts, answers) in open_instruct_prompts(tokenizer, folder, shots).items():
-            encoded = [tokenizer(p)["input_ids"] for p in prompts]
-            best: dict[int, int] = {}
-            # unpadded: prompts of one token length share a forward pass (see `batch_invariant`)
-            for rows in length_batches(encoded, batch_size):
-                logits = model(input_ids=torch.tensor([encoded[i] for i in rows], device=device)).logits
-                probs = torch.softmax(logits[:, -1, :], dim=-1)[:, choice_ids]
-                best.update(zip(rows, probs.argmax(-1).tolist()))
-            predictions += [
-                {"subject": subject, "index": i, "prediction": CHOICES[best[i]], "answer": answers[i]}
-                for i in range(len(prompts))
-            ]
+        predictions = ranks.share(batches, answer)
     finally:
         model.train(was_training)
-    return mmlu_summary(predictions)
+    return mmlu_summary([predictions[key] for key in sorted(predictions)])
 
 
 def mmlu_summary(predictions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,26 @@ def cli(
         env=full_env,
         cwd=cwd or REPO,
         timeout=timeout,
+    )
+
+
+def launch(*args: str, nproc: int | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m unlearn ARGS`` (under ``torchrun`` with ``nproc`` processes) in an environment
+    with none of the test process's distributed variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    }
+    launcher = [sys.executable]
+    if nproc is not None:
+        from unlearn import free_port
+
+        torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+        assert torchrun, "torchrun is installed with torch"
+        launcher = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    return subprocess.run(
+        [*launcher, "-m", "unlearn", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
     )
 
 

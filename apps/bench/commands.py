@@ -60,6 +60,7 @@ def register_commands(cli: typer.Typer) -> None:
         out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the model folder."),
         set_: list[str] = typer.Option([], "--set", "-s", help="Model/training setting, e.g. --set hidden_size=256"),
         overwrite: bool = typer.Option(False, help="Replace an existing model and discard an unfinished build."),
+        device: str = typer.Option("auto", help="Where to train: auto | cpu | cuda | cuda:N."),
     ) -> None:
         """Train a tiny OLMo model from scratch until it has memorised the benchmark (resumable)."""
         from pydantic import ValidationError
@@ -70,6 +71,6 @@ def register_commands(cli: typer.Typer) -> None:
             settings = TargetSettings.model_validate(apply_sets({}, set_))
         except ValidationError as exc:
             raise ConfigError(describe_error(exc, prefix="--set")) from None
-        build_target(data, out_dir, settings, overwrite=overwrite)
+        build_target(data, out_dir, settings, overwrite=overwrite, device=device)
         out.print(f"[green]target written to[/green] {out_dir}")
         out.print(escape((out_dir / "README.md").read_text().split("## Memorisation", 1)[-1]))

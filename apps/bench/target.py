@@ -31,6 +31,7 @@ from unlearn import (
     load_rows,
     nll_from_logprobs,
     publish,
+    resolve_device,
     token_logprobs,
 )
 
@@ -143,8 +144,11 @@ def teacher_forced_exact(model: torch.nn.Module, encoded: list[Encoded], pad_id:
     exact = 0
     for start in range(0, len(encoded), batch_size):
         batch = collate.pad(list(enumerate(encoded[start : start + batch_size])))
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
+        device = next(model.parameters()).device
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        labels = batch["labels"][:, 1:].to(device)
         hit = (logits[:, :-1].argmax(-1) == labels) | (labels == -100)
         exact += int(hit.all(-1).sum())
     model.train()
@@ -159,9 +163,15 @@ def _digest(rows: list[Row]) -> str:
 
 
 def build_target(
-    data: Path, out: Path, settings: TargetSettings | None = None, overwrite: bool = False, progress: bool = True
+    data: Path,
+    out: Path,
+    settings: TargetSettings | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Train the target on ``data`` into ``out``; resumes an interrupted build. Returns the card."""
+    """Train the target on ``data`` into ``out`` on ``device`` (auto, cpu, cuda, cuda:N); resumes an
+    interrupted build (on any device). Returns the card."""
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -186,14 +196,15 @@ def build_target(
 
     encoded = encode(rows, tokenizer, settings.max_length, append_eos=True)
     train = [Encoded(e.input_ids, list(e.input_ids), e.task) for e in encoded]  # learn every token of every text
-    model = new_model(settings, tokenizer)
+    place = resolve_device(device)
+    model = new_model(settings, tokenizer).to(place)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / max(1, settings.warmup_steps))
     )
     epoch, elapsed, tokens, history = 0, 0.0, 0, []
     if resumed:
-        state = torch.load(state_file, weights_only=False)
+        state = torch.load(state_file, weights_only=False, map_location=place)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
@@ -208,7 +219,7 @@ def build_target(
     while epoch < settings.max_epochs and accuracy < settings.target_accuracy:
         losses = []
         for idx in _batches(train, settings.batch_size, rng):
-            batch = collate.pad([(i, train[i]) for i in idx])
+            batch = {k: v.to(place) for k, v in collate.pad([(i, train[i]) for i in idx]).items() if k != "task"}
             logp, mask = token_logprobs(
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
             )

@@ -50,6 +50,7 @@ _FLAG_FIELDS = {
     "epochs": "trainer.epochs",
     "max_steps": "trainer.max_steps",
     "batch_size": "trainer.batch_size",
+    "device": "trainer.device",
 }
 
 
@@ -69,6 +70,7 @@ def run(
     epochs: float | None = typer.Option(None, help="trainer.epochs"),
     max_steps: int | None = typer.Option(None, help="trainer.max_steps"),
     batch_size: int | None = typer.Option(None, help="trainer.batch_size"),
+    device: str | None = typer.Option(None, help="trainer.device: auto | cpu | cuda | cuda:N"),
     set_: list[str] = typer.Option([], "--set", "-s", help="Any field: --set config.gd.retain_weight=2"),
     overwrite: bool = typer.Option(False, help="Replace an existing output and discard an unfinished run."),
 ) -> None:

@@ -93,11 +93,27 @@ class Competition(BaseModel):
     eval_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_new_tokens: int = Field(256, ge=1)
     eval_device: str = Field("auto", description="Where the organiser evaluates: auto | cpu | cuda | cuda:N.")
+    entrant_devices: str = Field(
+        "all",
+        pattern=r"^(all|cpu|\d+(,\d+)*)$",
+        description="The GPUs an entrant's run may use, as CUDA_VISIBLE_DEVICES: all (the organiser's), cpu "
+        "(none), or a list such as 0,1; with torchrun or deepspeed each of the nproc ranks takes one.",
+    )
     official: bool = Field(
         False,
         description="Score as the organisers did (`unlearn evaluate --official`): bfloat16, 256 new tokens, "
         "open-instruct MMLU, their CSV round trip and evaluation_results.jsonl.",
     )
+
+    @model_validator(mode="after")
+    def _enough_devices(self) -> Competition:
+        listed = self.entrant_devices not in ("all", "cpu")
+        if listed and self.launcher != "python" and self.nproc > len(self.entrant_devices.split(",")):
+            raise ValueError(
+                f"entrant_devices = {self.entrant_devices!r} gives {self.nproc} ranks (nproc) "
+                f"{len(self.entrant_devices.split(','))} GPU(s); list one per rank"
+            )
+        return self
 
     @model_validator(mode="after")
     def _official_preset(self) -> Competition:

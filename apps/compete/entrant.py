@@ -51,9 +51,16 @@ def readable_paths() -> list[str]:
     return sorted(p for p in paths if p and Path(p).exists())
 
 
-def entrant_env(work: Path, token: str, model: Path, launcher: str) -> dict[str, str]:
-    """A scrubbed environment: nothing of the organiser's but PATH and locale."""
+def entrant_env(work: Path, token: str, model: Path, launcher: str, devices: str = "all") -> dict[str, str]:
+    """A scrubbed environment: nothing of the organiser's but PATH, locale and the GPUs the
+    entrant may use (``devices``: all, cpu, or a CUDA_VISIBLE_DEVICES list)."""
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    if devices == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif devices != "all":
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    elif "CUDA_VISIBLE_DEVICES" in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     env.update(
         {
             "HOME": str(work / "home"),
@@ -182,16 +189,16 @@ def run_entrant(
     write_split(retain, work / "retain", "retain")
     token = uuid.uuid4().hex
     command = entrant_command(comp, entrant, work)
+    env = entrant_env(work, token, model, comp.launcher, comp.entrant_devices)
     if landlock:
         writable = [str(work), "/dev/null", "/dev/shm"]
-        env = entrant_env(work, token, model, comp.launcher)
+        if comp.entrant_devices != "cpu":  # CUDA opens its device files read-write
+            writable += sorted(str(p) for p in Path("/dev").glob("nvidia*"))
         if "TORCH_EXTENSIONS_DIR" in env:
             Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
             writable.append(env["TORCH_EXTENSIONS_DIR"])
         sandbox = [sys.executable, str(_SANDBOX)] + [a for p in [*readable, str(model)] for a in ("--ro", p)]
         command = sandbox + [a for p in writable for a in ("--rw", p)] + ["--"] + command
-    else:
-        env = entrant_env(work, token, model, comp.launcher)
     log = folder / "log.txt"
     outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s)
     result: dict[str, Any] = {

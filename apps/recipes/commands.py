@@ -28,6 +28,7 @@ def register_commands(cli: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Folder for every step's model and recipe.json."),
         set_: list[str] = typer.Option([], "--set", "-s", help="Any recipe field: --set defaults.trainer.epochs=2"),
         overwrite: bool = typer.Option(False, help="Redo the runs whose settings changed (finished or not)."),
+        device: str | None = typer.Option(None, help="Every run's trainer.device: auto | cpu | cuda | cuda:N."),
     ) -> None:
         """Run a recipe end to end; finished steps are skipped, so a crashed recipe resumes."""
         from unlearn.recipes import find_recipe, load_recipe, run_recipe
@@ -37,7 +38,7 @@ def register_commands(cli: typer.Typer) -> None:
         loaded = load_recipe(
             path, {k: str(v) for k, v in paths.items() if v is not None}, edit=lambda raw: apply_sets(raw, set_)
         )
-        final = run_recipe(loaded, output, overwrite=overwrite, say=lambda line: out.print(escape(line)))
+        final = run_recipe(loaded, output, overwrite=overwrite, say=lambda line: out.print(escape(line)), device=device)
         out.print(f"[green]recipe {loaded.name} finished; final model[/green] {final}")
 
     @recipes.command("list")

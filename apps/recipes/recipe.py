@@ -42,6 +42,7 @@ from unlearn import (
     publish,
     read_config_file,
     run,
+    run_identity,
     write_json,
 )
 
@@ -195,8 +196,10 @@ def run_recipe(
     host: PluginHost | None = None,
     overwrite: bool = False,
     say: Callable[[str], None] = print,
+    device: str | None = None,
 ) -> Path:
-    """Run every step not already done; returns the final model's folder."""
+    """Run every step not already done; returns the final model's folder. ``device`` (auto, cpu,
+    cuda, cuda:N) overrides every run's ``trainer.device``; a finished run counts as done on any."""
     host = host or get_host()
     if recipe.model is None:
         raise ConfigError(f"recipe {recipe.name}: no model; give --model")
@@ -213,6 +216,8 @@ def run_recipe(
         name = item["name"]
         fields = {k: v for k, v in _deep_merge(recipe.defaults, item).items() if k != "name"}
         fields.update(model=recipe.model, output_dir=str(output_dir / name))
+        if device is not None:
+            fields["trainer"] = {**fields.get("trainer", {}), "device": device}
         for key in ("data", "forget", "retain"):
             if getattr(recipe, key) is not None:
                 fields[key] = str(getattr(recipe, key))
@@ -220,7 +225,7 @@ def run_recipe(
         host.configure(config)
         done = output_dir / name / CONFIG_FILE
         started = time.time()
-        if done.is_file() and json.loads(done.read_text()) == config.dump():
+        if done.is_file() and run_identity(json.loads(done.read_text())) == run_identity(config.dump()):
             say(f"[{name}] done already, skipped")
             steps.append(_record(name, "run", output_dir / name))
             continue

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, run_args
 
 from unlearn import ConfigError, apply_override, build_config, parse_value, read_config_file
 
@@ -144,3 +145,50 @@ def test_devices_are_resolved_or_refused_in_one_line():
         resolve_device(f"cuda:{count}")
     with pytest.raises(ConfigError, match="choose auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
+
+
+def test_a_run_claims_its_device_through_cuda_visible_devices(monkeypatch):
+    from unlearn import claim_device
+    from unlearn.runner import visible_devices
+
+    assert visible_devices("cpu", None) == "" and visible_devices("cpu", "0,1") == ""
+    assert visible_devices("cuda:1", "3,5") == "5" and visible_devices("cuda:1", None) == "1"
+    assert visible_devices("auto", "3") is None and visible_devices("cuda", "3") is None
+    with pytest.raises(ConfigError, match=r"device 'cuda:2': CUDA_VISIBLE_DEVICES='3,5' shows 2 device"):
+        visible_devices("cuda:2", "3,5")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="each rank of a multi-process run takes its own GPU"):
+        claim_device("cuda:1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert claim_device("cpu") == torch.device("cpu")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # hidden from this process and what it launches
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal on a machine without a GPU")
+def test_a_gpu_this_machine_lacks_is_one_line_for_every_command(tmp_path, tiny_model, tiny_data):
+    for args in (
+        run_args(tiny_model, tiny_data, tmp_path / "o", "--device", "cuda"),
+        ["target", "build", "--data", str(tiny_data), "--out", str(tmp_path / "t"), "--device", "cuda:1"],
+        [
+            "recipe",
+            "run",
+            "ynu",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(tiny_data),
+            "-o",
+            str(tmp_path / "r"),
+            "--device",
+            "cuda",
+        ],
+        ["evaluate", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "e"), "--device", "cuda"],
+    ):
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        assert "no such CUDA device here" in res.stderr or "this machine has 0 CUDA device(s)" in res.stderr
+        assert "Traceback" not in res.stderr
+    assert not any(tmp_path.iterdir())  # nothing written, not even a staging folder
+    res = cli("run", "--model", "m", "--data", "d", "--method", "gd", "-o", "o", "--device", "gpu")
+    assert res.returncode == 2 and "trainer.device: String should match pattern" in res.stderr

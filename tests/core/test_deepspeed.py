@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import REPO, cli, run_args
+from helpers import cli, launch, run_args
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.heavy
-
-_CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-}
 
 
 def _args(tiny_model, tiny_data, out, *extra):
@@ -44,23 +37,17 @@ def _args(tiny_model, tiny_data, out, *extra):
     )
 
 
-def _launch(launcher: list[str], tiny_model, tiny_data, out, *extra) -> subprocess.CompletedProcess:
-    """``launcher -m unlearn run ...`` outside any distributed environment of the test process; must succeed."""
-    res = subprocess.run(
-        [*launcher, "-m", "unlearn", *_args(tiny_model, tiny_data, out, *extra)],
-        capture_output=True,
-        text=True,
-        env=_CLEAN_ENV,
-        cwd=REPO,
-        timeout=900,
-    )
+def _launch(tiny_model, tiny_data, out, *extra, nproc: int | None = None) -> subprocess.CompletedProcess:
+    """``unlearn run`` (under torchrun with ``nproc`` ranks) outside any distributed environment of
+    the test process; must succeed."""
+    res = launch(*_args(tiny_model, tiny_data, out, *extra), nproc=nproc)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
 
 def _single_process(tiny_model, tiny_data, out, *extra) -> None:
     """One DeepSpeed process, launched without torchrun (the CLI sets the distributed variables)."""
-    _launch([sys.executable], tiny_model, tiny_data, out, *extra)
+    _launch(tiny_model, tiny_data, out, *extra)
 
 
 def _plain(tiny_model, tiny_data, tmp_path):
@@ -108,11 +95,8 @@ _NPO_KL = (
 
 @pytest.mark.parametrize("extra", [("--deepspeed", "zero3", *_NPO_KL), ()], ids=["zero3-npo-kl", "ddp"])
 def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    assert torchrun, "torchrun is installed with torch"
     out = tmp_path / "ddp"
-    launcher = [torchrun, "--nproc_per_node", "2", "--master_port", "29533"]
-    res = _launch(launcher, tiny_model, tiny_data, out, *extra)
+    res = _launch(tiny_model, tiny_data, out, *extra, nproc=2)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     report = json.loads((out / "unlearn_run.json").read_text())

@@ -412,6 +412,9 @@ def test_mixed_precision_keeps_float32_master_weights(host, make_config, dtype, 
     host.register(probe, "dtype-probe")
     out = run(make_config(method="dtype-probe", trainer={"dtype": dtype, "precision": precision}), host=host)
     assert probe.seen == {(weights, compute)}
+    report = json.loads((out / "unlearn_run.json").read_text())
+    assert report["optimiser_dtype"] == [str(weights)]  # the optimiser steps the master weights
+    assert report["device"] == "cpu" and report["compute_dtype"] == dtype
     saved = load_file(out / "model.safetensors")
     assert {t.dtype for t in saved.values()} == {getattr(torch, dtype)}  # written in the dtype asked for
 

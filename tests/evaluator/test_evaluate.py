@@ -4,12 +4,13 @@ hand, MMLU, outputs, rescoring, the baseline gate, and clear errors."""
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, launch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn import DataError, load_rows, mark
@@ -19,6 +20,7 @@ from unlearn.devkit import build_tiny_model
 from unlearn.evaluator import evaluate as evaluate_module
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model, rescore
 from unlearn.evaluator.generation import greedy_generate, plain_greedy
+from unlearn.evaluator.metrics import row_kind
 from unlearn.evaluator.mia import document_scores
 from unlearn.evaluator.mmlu import evaluate_mmlu, load_mmlu, prompt
 
@@ -217,3 +219,38 @@ def test_an_interrupted_evaluation_leaves_the_previous_results_intact(
         evaluate_model(model_dir, bench, out, progress=False, max_new_tokens=8)
     assert json.loads((out / RESULTS).read_text()) == {"previous": True}
     assert sorted(p.name for p in out.iterdir()) == sorted([RESULTS, MARKER])
+
+
+@pytest.mark.heavy
+def test_two_ranks_evaluate_exactly_as_one_process(model_dir, bench, tmp_path):
+    """``torchrun -m unlearn evaluate`` on 2 gloo ranks: 19 rows, 5 MIA documents and 7 MMLU
+    questions (none divides by 2), batches of 2; every output equals one process's, every row once."""
+    data, mia = tmp_path / "data", tmp_path / "mia"
+    data.mkdir()
+    mia.mkdir()
+    forget = (bench / "forget_validation.jsonl").read_text().splitlines()
+    kinds = [(json.loads(line)["task"], row_kind(json.loads(line)["id"])) for line in forget]
+    spare = next(i for i, kind in enumerate(kinds) if kinds.count(kind) > 1)  # every task keeps both kinds
+    (data / "forget.jsonl").write_text("\n".join(forget[:spare] + forget[spare + 1 :]) + "\n")
+    shutil.copy(bench / "retain_validation.jsonl", data / "retain.jsonl")
+    shutil.copy(bench / "mia_member_validation.jsonl", mia / "mia_member.jsonl")
+    nonmembers = (bench / "mia_nonmember_validation.jsonl").read_text().splitlines()
+    (mia / "mia_nonmember.jsonl").write_text("\n".join(nonmembers[:2]) + "\n")
+    args = [str(model_dir), "--data", str(data), "--mia", str(mia), "--utility", str(_write_mmlu(tmp_path / "mmlu"))]
+    args += ["--max-new-tokens", "16", "--batch-size", "2"]
+    one = launch("evaluate", *args, "--out", str(tmp_path / "one"))
+    two = launch("evaluate", *args, "--out", str(tmp_path / "two"), nproc=2)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("results in") == 1  # rank 0 reports
+    files = ["generations/forget.jsonl", "generations/retain.jsonl", "mia/member.jsonl", "mia/nonmember.jsonl"]
+    for rel in [*files, "utility/predictions.jsonl"]:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+    ids = [json.loads(line)["id"] for line in (tmp_path / "two/generations/forget.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 9
+    results = [json.loads((tmp_path / name / RESULTS).read_text()) for name in ("one", "two")]
+    assert [r.pop("processes") for r in results] == [1, 2]
+    for r in results:
+        for key in ("seconds", "examples_per_second"):
+            r.pop(key)
+    assert results[0] == results[1]
