@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .atomic import check_output, mark, publish, write_json, write_jsonl, write_text
 from .config import (
     Config,
+    ReferenceSettings,
     RunConfig,
     TrainerSettings,
     apply_override,
@@ -37,7 +38,15 @@ from .data import (
 from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError, UnlearnError
 from .hookspecs import Item, Kind, Register, hookimpl
 from .host import Method, PluginHost, PluginInfo, command_group, get_host
-from .losses import LossOutput, kl_divergence, layer_output, nll_from_logprobs, shift, token_logprobs
+from .losses import (
+    LossOutput,
+    kl_divergence,
+    layer_output,
+    nll_from_logprobs,
+    shift,
+    token_logprobs,
+    topk_kl_divergence,
+)
 from .params import decoder_layers, embedding_parameters, layer_index, train_only
 from .reference import ReferenceModel
 from .runner import CONFIG_FILE, REPORT_FILE, claim_device, free_port, resolve_device, run, run_identity
@@ -62,6 +71,7 @@ __all__ = [
     "token_logprobs",
     "nll_from_logprobs",
     "kl_divergence",
+    "topk_kl_divergence",
     "shift",
     "layer_output",
     "IGNORE_INDEX",
@@ -97,6 +107,7 @@ __all__ = [
     "command_group",
     "RunConfig",
     "TrainerSettings",
+    "ReferenceSettings",
     "build_config",
     "read_config_file",
     "parse_value",

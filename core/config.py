@@ -81,6 +81,24 @@ class TrainerSettings(Config):
         return value
 
 
+class ReferenceSettings(Config):
+    """How the frozen input model (the reference of KL, NPO, SHA256, RMU) is used."""
+
+    kl: Literal["exact", "top-k"] = Field(
+        "exact",
+        description="exact: KL over the whole vocabulary, a reference forward pass every step; top-k: the "
+        "reference's top_k tokens per answer position plus one bucket for the rest, computed once per row "
+        "(a lower bound of the exact KL, `unlearn.topk_kl_divergence`), after which no reference model is kept.",
+    )
+    top_k: int = Field(32, ge=1, description="Tokens per position kept for kl = 'top-k'.")
+    prefill: bool = Field(
+        True,
+        description="Compute the cached reference outputs (label log-probs, top-k) of a whole split before the "
+        "first backward pass, and free the reference model once nothing else needs it; only for splits the "
+        "run draws at least as many rows of as they hold.",
+    )
+
+
 class RunConfig(Config):
     """One unlearning run: which model, which data, which plugins, how to train, where to write."""
 
@@ -99,6 +117,7 @@ class RunConfig(Config):
         default_factory=dict, description="Per-method settings, e.g. config.gd.retain_weight = 2."
     )
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    reference: ReferenceSettings = Field(default_factory=ReferenceSettings)
     seed: int = 42
     output_dir: Path = Field(description="Where the unlearned model is written (atomically).")
     deepspeed: Path | dict[str, Any] | None = Field(

@@ -12,7 +12,7 @@ import torch
 
 from .config import Config, RunConfig
 from .data import Encoded
-from .losses import kl_divergence, layer_output, nll_from_logprobs, token_logprobs
+from .losses import kl_divergence, layer_output, nll_from_logprobs, token_logprobs, topk_kl_divergence
 from .reference import ReferenceModel
 
 Batch = dict[str, dict[str, Any]]
@@ -74,8 +74,13 @@ class LossContext:
 
     def kl_to_reference(self, split: str) -> torch.Tensor:
         """``KL(p_ref || p_theta)`` on a split: a scalar, summed over the vocabulary, averaged over
-        every answer position of the batch. Costs a reference forward each call."""
-        return kl_divergence(self.reference_logits(split), self.outputs(split).logits, self.batch[split]["labels"])
+        every answer position of the batch. Costs a reference forward each call; with the run's
+        ``reference.kl = "top-k"`` it is `unlearn.topk_kl_divergence` over the reference's top-k
+        tokens, computed once per row."""
+        labels, logits = self.batch[split]["labels"], self.outputs(split).logits
+        if self.reference.settings.kl == "top-k":
+            return topk_kl_divergence(*self.reference.topk_logprobs(split, self.batch[split]), logits, labels)
+        return kl_divergence(self.reference_logits(split), logits, labels)
 
     def hidden_states(self, split: str, layer: int) -> torch.Tensor:
         """Output of decoder layer ``layer`` of the trained model, [B, T, H], with gradients.
@@ -95,8 +100,8 @@ class LossContext:
     def reference_token_logprobs(self, split: str) -> torch.Tensor:
         """Reference ``log p(label)`` per token, float32 [B, T-1], 0 where masked (use the mask of
         ``token_logprobs``); computed once per row and split, then cached."""
-        part = self.batch[split]
-        return self.reference.token_logprobs(split, part, self._inputs(split))
+        self._inputs(split)  # a clear error for a missing split
+        return self.reference.token_logprobs(split, self.batch[split])
 
     def _inputs(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self.batch:

@@ -77,6 +77,29 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
+def topk_kl_divergence(
+    ref_logp: torch.Tensor, ref_ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """``KL(p_ref || p_theta)`` over k + 1 outcomes: the reference's k most likely tokens at each
+    position, and "any other token" with the remaining mass of each distribution. A scalar,
+    averaged over every answer position of the batch (as ``kl_divergence``).
+
+    Merging outcomes never increases a KL divergence, so this is a lower bound of the exact KL,
+    equal to it where the reference puts no mass outside its top k, and zero exactly when the
+    model gives the top-k tokens the reference's probabilities. ``ref_logp`` and ``ref_ids`` are
+    [B, T-1, k] (``ReferenceModel.topk_logprobs``), ``logits`` [B, T, V], ``labels`` [B, T].
+    """
+    logits, shifted = shift(logits, labels)
+    mask = (shifted != IGNORE_INDEX).float()
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, ref_ids)  # [B, T-1, k]
+    p_ref = ref_logp.exp()
+    head = (p_ref * (ref_logp - logp)).sum(-1)
+    rest_ref = (1 - p_ref.sum(-1)).clamp(min=0)
+    rest_model = (1 - logp.exp().sum(-1)).clamp(min=1e-12)
+    per_token = head + torch.xlogy(rest_ref, rest_ref) - rest_ref * rest_model.log()
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
 class _StopForward(Exception):
     """Raised by a forward hook once the wanted layer has run."""
 

@@ -2,38 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import gc
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
 
+from .config import ReferenceSettings
+from .data import Encoded, PairCollator
 from .losses import layer_output, token_logprobs
+
+Rows = tuple[torch.Tensor, ...]
 
 
 class ReferenceModel:
     """The frozen input model, loaded only when a method first asks for it.
 
-    Per-token label log-probs are cached by (split, row index): a fixed example needs the
-    reference once, not once per epoch. Full logits (for KL) are recomputed, as caching
-    [T, V] per row would cost more memory than the second model.
+    Label log-probs, and with ``settings.kl = "top-k"`` the top-k log-probs at answer positions,
+    are cached per (split, row). Full logits (exact KL) and hidden states (RMU) are recomputed:
+    [T, V] or [T, H] per row would cost more memory than the second model. Given the run's rows
+    (``rows``, ``collate``, ``draws``, set by the runner and trainer), the first cache miss of a
+    split fills it whole, before the first backward pass, where the run draws at least as many
+    rows of it as it holds (always under ZeRO-3, where every rank must run the same forward
+    passes); `settle` then frees the network once all that was asked for is cached, so NPO and
+    SHA256 train with no second model and no reference pass per step.
 
     A parameter-selection plugin whose trained model *contains* the input model (a LoRA
     adapter on frozen weights) calls ``share(model, switch_off)`` so the reference is that same
     network with its additions switched off, and no second copy is loaded.
     """
 
-    def __init__(self, loader: Callable[[], torch.nn.Module]) -> None:
+    def __init__(self, loader: Callable[[], torch.nn.Module], settings: ReferenceSettings | None = None) -> None:
         self._loader = loader
+        self.settings = settings or ReferenceSettings()
         # set by the trainer: places the loaded model as the trained one is (DeepSpeed, device)
         self.prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+        self.release_hook: Callable[[], None] | None = None
+        self.sharded = False  # ZeRO-3: every rank must run the same reference forward passes
+        self.rows: dict[str, Sequence[Encoded]] = {}
+        self.collate: PairCollator | None = None
+        self.draws = 0  # rows of each split this rank draws in the run
         self._model: torch.nn.Module | None = None
         self._switch_off: Callable[[], AbstractContextManager[Any]] | None = None
-        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._cache: dict[tuple[str, int], Rows] = {}  # label log-probs of the first n positions
+        self._topk: dict[tuple[str, int], Rows] = {}  # (log-probs [n, k], token ids [n, k]) at answer positions
+        self.asked: set[tuple[str, str]] = set()  # (what, split): which outputs the method has used
+        self.forward_passes = 0
 
     def share(self, model: torch.nn.Module, switch_off: Callable[[], AbstractContextManager[Any]]) -> None:
         """Use ``model`` inside ``switch_off()`` (e.g. ``peft_model.disable_adapter``) as the reference."""
         self._model, self._switch_off = model, switch_off
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a separate reference network is in memory (a shared one does not count)."""
+        return self._model is not None and self._switch_off is None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -45,6 +69,29 @@ class ReferenceModel:
             model.requires_grad_(False)
             self._model = model
         return self._model
+
+    def settle(self) -> bool:
+        """Free the reference network once every output asked for so far is cached for every row
+        of its split (only label log-probs and top-k were asked). True if it was freed."""
+        caches = {"logprobs": self._cache, "topk": self._topk}
+        if (
+            not self.loaded
+            or not self.asked
+            or any(
+                what not in caches
+                or any((split, i) not in caches[what] for i in range(len(self.rows.get(split, []))))
+                or split not in self.rows
+                for what, split in self.asked
+            )
+        ):
+            return False
+        self._model = None
+        if self.release_hook is not None:
+            self.release_hook()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return True
 
     @contextmanager
     def _frozen(self) -> Iterator[torch.nn.Module]:
@@ -58,35 +105,97 @@ class ReferenceModel:
         finally:
             model.train(was_training)
 
-    @torch.no_grad()
     def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference's logits on ``inputs``, [B, T, V]; a forward pass each call (and the
+        network is then kept for the whole run)."""
+        self.asked.add(("logits", "*"))
+        return self._logits(inputs)
+
+    @torch.no_grad()
+    def _logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._frozen() as model:
             device = next(model.parameters()).device
+            self.forward_passes += 1
             return model(**{k: v.to(device) for k, v in inputs.items()}).logits.to(inputs["input_ids"].device)
 
     @torch.no_grad()
     def hidden_states(self, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """Output of decoder layer ``layer``, [B, T, H]; a (partial) forward pass each call."""
+        self.asked.add(("hidden", "*"))
         with self._frozen() as model:
             device = next(model.parameters()).device
+            self.forward_passes += 1
             states = layer_output(model, {k: v.to(device) for k, v in inputs.items()}, layer)
         return states.to(inputs["input_ids"].device)
 
+    def _fill(self, what: str, split: str, part: dict[str, torch.Tensor], compute: Callable[..., list[Rows]]) -> None:
+        """Compute the rows of ``part`` missing from the ``what`` cache, or the whole split."""
+        cache, rows = self._cache if what == "logprobs" else self._topk, self.rows.get(split)
+        first = not any(key[0] == split for key in cache)
+        if first and self.settings.prefill and rows and self.collate and (self.sharded or len(rows) <= self.draws):
+            size = max(1, len(part["index"]))
+            order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding
+            for start in range(0, len(order), size):
+                batch = self.collate.pad([(i, rows[i]) for i in order[start : start + size]])
+                self._store(cache, split, batch, compute)
+        if any((split, int(i)) not in cache for i in part["index"]):
+            self._store(cache, split, part, compute)
+
+    def _store(
+        self, cache: dict[tuple[str, int], Rows], split: str, part: dict[str, torch.Tensor], compute: Callable
+    ) -> None:
+        inputs = {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
+        for i, row in zip(part["index"], compute(self._logits(inputs), part["labels"])):
+            cache[(split, int(i))] = row
+
     @torch.no_grad()
-    def token_logprobs(
-        self, split: str, part: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        keys = [(split, int(i)) for i in part["index"]]
+    def token_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Reference ``log p(label)`` per token of ``part`` (a collated split), float32 [B, T-1],
+        0 where masked; cached per row."""
+        self.asked.add(("logprobs", split))
+        self._fill("logprobs", split, part, _label_logprobs)
         width = part["labels"].shape[1] - 1
-        if all(k in self._cache for k in keys):
-            rows = [self._cache[k] for k in keys]
-        else:
-            logp, mask = token_logprobs(self.logits(inputs), part["labels"])
-            rows = []
-            for k, lp, m in zip(keys, logp, mask):
-                row = lp[: int(m.nonzero().max()) + 1 if m.any() else 0].detach().cpu()
-                self._cache[k] = row
-                rows.append(row)
-        out = torch.zeros((len(rows), width), dtype=torch.float32)
-        for r, row in enumerate(rows):
+        out = torch.zeros((len(part["index"]), width), dtype=torch.float32)
+        for r, i in enumerate(part["index"]):
+            (row,) = self._cache[(split, int(i))]
             out[r, : row.numel()] = row
         return out.to(part["labels"].device)
+
+    @torch.no_grad()
+    def topk_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's ``settings.top_k`` most likely next tokens at each position of ``part``
+        (a collated split): ``(log-probs float32 [B, T-1, k], token ids [B, T-1, k])``, zero
+        where masked; cached per row."""
+        self.asked.add(("topk", split))
+        k = self.settings.top_k
+        self._fill("topk", split, part, lambda logits, labels: _topk(logits, labels, k))
+        mask = part["labels"][:, 1:] != -100
+        shape = (*mask.shape, min(k, self._topk[(split, int(part["index"][0]))][0].shape[-1]))
+        values, ids = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
+        for r, i in enumerate(part["index"]):
+            v, t = self._topk[(split, int(i))]
+            where = mask[r].nonzero().squeeze(-1).cpu()
+            values[r, where], ids[r, where] = v, t
+        device = part["labels"].device
+        return values.to(device), ids.to(device)
+
+
+def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> list[Rows]:
+    """Each row's label log-probs up to its last answer token (on the CPU)."""
+    logp, mask = token_logprobs(logits, labels)
+    rows = []
+    for lp, m in zip(logp, mask):
+        rows.append((lp[: int(m.nonzero().max()) + 1 if m.any() else 0].detach().cpu(),))
+    return rows
+
+
+def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> list[Rows]:
+    """Each row's top-k next-token log-probs and ids at its answer positions (on the CPU)."""
+    mask = labels[:, 1:] != -100
+    rows = []
+    for r in range(len(labels)):
+        where = mask[r].nonzero().squeeze(-1)
+        logp = torch.log_softmax(logits[r, :-1][where].float(), dim=-1)
+        values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        rows.append((values.cpu(), ids.cpu()))
+    return rows

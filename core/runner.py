@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import time
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -37,14 +38,11 @@ PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 def _parse_device(spec: str) -> torch.device | None:
     """``spec`` as a device (None for ``auto``); anything but auto/cpu/cuda/cuda:N is an error."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return None
     try:
-        device = torch.device(spec)
+        device = None if spec.strip().lower() == "auto" else torch.device(spec.strip().lower())
     except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
+        device = torch.device("meta")
+    if device is not None and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
     return device
 
@@ -52,66 +50,54 @@ def _parse_device(spec: str) -> torch.device | None:
 def resolve_device(spec: str) -> torch.device:
     """The device a model is placed on: ``auto`` (the first GPU when there is one, else the CPU),
     ``cpu``, ``cuda`` or ``cuda:N``; a GPU this machine does not have is an error naming it."""
-    device = _parse_device(spec)
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s)")
+    device = _parse_device(spec) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s)")
     return device
 
 
 def visible_devices(spec: str, visible: str | None) -> str | None:
-    """The ``CUDA_VISIBLE_DEVICES`` that gives a process (and its children) exactly the device
-    ``spec``, given the current value ``visible`` (None: unset, every GPU): ``""`` for ``cpu``,
-    the N-th visible entry for ``cuda:N``; None (leave it) for ``auto`` and ``cuda``."""
+    """The ``CUDA_VISIBLE_DEVICES`` that gives a process (and its children) exactly ``spec``, given
+    the current value (None: unset, every GPU): ``""`` for cpu, the N-th visible GPU for cuda:N,
+    None (unchanged) for auto and cuda."""
     device = _parse_device(spec)
-    if device is None or (device.type == "cuda" and device.index is None):
-        return None
-    if device.type == "cpu":
-        return ""
-    entries = [e.strip() for e in visible.split(",") if e.strip()] if visible is not None else None
-    if entries is None:
-        return str(device.index)
+    if device is None or device.type == "cpu":
+        return None if device is None else ""
+    if device.index is None or visible is None:
+        return None if device.index is None else str(device.index)
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
     if device.index >= len(entries):
         raise ConfigError(f"device {spec!r}: CUDA_VISIBLE_DEVICES={visible!r} shows {len(entries)} device(s)")
     return entries[device.index]
 
 
 def claim_device(spec: str) -> torch.device:
-    """Make ``spec`` the device of this process and of what it launches, and return it.
-
-    Training goes through the HF Trainer, which always takes ``cuda:0`` (or ``LOCAL_RANK`` under a
-    launcher) and wraps every other visible GPU in DataParallel; so ``cpu`` and ``cuda:N`` are
-    applied the way launchers do it, through ``CUDA_VISIBLE_DEVICES``, before CUDA starts. Under a
-    multi-process launcher each rank takes its own GPU, so only auto, cpu and cuda are accepted.
-    """
+    """Make ``spec`` the device of this process and what it launches (the way launchers do it,
+    through ``CUDA_VISIBLE_DEVICES``: the HF Trainer always takes ``cuda:0``, or ``LOCAL_RANK``, and
+    puts other visible GPUs in DataParallel), and return it. A rank of a multi-process launcher
+    takes its own GPU, so it accepts auto, cpu and cuda only."""
+    if spec in _CLAIMED:  # claimed already (a recipe's runs): the mask is in place
+        return _CLAIMED[spec]
     parsed = _parse_device(spec)
-    if parsed is not None and parsed.type == "cuda" and parsed.index is not None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError(
-                f"device {spec!r}: each rank of a multi-process run takes its own GPU; choose them with "
-                "CUDA_VISIBLE_DEVICES and use --device cuda"
-            )
+    pinned = parsed is not None and parsed.type == "cuda" and parsed.index is not None
+    if pinned and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"device {spec!r}: a rank takes its own GPU; choose them with CUDA_VISIBLE_DEVICES")
     mask = visible_devices(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if mask is not None and mask != os.environ.get("CUDA_VISIBLE_DEVICES"):
-        if parsed is not None and parsed.type == "cuda" and torch.cuda.is_initialized():
-            raise ConfigError(
-                f"device {spec!r}: CUDA already started in this process; set CUDA_VISIBLE_DEVICES before it starts"
-            )
+    if mask is not None:
+        if pinned and torch.cuda.is_initialized():
+            raise ConfigError(f"device {spec!r}: CUDA already started here; set CUDA_VISIBLE_DEVICES instead")
         os.environ["CUDA_VISIBLE_DEVICES"] = mask  # cpu: the Trainer also gets use_cpu, in case CUDA started
-    if parsed is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if parsed.type == "cpu":
-        return parsed
-    if not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
-        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError(
-            f"device {spec!r}: no such CUDA device here"
-            + (f" (CUDA_VISIBLE_DEVICES={shown} shows none)" if shown else "")
-        )
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed is not None and parsed.type == "cuda" and not gpus:
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise ConfigError(f"device {spec!r}: no such CUDA device here (CUDA_VISIBLE_DEVICES={shown})")
+    cuda = gpus and (parsed is None or parsed.type == "cuda")
+    _CLAIMED[spec] = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    return _CLAIMED[spec]
+
+
+_CLAIMED: dict[str, torch.device] = {}
 
 
 def free_port() -> int:
@@ -345,7 +331,8 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     collate = PairCollator(tokenizer.pad_token_id)
     probe = [collate.pad(list(enumerate(forget[i : i + 8]))) for i in range(0, min(len(forget), PROBE_ROWS), 8)]
     before = answer_probe(model, probe) if is_main else {}
-    reference = ReferenceModel(lambda: load_model(config))
+    reference = ReferenceModel(lambda: load_model(config), config.reference)
+    reference.rows, reference.collate = {"forget": forget, "retain": retain or []}, collate
     ctx = RunContext(config, method_configs, tokenizer, work, forget, retain, is_main, reference=reference)
     for name in config.methods():
         chosen = host.methods[name]
@@ -374,7 +361,24 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     result = trainer.train(resume_from_checkpoint=last)
     # What training really used: the optimiser's own tensors hold the master weights
     master = {str(p.dtype) for group in trainer.optimizer.param_groups for p in group["params"]}
-    placement = {"device": str(trainer.args.device), "optimiser_dtype": sorted(master), "compute_dtype": t.dtype}
+    steps = trainer.clock.seconds
+    measured = {
+        "device": str(trainer.args.device),
+        "optimiser_dtype": sorted(master),
+        "compute_dtype": t.dtype,
+        # the first step also loads the reference and fills its caches
+        "step_seconds": {
+            "first": round(steps[0], 4) if steps else None,
+            "median_after_first": round(statistics.median(steps[1:]), 4) if len(steps) > 1 else None,
+        },
+        "reference": {
+            "used": sorted({w for w, _ in reference.asked}),
+            "forward_passes": reference.forward_passes,
+            "kept": reference.loaded,
+        }
+        if reference.asked
+        else None,
+    }
 
     staging = work / "model"
     if is_main and staging.exists():
@@ -413,7 +417,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "train": result.metrics,
             "trainable_parameters": trainable,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-            **placement,
+            **measured,
             "wall_time_s": round(time.time() - started, 2),
             "versions": {"unlearn-core": dist_version("unlearn-core")}
             | {i.distribution or i.name: i.version for i in infos},

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from .config import Config
 from .context import LossContext, RunContext
@@ -30,6 +31,20 @@ def last_checkpoint(folder: Path, clean: bool = False) -> str | None:
     for partial in set(found) - set(complete) if clean else ():
         shutil.rmtree(partial, ignore_errors=True)
     return str(complete[-1]) if complete else None
+
+
+class StepClock(TrainerCallback):
+    """Wall seconds of each optimiser step (the run report's ``step_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 class UnlearnTrainer(Trainer):
@@ -55,8 +70,11 @@ class UnlearnTrainer(Trainer):
         self.reference = reference
         self.run = run
         self._terms: dict[str, list[float]] = defaultdict(list)
+        self.clock = StepClock()
+        self.add_callback(self.clock)
         if reference is not None:
             reference.prepare = self._place_reference
+            reference.release_hook = self._release_reference
 
     def _place_reference(self, model: torch.nn.Module) -> torch.nn.Module:
         """The reference where the trained model is: its device, and under DeepSpeed ZeRO-3 an
@@ -71,6 +89,7 @@ class UnlearnTrainer(Trainer):
 
         if not is_deepspeed_zero3_enabled():
             return model.to(self.args.device)
+        self.reference.sharded = True
         import copy
 
         import deepspeed
@@ -83,6 +102,12 @@ class UnlearnTrainer(Trainer):
         self._reference_engine = engine  # keeps its hooks' owner alive
         return engine.module
 
+    def _release_reference(self) -> None:
+        engine = getattr(self, "_reference_engine", None)
+        if engine is not None:
+            engine.destroy()
+            self._reference_engine = None
+
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -91,8 +116,16 @@ class UnlearnTrainer(Trainer):
         num_items_in_batch: Any = None,
         **kwargs: Any,
     ) -> Any:
+        if self.reference is not None and not self.reference.draws:
+            # rows of each split this rank will draw: a split no larger is cached whole up front
+            args = self.args
+            self.reference.draws = (
+                self.state.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+            )
         ctx = LossContext(model, inputs, self.state.global_step, self.reference, self.run)
         result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
+        if self.reference is not None:
+            self.reference.settle()  # before the backward pass: a freed reference lowers the peak
         if result is None:
             raise RuntimeError(
                 f"plugin {self.method.plugin!r} registered the loss method {self.method.name!r} "

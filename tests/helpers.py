@@ -26,9 +26,11 @@ def cli(
     )
 
 
-def launch(*args: str, nproc: int | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """``python -m unlearn ARGS`` (under ``torchrun`` with ``nproc`` processes) in an environment
-    with none of the test process's distributed variables."""
+def launch(
+    *args: str, nproc: int | None = None, script: Path | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """``python -m unlearn ARGS`` (or ``python SCRIPT ARGS``), under ``torchrun`` with ``nproc``
+    processes if given, in an environment with none of the test process's distributed variables."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -42,7 +44,12 @@ def launch(*args: str, nproc: int | None = None, timeout: int = 900) -> subproce
         assert torchrun, "torchrun is installed with torch"
         launcher = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
     return subprocess.run(
-        [*launcher, "-m", "unlearn", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+        [*launcher, *([str(script)] if script else ["-m", "unlearn"]), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
     )
 
 

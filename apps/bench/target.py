@@ -176,6 +176,7 @@ def build_target(
     from transformers import AutoTokenizer
 
     settings = settings or TargetSettings()
+    place = resolve_device(device)
     out = check_output(out, "target", [data], overwrite)
     rows, counts = training_rows(data)
     # When to stop is not part of what is trained: raising max_epochs resumes an earlier build.
@@ -196,7 +197,6 @@ def build_target(
 
     encoded = encode(rows, tokenizer, settings.max_length, append_eos=True)
     train = [Encoded(e.input_ids, list(e.input_ids), e.task) for e in encoded]  # learn every token of every text
-    place = resolve_device(device)
     model = new_model(settings, tokenizer).to(place)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

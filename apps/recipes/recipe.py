@@ -36,6 +36,7 @@ from unlearn import (
     RunError,
     build_config,
     check_output,
+    claim_device,
     describe_error,
     get_host,
     mark,
@@ -201,6 +202,8 @@ def run_recipe(
     """Run every step not already done; returns the final model's folder. ``device`` (auto, cpu,
     cuda, cuda:N) overrides every run's ``trainer.device``; a finished run counts as done on any."""
     host = host or get_host()
+    if device is not None:
+        claim_device(device)  # a GPU this machine lacks fails before any work
     if recipe.model is None:
         raise ConfigError(f"recipe {recipe.name}: no model; give --model")
     if recipe.forget is None and recipe.data is None:

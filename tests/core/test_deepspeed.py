@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,26 +78,9 @@ def test_zero3_from_a_json_file_saves_a_loadable_safetensors_model(tiny_model, t
     _close_to(_plain(tiny_model, tiny_data, tmp_path), tmp_path / "z3")
 
 
-# NPO with the retain term replaced by KL to the reference: at the first step the model is the
-# reference, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left as empty
-# shards used to crash here ("Padding_idx must be within num_embeddings"); a wrong one would
-# give another number.
-_NPO_KL = (
-    "--method",
-    "npo",
-    "--set",
-    "config.npo.retain_nll_weight=0",
-    "--set",
-    "config.npo.retain_kl_weight=1",
-    "--max-steps",
-    "1",
-)
-
-
-@pytest.mark.parametrize("extra", [("--deepspeed", "zero3", *_NPO_KL), ()], ids=["zero3-npo-kl", "ddp"])
-def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
+def test_plain_ddp_on_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    res = _launch(tiny_model, tiny_data, out, *extra, nproc=2)
+    res = _launch(tiny_model, tiny_data, out, nproc=2)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     report = json.loads((out / "unlearn_run.json").read_text())
@@ -104,11 +88,38 @@ def test_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path, extra):
     assert report["world_size"] == 2
     assert not (tmp_path / ".ddp.partial").exists()
     assert res.stdout.count("unlearned model written") == 1  # reported once, by rank 0
-    if "npo" in extra:
-        assert report["train"]["train_loss"] == pytest.approx(20 * math.log(2), rel=1e-5)
 
 
-def test_zero3_reference_hidden_states_for_rmu(tiny_model, tiny_data, tmp_path):
-    """RMU reads the reference's hidden states through a hook that stops the forward pass early."""
-    _single_process(tiny_model, tiny_data, tmp_path / "rmu", "--deepspeed", "zero3", "--method", "rmu")
-    assert all(torch.isfinite(p).all() for p in AutoModelForCausalLM.from_pretrained(tmp_path / "rmu").parameters())
+def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_data, tmp_path):
+    """Each installed loss method, and NPO+KL with LoRA, two steps under ZeRO-2 and ZeRO-3 on two
+    gloo ranks (one launch, `zero_matrix.py`): each writes a loadable model. The ZeRO-3 reference
+    gives the unsharded input model's label log-probs and no rank holds a whole copy of it.
+
+    NPO with the retain term replaced by KL to the reference, one step under ZeRO-3: the model is
+    the reference then, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left
+    as empty shards used to crash ("Padding_idx must be within num_embeddings"); a wrong one would
+    give another number. RMU reads the reference's hidden states through a hook that stops the
+    sharded forward pass early."""
+    from unlearn import get_host
+
+    res = launch(
+        str(tiny_model), str(tiny_data), str(tmp_path), nproc=2, script=Path(__file__).with_name("zero_matrix.py")
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    losses = sorted(n for n, m in get_host().methods.items() if m.kind == "loss")
+    expected = {f"zero{s}-{n}" for s in (2, 3) for n in [*losses, "npo+lora"]}
+    expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step"}
+    for rank in ranks:
+        failed = [c for c in rank["cases"] if not c["ok"]]
+        assert not failed, failed[0]["error"]
+        assert {c["case"] for c in rank["cases"]} == expected
+    first_step = next(c for c in ranks[0]["cases"] if c["case"] == "zero3-npo-kl-first-step")
+    assert first_step["train_loss"] == pytest.approx(20 * math.log(2), rel=1e-5)
+    for case in expected:
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / case)
+        assert all(torch.isfinite(p).all() for p in model.parameters()), case
+    for rank in ranks:
+        seen = rank["reference"]
+        assert seen["answer_tokens"] > 0 and seen["max_logprob_difference"] < 1e-5
+        assert seen["local_elements"] < 0.6 * seen["full_elements"]  # a shard, not a copy

@@ -158,6 +158,84 @@ def test_reference_log_probs_are_computed_once_and_cached(host, make_config):
     assert probe.diffs[-1] > 1e-3  # later the trained model moved away from the cached reference
 
 
+class CachedOnly:
+    """Uses only cached reference outputs (NPO's label log-probs, or top-k KL) and records, at
+    each step, whether a reference network is in memory and how many reference passes ran."""
+
+    def __init__(self, kl: bool = False, logits: bool = False) -> None:
+        self.kl, self.logits = kl, logits
+        self.seen: list[tuple[bool, int]] = []
+        self.kls: list[float] = []
+
+    @hookimpl
+    def register_methods(self, register):
+        register("cached-only", config=Empty, kind="loss", uses_retain=True)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        self.seen.append((ctx.reference.loaded, ctx.reference.forward_passes))
+        ref = ctx.reference_token_logprobs("forget")
+        logp, mask = ctx.token_logprobs("forget")
+        loss = -((logp - ref) * mask).sum() / mask.sum()
+        if self.kl:
+            kl = ctx.kl_to_reference("retain")
+            self.kls.append(float(kl.detach()))
+            loss = loss + kl
+        if self.logits:
+            ctx.reference_logits("retain")
+        return loss
+
+
+F, T = False, True
+
+
+@pytest.mark.parametrize(
+    ("settings", "logits", "loaded", "passes"),
+    [
+        # the forget split (6 rows, batches of 2) computed whole at step 0, then the model freed
+        ({}, F, [F] * 8, [0] + [3] * 7),
+        ({"kl": "top-k", "top_k": 4}, F, [F] * 8, [0] + [6] * 7),  # and the retain rows' top-k
+        # rows computed as they come: the model is freed once every row has come (3 steps)
+        ({"prefill": False}, F, [F, T, T] + [F] * 5, [0, 1, 2] + [3] * 5),
+        ({}, T, [F] + [T] * 7, None),  # full logits every step: the model stays
+    ],
+    ids=["logprobs", "top-k-kl", "no-prefill", "logits"],
+)
+def test_a_reference_needed_only_for_cached_outputs_is_freed_before_training(
+    host, make_config, settings, logits, loaded, passes
+):
+    probe = CachedOnly(kl="kl" in settings, logits=logits)
+    host.register(probe, "cached")
+    # 8 steps of 2 rows draw 16 >= 6 rows of each split, so a split is computed whole at its first use
+    trainer = {"max_steps": 8, "batch_size": 2, "learning_rate": 1e-2}
+    run(make_config(method="cached-only", reference=settings, trainer=trainer), host=host)
+    assert [s[0] for s in probe.seen] == loaded
+    if passes is not None:
+        assert [s[1] for s in probe.seen] == passes  # reference forward passes before each step
+    if probe.kls:
+        assert abs(probe.kls[0]) < 1e-5  # the model is the reference at step 0
+        assert probe.kls[-1] > 1e-4
+
+
+def test_top_k_kl_is_the_kl_over_the_top_k_and_the_rest():
+    from unlearn import kl_divergence, topk_kl_divergence
+
+    ref_logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]]])  # [B=1, T=2, V=4]
+    logits = torch.tensor([[[0.5, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1]])  # one answer position: position 0 predicts token 1
+    ref, theta = torch.log_softmax(ref_logits[0, 0], -1), torch.log_softmax(logits[0, 0], -1)
+    p, q = ref.exp(), theta.exp()
+    # k = 2: the outcomes {0}, {1} and {2, 3}, by hand
+    by_hand = sum(p[i] * (ref[i] - theta[i]) for i in (0, 1)) + (p[2] + p[3]) * ((p[2] + p[3]) / (q[2] + q[3])).log()
+    top2 = topk_kl_divergence(*ref[None, None].topk(2, -1), logits, labels)
+    assert float(top2) == pytest.approx(float(by_hand), rel=1e-5)
+    exact = kl_divergence(ref_logits, logits, labels)
+    assert float(topk_kl_divergence(*ref[None, None].topk(4, -1), logits, labels)) == pytest.approx(
+        float(exact), rel=1e-5
+    )
+    assert 0 < float(top2) < float(exact)  # merging outcomes lowers a KL
+
+
 class NaNLoss:
     @hookimpl
     def register_methods(self, register):
@@ -341,10 +419,15 @@ def test_a_run_that_barely_changed_the_model_says_so(tmp_path, memorised_model, 
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize(("method", "extra"), [("npo", ("--with", "lora")), ("rmu", ())], ids=["npo+lora", "rmu"])
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [("npo", ("--with", "lora", "--set", "config.lora.save=adapter")), ("rmu", ())],
+    ids=["npo+lora", "rmu"],
+)
 def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model, tiny_data, method, extra):
     """The installed plugins with activation checkpointing: the same weights as without it (LoRA's
-    adapter-off reference and RMU's hidden-state hook included), and the weights did move."""
+    adapter-off reference and RMU's hidden-state hook included), and the weights did move (LoRA:
+    only the adapter is saved, and its zero-initialised B matrices trained)."""
     weights = {}
     for flag in ("true", "false"):
         out = tmp_path / flag
@@ -368,10 +451,15 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path, tiny_model,
             )
         )
         assert res.returncode == 0, res.stderr[-2000:]
-        weights[flag] = load_file(out / "model.safetensors")
-    before = load_file(tiny_model / "model.safetensors")
+        saved = "adapter_model.safetensors" if "lora" in extra else "model.safetensors"
+        assert sorted(p.name for p in out.glob("*.safetensors")) == [saved]
+        weights[flag] = load_file(out / saved)
     assert all(torch.equal(weights["true"][k], weights["false"][k]) for k in weights["false"])
-    assert any(not torch.equal(weights["true"][k], before[k]) for k in before)
+    if "lora" in extra:
+        assert any(bool(w.abs().sum() > 0) for k, w in weights["true"].items() if "lora_B" in k)
+    else:
+        before = load_file(tiny_model / "model.safetensors")
+        assert any(not torch.equal(weights["true"][k], before[k]) for k in before)
 
 
 class DtypeProbe:

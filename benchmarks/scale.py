@@ -1,0 +1,204 @@
+"""Benchmark: what a training step of each method costs as the model grows, against GA's.
+
+    python benchmarks/scale.py                              # 3M, 30M and 120M parameters
+    python benchmarks/scale.py --sizes 3m --steps 4 --no-zero3 --no-eval
+
+Models are OLMo with the default target's byte-level BPE tokenizer (2,048 tokens), randomly
+initialised (this measures cost, not quality) at about 3M (the default target's shape), 30M and
+120M parameters. Every installed loss method runs ``--steps`` optimiser steps with its default
+config, plus NPO with a KL retain term (exact, top-k, and under LoRA) and KL with top-k, each as
+its own ``unlearn run`` process on the embedded default's rows. Per run: the median seconds of a
+step after the first (``step_seconds`` in ``unlearn_run.json``; the first step also fills the
+reference caches), the process's peak RSS and peak heap in use (glibc's mallinfo2, sampled),
+each also as a ratio to GA and to GD (the same forget and retain passes without a reference),
+and how many reference forward passes it ran and whether the reference was still in memory at
+the end. With two ranks of ZeRO-3 (gloo, one thread each), the per-rank peaks of GA and NPO are
+compared with the single process's. Finally the evaluator's rows per second at each size.
+Prints Markdown tables; one run per cell (single seed, one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from methods import MEASURED_CLI  # noqa: E402  (the benchmarks share the measured-process helper)
+
+from unlearn import PluginHost, free_port  # noqa: E402
+
+# hidden size, layers, MLP width: about 3M (the default target), 30M and 120M parameters
+SIZES = {"3m": (192, 4, 768), "30m": (384, 12, 1536), "120m": (768, 12, 3072)}
+EXTRA = {
+    "npo+kl": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0"],
+    "npo+kl top-k": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0", "--set", "reference.kl=top-k"],
+    "npo+kl+lora": ["--method", "npo", "--with", "lora", "--set", "config.npo.retain_kl_weight=1.0"],
+    "kl top-k": ["--method", "kl", "--set", "reference.kl=top-k"],
+}
+
+
+def build_model(tokenizer_source: Path, folder: Path, size: str) -> tuple[Path, int]:
+    """An untrained OLMo of ``size`` with the given tokenizer (made once); returns (folder, parameters)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearn.bench.target import TargetSettings, new_model
+
+    if not (folder / "config.json").is_file():
+        hidden, layers, mlp = SIZES[size]
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        settings = TargetSettings(hidden_size=hidden, layers=layers, heads=hidden // 64, intermediate_size=mlp)
+        new_model(settings, tokenizer).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return folder, sum(p.numel() for p in model.parameters())
+
+
+def measured(args: list[str], nproc: int = 1) -> tuple[subprocess.CompletedProcess, float, float]:
+    """``unlearn ARGS`` as its own process (or ``nproc`` torchrun ranks): (result, peak RSS MB, peak
+    heap MB), the largest over the ranks."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
+        script.write(MEASURED_CLI)  # the CLI reads its arguments from sys.argv
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        launcher = [sys.executable]
+        if nproc > 1:
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+            launcher += ["--master_port", str(free_port())]
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // nproc))
+        res = subprocess.run([*launcher, script.name, *args], capture_output=True, text=True, env=env)
+    finally:
+        os.unlink(script.name)
+    found: dict[str, list[float]] = {"PEAK_RSS_KB": [], "PEAK_HEAP_KB": []}
+    for line in res.stderr.splitlines():
+        key, _, value = line.partition("=")
+        if key in found and value.strip().isdigit():
+            found[key].append(int(value) / 1024)
+    return res, max(found["PEAK_RSS_KB"], default=0.0), max(found["PEAK_HEAP_KB"], default=0.0)
+
+
+def train(model: Path, data: Path, out: Path, extra: list[str], args: argparse.Namespace, nproc: int = 1) -> dict:
+    cmd = ["run", "--model", str(model), "--data", str(data), "-o", str(out), "--overwrite", *extra]
+    cmd += ["--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", "0"]
+    cmd += ["--set", f"trainer.max_length={args.max_length}", "--set", "trainer.progress=false"]
+    res, rss, heap = measured(cmd, nproc)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    report = json.loads((out / "unlearn_run.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    return {"step_s": report["step_seconds"]["median_after_first"], "rss": rss, "heap": heap, **report}
+
+
+def ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}" if base else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/scale"))
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"Comma-separated of {', '.join(SIZES)}.")
+    parser.add_argument("--methods", help="Comma-separated loss methods and extra cases (default: all).")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--no-zero3", action="store_true", help="Skip the two-rank ZeRO-3 comparison.")
+    parser.add_argument("--no-eval", action="store_true", help="Skip the evaluator's rows per second.")
+    parser.add_argument("--eval-rows", type=int, default=32)
+    args = parser.parse_args()
+
+    data = args.work / "data"
+    if not (data / "forget_train.jsonl").is_file():
+        from unlearn.bench.synth import generate
+
+        generate(data, seed=0, size="small")
+    tokenizer = args.work / "tokenizer"
+    if not (tokenizer / "tokenizer.json").is_file():
+        from unlearn.bench.target import train_tokenizer, training_rows
+
+        rows, _ = training_rows(data)
+        train_tokenizer([r.text for r in rows], 2048).save_pretrained(tokenizer)
+    host = PluginHost()
+    losses = sorted(n for n, m in host.methods.items() if m.kind == "loss")
+    cases = {name: ["--method", name] for name in losses} | EXTRA
+    if args.methods:
+        cases = {k: v for k, v in cases.items() if k in args.methods.split(",")}
+    for base in ("ga", "gd"):
+        cases.setdefault(base, ["--method", base])
+
+    columns = ["model", "method", "s/step", "x GA", "x GD", "peak RSS MB", "x GA", "peak heap MB", "x GA", "x GD"]
+    print("| " + " | ".join([*columns, "reference passes, kept"]) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    single: dict[str, dict] = {}
+    models: dict[str, tuple[Path, int]] = {}
+    for size in args.sizes.split(","):
+        model, params = models[size] = build_model(tokenizer, args.work / f"olmo_{size}", size)
+        label = f"{size} ({params / 1e6:.1f}M)"
+        results = {name: train(model, data, args.work / "out", extra, args) for name, extra in cases.items()}
+        ga, gd = results["ga"], results["gd"]
+        single[size] = results
+        for name, r in results.items():
+            if "error" in r:
+                print(f"| {label} | {name} | failed: {r['error'][:80]} | | | | | | | | |")
+                continue
+            ref = r.get("reference") or {}
+            refs = f"{ref.get('forward_passes', 0)}, {'yes' if ref.get('kept') else 'no'}" if ref else "none"
+            print(
+                f"| {label} | {name} | {r['step_s']:.3f} | {ratio(r['step_s'], ga.get('step_s'))} | "
+                f"{ratio(r['step_s'], gd.get('step_s'))} | {r['rss']:.0f} | {ratio(r['rss'], ga.get('rss'))} | "
+                f"{r['heap']:.0f} | {ratio(r['heap'], ga.get('heap'))} | {ratio(r['heap'], gd.get('heap'))} | {refs} |"
+            )
+        sys.stdout.flush()
+
+    if not args.no_zero3:
+        size = args.sizes.split(",")[-1]
+        model = models[size][0]
+        print(f"\nZeRO-3, 2 ranks (gloo, {max(1, (os.cpu_count() or 2) // 2)} thread each), {size}: per-rank peaks")
+        print("| method | one process: RSS MB / heap MB | ZeRO-3 rank: RSS MB / heap MB | ratio RSS / heap |")
+        print("| --- | --- | --- | --- |")
+        for name in ("ga", "npo"):
+            one = single[size].get(name) or train(model, data, args.work / "out", cases[name], args)
+            z3 = train(model, data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, nproc=2)
+            if "error" in z3 or "error" in one:
+                print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | |")
+                continue
+            print(
+                f"| {name} | {one['rss']:.0f} / {one['heap']:.0f} | {z3['rss']:.0f} / {z3['heap']:.0f} | "
+                f"{z3['rss'] / one['rss']:.2f} / {z3['heap'] / one['heap']:.2f} |"
+            )
+
+    if not args.no_eval:
+        from unlearn import load_rows
+
+        subset = args.work / "eval_data"
+        if not (subset / "forget.jsonl").is_file():
+            subset.mkdir(parents=True, exist_ok=True)
+            for split in ("forget", "retain"):
+                rows = (data / f"{split}_train.jsonl").read_text().splitlines()[: args.eval_rows // 2]
+                (subset / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+            load_rows(subset / "forget.jsonl")  # valid before timing anything
+        print(f"\nEvaluator, {args.eval_rows} rows, 32 new tokens, float32, batch 64")
+        print("| model | rows/s | seconds |")
+        print("| --- | --- | --- |")
+        for size, (model, params) in models.items():
+            out = args.work / "eval_out"
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.time()
+            cmd = ["evaluate", str(model), "--data", str(subset), "--out", str(out), "--max-new-tokens", "32"]
+            res, _, _ = measured(cmd)
+            if res.returncode != 0:
+                print(f"| {size} | failed | {res.stderr.strip().splitlines()[-1][:80]} |")
+                continue
+            results = json.loads((out / "evaluation_results.json").read_text())
+            print(
+                f"| {size} ({params / 1e6:.1f}M) | {results['examples_per_second']:.1f} | {time.time() - started:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Every installed loss method (and NPO+KL with LoRA) under ZeRO-2 and ZeRO-3, in one launch.
+
+``torchrun --nproc_per_node 2 zero_matrix.py MODEL DATA OUT`` runs each case for two steps with
+``unlearn.run`` in the same two processes (one launch instead of one per case: DeepSpeed's start
+costs more than the runs), and writes ``OUT/rank{R}.json``: each case's outcome, plus what a probe
+method saw of the ZeRO-3 reference (its label log-probs beside the unsharded input model's, and
+how many parameter elements this rank holds of it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from transformers import AutoModelForCausalLM
+
+from unlearn import LossContext, RunConfig, get_host, hookimpl, run, token_logprobs
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReferenceProbe:
+    """A loss method that records the sharded reference's label log-probs and local size at step 0."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.plain = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # unsharded, before ZeRO-3 starts
+        self.seen: dict = {}
+
+    @hookimpl
+    def register_methods(self, register):
+        register("zero-probe", config=Empty, kind="loss", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        if not self.seen:
+            part = ctx.batch["forget"]
+            ref = ctx.reference_token_logprobs("forget")
+            with torch.no_grad():
+                logits = self.plain(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+            plain, mask = token_logprobs(logits, part["labels"])
+            params = list(ctx.reference.model.parameters())
+            self.seen = {
+                "max_logprob_difference": float(((ref - plain) * mask).abs().max()),
+                "answer_tokens": int(mask.sum()),
+                "local_elements": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params),
+                "full_elements": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params),
+            }
+        return -ctx.nll("forget")
+
+
+def main(model: str, data: str, out: str) -> None:
+    host = get_host()
+    probe = ReferenceProbe(model)
+    host.register(probe, "zero-probe")
+    losses = sorted(name for name, m in host.methods.items() if m.kind == "loss" and name != "zero-probe")
+    npo_kl = {"npo": {"retain_nll_weight": 0, "retain_kl_weight": 1}}
+    cases = [(name, [], {}, 2) for name in losses]
+    cases += [("npo", ["lora"], npo_kl, 2), ("zero-probe", [], {}, 2), ("npo", [], npo_kl, 1)]
+    rank = int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else None
+    results = []
+    for stage in (2, 3):
+        for name, with_, settings, steps in cases:
+            if (name == "zero-probe" or steps == 1) and stage != 3:
+                continue
+            label = f"zero{stage}-{name}" + "".join(f"+{w}" for w in with_) + ("-kl-first-step" if steps == 1 else "")
+            config = RunConfig.model_validate(
+                {
+                    "model": model,
+                    "data": data,
+                    "method": name,
+                    "with": with_,
+                    "config": settings,
+                    "output_dir": str(Path(out) / label),
+                    "deepspeed": f"zero{stage}",
+                    "seed": 3,
+                    "trainer": {"max_steps": steps, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
+                }
+            )
+            try:
+                report = json.loads((run(config, host=host) / "unlearn_run.json").read_text())
+                results.append({"case": label, "ok": True, "train_loss": report["train"]["train_loss"]})
+            except Exception:  # noqa: BLE001 - recorded for the test to report
+                results.append({"case": label, "ok": False, "error": traceback.format_exc()[-2000:]})
+            rank = torch.distributed.get_rank()
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"cases": results, "reference": probe.seen}, indent=2))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
