@@ -7,7 +7,8 @@ Models are OLMo with the default target's byte-level BPE tokenizer (2,048 tokens
 initialised (this measures cost, not quality) at about 3M (the default target's shape), 30M and
 120M parameters. Every installed loss method runs ``--steps`` optimiser steps with its default
 config, plus NPO with a KL retain term (exact, top-k, and under LoRA) and KL with top-k, each as
-its own ``unlearn run`` process on the embedded default's rows. Per run: the median seconds of a
+its own ``unlearn run`` process on ``--steps`` x ``--batch-size`` forget and retain rows of the
+embedded default (one epoch, as a real run draws every forget row). Per run: the median seconds of a
 step after the first (``step_seconds`` in ``unlearn_run.json``; the first step also fills the
 reference caches), the process's peak RSS and peak heap in use (glibc's mallinfo2, sampled),
 each also as a ratio to GA and to GD (the same forget and retain passes without a reference),
@@ -123,6 +124,14 @@ def main() -> None:
 
         rows, _ = training_rows(data)
         train_tokenizer([r.text for r in rows], 2048).save_pretrained(tokenizer)
+    # One epoch of forget rows in --steps steps, as in a real run (which draws every forget row at
+    # least once; a reference-based method's caches are filled for whole splits that fit the run).
+    rows = args.steps * args.batch_size
+    train_data = args.work / f"data_{rows}"
+    train_data.mkdir(parents=True, exist_ok=True)
+    for split in ("forget", "retain"):
+        lines = (data / f"{split}_train.jsonl").read_text().splitlines()[:rows]
+        (train_data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     host = PluginHost()
     losses = sorted(n for n, m in host.methods.items() if m.kind == "loss")
     cases = {name: ["--method", name] for name in losses} | EXTRA
@@ -139,7 +148,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         model, params = models[size] = build_model(tokenizer, args.work / f"olmo_{size}", size)
         label = f"{size} ({params / 1e6:.1f}M)"
-        results = {name: train(model, data, args.work / "out", extra, args) for name, extra in cases.items()}
+        results = {name: train(model, train_data, args.work / "out", extra, args) for name, extra in cases.items()}
         ga, gd = results["ga"], results["gd"]
         single[size] = results
         for name, r in results.items():
@@ -162,8 +171,8 @@ def main() -> None:
         print("| method | one process: RSS MB / heap MB | ZeRO-3 rank: RSS MB / heap MB | ratio RSS / heap |")
         print("| --- | --- | --- | --- |")
         for name in ("ga", "npo"):
-            one = single[size].get(name) or train(model, data, args.work / "out", cases[name], args)
-            z3 = train(model, data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, nproc=2)
+            one = single[size].get(name) or train(model, train_data, args.work / "out", cases[name], args)
+            z3 = train(model, train_data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, nproc=2)
             if "error" in z3 or "error" in one:
                 print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | |")
                 continue

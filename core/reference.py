@@ -131,8 +131,8 @@ class ReferenceModel:
     def _fill(self, what: str, split: str, part: dict[str, torch.Tensor], compute: Callable[..., list[Rows]]) -> None:
         """Compute the rows of ``part`` missing from the ``what`` cache, or the whole split."""
         cache, rows = self._cache if what == "logprobs" else self._topk, self.rows.get(split)
-        first = not any(key[0] == split for key in cache)
-        if first and self.settings.prefill and rows and self.collate and (self.sharded or len(rows) <= self.draws):
+        whole = self.sharded or (self.settings.prefill and rows and len(rows) <= self.draws)
+        if whole and rows and self.collate and not any(key[0] == split for key in cache):
             size = max(1, len(part["index"]))
             order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))  # little padding
             for start in range(0, len(order), size):
@@ -141,9 +141,7 @@ class ReferenceModel:
         if any((split, int(i)) not in cache for i in part["index"]):
             self._store(cache, split, part, compute)
 
-    def _store(
-        self, cache: dict[tuple[str, int], Rows], split: str, part: dict[str, torch.Tensor], compute: Callable
-    ) -> None:
+    def _store(self, cache: dict[tuple[str, int], Rows], split: str, part: dict, compute: Callable) -> None:
         inputs = {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
         for i, row in zip(part["index"], compute(self._logits(inputs), part["labels"])):
             cache[(split, int(i))] = row

@@ -73,8 +73,11 @@ class UnlearnTrainer(Trainer):
         self.clock = StepClock()
         self.add_callback(self.clock)
         if reference is not None:
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
             reference.prepare = self._place_reference
             reference.release_hook = self._release_reference
+            reference.sharded = is_deepspeed_zero3_enabled()
 
     def _place_reference(self, model: torch.nn.Module) -> torch.nn.Module:
         """The reference where the trained model is: its device, and under DeepSpeed ZeRO-3 an
@@ -89,7 +92,6 @@ class UnlearnTrainer(Trainer):
 
         if not is_deepspeed_zero3_enabled():
             return model.to(self.args.device)
-        self.reference.sharded = True
         import copy
 
         import deepspeed
@@ -116,11 +118,9 @@ class UnlearnTrainer(Trainer):
         num_items_in_batch: Any = None,
         **kwargs: Any,
     ) -> Any:
-        if self.reference is not None and not self.reference.draws:
-            # rows of each split this rank will draw: a split no larger is cached whole up front
-            args = self.args
+        if self.reference is not None and not self.reference.draws:  # rows of a split this rank draws
             self.reference.draws = (
-                self.state.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+                self.state.max_steps * self.args.train_batch_size * self.args.gradient_accumulation_steps
             )
         ctx = LossContext(model, inputs, self.state.global_step, self.reference, self.run)
         result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
