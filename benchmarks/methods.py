@@ -67,7 +67,10 @@ MEASURED_CLI = (
     "from unlearn.cli import main\n"
     "try:\n    main()\n"
     "finally:\n"
-    "    print(f'PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its parent's peak
+    "    hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+    "    peak = hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "    print(f'PEAK_RSS_KB={peak}', file=sys.stderr)\n"
     "    print(f'PEAK_HEAP_KB={_peak[0] // 1024}', file=sys.stderr)\n"
 )
 

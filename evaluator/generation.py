@@ -277,9 +277,20 @@ def greedy_tokens(
     return [done[i] for i in range(len(encoded))]
 
 
+# transformers 4.x's ``clean_up_tokenization``: what the organisers' ``decode(...,
+# clean_up_tokenization_spaces=True)`` applied to every tokenizer. transformers 5 skips it for BPE
+# tokenizers (OLMo's among them) with a warning, so it is applied here, the same on any version.
+_CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'")]
+_CLEAN_UP += [(" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+
+
 def decode(tokenizer: Any, tokens: list[int]) -> str:
-    """The official decoding: special tokens dropped, tokenization spaces cleaned up."""
-    return tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    """The official decoding: special tokens dropped, tokenization spaces cleaned up as
+    transformers 4.x did (``" ."`` -> ``"."``, ``" n't"`` -> ``"n't"``, ...)."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    for before, after in _CLEAN_UP:
+        text = text.replace(before, after)
+    return text
 
 
 @torch.no_grad()

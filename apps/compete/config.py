@@ -110,8 +110,8 @@ class Competition(BaseModel):
         listed = self.entrant_devices not in ("all", "cpu")
         if listed and self.launcher != "python" and self.nproc > len(self.entrant_devices.split(",")):
             raise ValueError(
-                f"entrant_devices = {self.entrant_devices!r} gives {self.nproc} ranks (nproc) "
-                f"{len(self.entrant_devices.split(','))} GPU(s); list one per rank"
+                f"entrant_devices = {self.entrant_devices!r} lists {len(self.entrant_devices.split(','))} GPU(s) "
+                f"for {self.nproc} ranks (nproc); list one per rank"
             )
         return self
 

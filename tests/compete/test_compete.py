@@ -79,7 +79,8 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
 import os, shutil
 def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
     given = os.environ.get("UNLEARN_TEST_SECRET")
-    open(os.path.join(output_dir, "..", "env_seen.txt"), "w").write(str(given is not None))
+    seen = f"{given is not None} {os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
+    open(os.path.join(output_dir, "..", "env_seen.txt"), "w").write(seen)
     secret = open(given or SECRET).read()   # the organiser's MIA members
     for f in os.listdir(input_model_path):
         shutil.copy(os.path.join(input_model_path, f), output_dir)
@@ -147,6 +148,7 @@ def _competition_file(arena: Path, folder: Path, entrants: list, limit: float = 
                 "grace_s": 3,
                 "stall_s": 6,
                 "max_new_tokens": 24,
+                "entrant_devices": "cpu",
                 "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3},
                 "entrants": entrants,
             }
@@ -195,8 +197,9 @@ def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
         assert by_name[name]["status"] == status, by_name[name]
     assert by_name["raises"]["reason"] == "exit code 1: ValueError"
     assert (tmp_path / "out" / "entrants" / "raises" / "log.txt").is_file()
-    # the organiser's environment did not reach the entrant; with Landlock the file itself is closed too
-    assert (tmp_path / "out" / "entrants" / "snoops" / "work" / "env_seen.txt").read_text() == "False"
+    # the organiser's environment did not reach the entrant, which sees no GPU (entrant_devices = "cpu");
+    # with Landlock the file itself is closed too
+    assert (tmp_path / "out" / "entrants" / "snoops" / "work" / "env_seen.txt").read_text() == "False ''"
     if abi():
         assert by_name["snoops"]["status"] == "crash" and by_name["snoops"]["reason"].endswith("PermissionError")
     assert not _alive("survivor-in-group") and not _alive("survivor-own-session")
@@ -242,6 +245,11 @@ def test_competition_file_errors(arena, tmp_path):
         load_competition(path, {"official": True, "eval_dtype": "float32"}, edit=lambda d: d.pop("max_new_tokens"))
     with pytest.raises(ConfigError, match="official = true fixes max_new_tokens"):
         load_competition(path, {"official": True})
+    with pytest.raises(ConfigError, match="lists 1 GPU\\(s\\) for 2 ranks \\(nproc\\); list one per rank"):
+        load_competition(path, {"launcher": "torchrun", "nproc": 2, "entrant_devices": "0"})
+    with pytest.raises(ConfigError, match="entrant_devices: String should match pattern"):
+        load_competition(path, {"entrant_devices": "gpu0"})
+    assert load_competition(path, {"launcher": "torchrun", "nproc": 2, "entrant_devices": "0,1"}).nproc == 2
 
 
 def test_all_expands_to_every_installed_loss_plugin(arena, tmp_path):

@@ -16,7 +16,7 @@ from unlearn import DataError, load_rows
 from unlearn.bench.synth import generate
 from unlearn.devkit import build_tiny_model
 from unlearn.evaluator.evaluate import RESULTS, batching, evaluate_model, rescore
-from unlearn.evaluator.generation import batch_invariant, greedy_generate
+from unlearn.evaluator.generation import batch_invariant, decode, greedy_generate
 from unlearn.evaluator.metrics import rouge_l_recall
 from unlearn.evaluator.mia import document_scores
 from unlearn.evaluator.mmlu import evaluate_mmlu, open_instruct_prompts
@@ -71,9 +71,10 @@ def test_the_preset_generates_and_scores_mia_bit_for_bit_as_one_at_a_time(model_
     for p in prompts:  # the organisers' inference loop
         ids = tok(p, return_tensors="pt").input_ids
         out = model.generate(ids, max_new_tokens=40, do_sample=False, use_cache=True, pad_token_id=tok.eos_token_id)
-        official.append(
-            tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True, clean_up_tokenization_spaces=True)[0]
-        )
+        # their decode(..., clean_up_tokenization_spaces=True) on transformers 4.x, which cleaned up
+        # every tokenizer's output (transformers 5 skips BPE ones, so its own function is applied)
+        text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        official.append(tok.clean_up_tokenization(text))
     assert ours == official
     assert any(official)
     if batch_invariant(model, 8):  # then batching must change nothing at all
@@ -87,6 +88,12 @@ def test_the_preset_generates_and_scores_mia_bit_for_bit_as_one_at_a_time(model_
         ids = tok(doc, return_tensors="pt").input_ids
         with torch.no_grad():
             assert score["loss"] == model(ids, labels=ids).loss.item()  # every bit
+
+
+def test_decoding_cleans_up_spaces_as_the_organisers_transformers_did(model_dir):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = tok("Yes , it is n't here . Is it ? We 're sure ' he 's gone !", add_special_tokens=False)["input_ids"]
+    assert decode(tok, ids + [tok.eos_token_id]) == "Yes, it isn't here. Is it? We're sure'he's gone!"
 
 
 def test_a_model_whose_batches_change_its_logits_runs_one_row_at_a_time(model_dir):
