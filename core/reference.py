@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -40,9 +40,8 @@ class ReferenceModel:
         self.prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None
         self.release_hook: Callable[[], None] | None = None
         self.sharded = False  # ZeRO-3: every rank must run the same reference forward passes
-        self.rows: dict[str, Sequence[Encoded]] = {}
-        self.collate: PairCollator | None = None
-        self.draws = 0  # rows of each split this rank draws in the run
+        self.rows: dict[str, Sequence[Encoded]] = {}  # each split's rows, and how many this rank draws:
+        self.collate, self.draws = cast(PairCollator | None, None), 0
         self._model: torch.nn.Module | None = None
         self._switch_off: Callable[[], AbstractContextManager[Any]] | None = None
         self._cache: dict[tuple[str, int], Rows] = {}  # label log-probs of the first n positions

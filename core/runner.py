@@ -153,6 +153,8 @@ def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, wor
     if int(zero.get("stage", 0)) == 3:
         # Without this ZeRO-3 saves shards instead of a loadable safetensors model.
         zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+        # HF sizes these from the hidden size; DeepSpeed's 5e8-element buckets outweigh a small model
+        zero.update({k: zero.get(k, "auto") for k in ("reduce_bucket_size", "stage3_prefetch_bucket_size")})
     return cfg
 
 
