@@ -88,7 +88,12 @@ def test_deepspeed_batch_sizes_follow_the_trainer_settings():
 
     trainer = TrainerSettings(batch_size=2, gradient_accumulation_steps=3)
     cfg = deepspeed_config("zero3", trainer, world_size=2)
-    assert cfg["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    assert cfg["zero_optimization"] == {
+        "stage": 3,
+        "stage3_gather_16bit_weights_on_model_save": True,
+        "reduce_bucket_size": "auto",  # sized from the model by HF, not DeepSpeed's 5e8-element default
+        "stage3_prefetch_bucket_size": "auto",
+    }
     assert cfg["train_micro_batch_size_per_gpu"] == 2 and cfg["gradient_accumulation_steps"] == 3
     assert "train_batch_size" not in cfg  # DeepSpeed derives it with the real world size
     with pytest.raises(ConfigError, match=r"deepspeed: train_batch_size = 4 disagrees with the trainer settings \(12"):
