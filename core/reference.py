@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -40,8 +40,9 @@ class ReferenceModel:
         self.prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None
         self.release_hook: Callable[[], None] | None = None
         self.sharded = False  # ZeRO-3: every rank must run the same reference forward passes
-        self.rows: dict[str, Sequence[Encoded]] = {}  # each split's rows, and how many this rank draws:
-        self.collate, self.draws = cast(PairCollator | None, None), 0
+        self.rows: dict[str, Sequence[Encoded]] = {}  # each split's rows
+        self.collate: PairCollator | None = None
+        self.draws = 0  # how many rows of a split this rank draws in the run
         self._model: torch.nn.Module | None = None
         self._switch_off: Callable[[], AbstractContextManager[Any]] | None = None
         self._cache: dict[tuple[str, int], Rows] = {}  # label log-probs of the first n positions
@@ -73,16 +74,9 @@ class ReferenceModel:
         """Free the reference network once every output asked for so far is cached for every row
         of its split (only label log-probs and top-k were asked). True if it was freed."""
         caches = {"logprobs": self._cache, "topk": self._topk}
-        if (
-            not self.loaded
-            or not self.asked
-            or any(
-                what not in caches
-                or any((split, i) not in caches[what] for i in range(len(self.rows.get(split, []))))
-                or split not in self.rows
-                for what, split in self.asked
-            )
-        ):
+        if not self.loaded or not self.asked or any(w not in caches or s not in self.rows for w, s in self.asked):
+            return False
+        if any((s, i) not in caches[w] for w, s in self.asked for i in range(len(self.rows[s]))):
             return False
         self._model = None
         if self.release_hook is not None:

@@ -38,11 +38,13 @@ PROBE_ROWS, BARELY_MOVED = 32, 0.05
 
 def _parse_device(spec: str) -> torch.device | None:
     """``spec`` as a device (None for ``auto``); anything but auto/cpu/cuda/cuda:N is an error."""
+    if spec.strip().lower() == "auto":
+        return None
     try:
-        device = None if spec.strip().lower() == "auto" else torch.device(spec.strip().lower())
+        device = torch.device(spec.strip().lower())
     except RuntimeError:
-        device = torch.device("meta")
-    if device is not None and device.type not in ("cpu", "cuda"):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
     return device
 

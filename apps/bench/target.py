@@ -142,9 +142,9 @@ def teacher_forced_exact(model: torch.nn.Module, encoded: list[Encoded], pad_id:
     model.eval()
     collate = PairCollator(pad_id)
     exact = 0
+    device = next(model.parameters()).device
     for start in range(0, len(encoded), batch_size):
         batch = collate.pad(list(enumerate(encoded[start : start + batch_size])))
-        device = next(model.parameters()).device
         logits = model(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
         ).logits

@@ -107,10 +107,10 @@ class Competition(BaseModel):
 
     @model_validator(mode="after")
     def _enough_devices(self) -> Competition:
-        listed = self.entrant_devices not in ("all", "cpu")
-        if listed and self.launcher != "python" and self.nproc > len(self.entrant_devices.split(",")):
+        listed = 0 if self.entrant_devices in ("all", "cpu") else len(self.entrant_devices.split(","))
+        if listed and self.launcher != "python" and self.nproc > listed:
             raise ValueError(
-                f"entrant_devices = {self.entrant_devices!r} lists {len(self.entrant_devices.split(','))} GPU(s) "
+                f"entrant_devices = {self.entrant_devices!r} lists {listed} GPU(s) "
                 f"for {self.nproc} ranks (nproc); list one per rank"
             )
         return self
