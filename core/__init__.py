@@ -36,7 +36,7 @@ from .data import (
     resolve_split,
 )
 from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError, UnlearnError
-from .hookspecs import Item, Kind, Register, hookimpl
+from .hookspecs import Benchmark, Direction, Item, Kind, Register, hookimpl
 from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import (
     LossOutput,
@@ -62,6 +62,8 @@ __all__ = [
     "Register",
     "Kind",
     "Item",
+    "Benchmark",
+    "Direction",
     "Config",
     "LossContext",
     "LossOutput",

@@ -11,7 +11,8 @@ A method plugin first registers what it provides in ``register_methods``: its *m
 one kind (a loss, a parameter selection, a post-processing step). When a run is composed
 (``unlearn run --method gd --with lora``) the core calls the other method hooks *only* on the
 plugins that registered the chosen methods, and passes the method's name as ``method`` so one
-package may provide several. ``register_commands`` is called on every plugin: built-in
+package may provide several. A *benchmark* plugin registers benchmark objects in
+``register_benchmarks`` instead (see :class:`Benchmark`). ``register_commands`` is called on every plugin: built-in
 applications (the evaluator, organiser mode, the embedded benchmark) add their commands with it
 exactly as a third party does.
 
@@ -21,9 +22,9 @@ None and return that answer; the others are called on each chosen plugin in turn
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pluggy
 
@@ -73,6 +74,55 @@ def register_methods(register: Register) -> None:
 
     :param register: see :class:`Register`; the host validates names and configs and rejects a
         name another plugin already registered.
+    """
+
+
+Direction = Literal["higher", "lower", "zero"]
+"""Which way a headline number is better: ``zero`` means nearest 0 (e.g. MUSE's PrivLeak)."""
+
+
+class Benchmark(Protocol):
+    """What ``register_benchmarks`` registers: one benchmark (a data layout, its synthetic
+    generator, how to evaluate a model on it and how to aggregate).
+
+    ``name`` (as for methods), ``summary`` (one line) and ``headline`` (the numbers a table shows,
+    each with its :data:`Direction`, e.g. ``{"forget_quality": "higher"}``) are attributes. Every
+    results file a benchmark writes is ``evaluation_results.json`` holding ``"benchmark": name`` and
+    each headline key at the top level (None where an input was missing), so organiser mode, the
+    methods table and a third party read any benchmark alike. Outputs are written atomically
+    (``unlearn.check_output``, a staging folder, ``unlearn.publish``), never into an input.
+    """
+
+    name: str
+    summary: str
+    headline: dict[str, Direction]
+
+    def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
+        """Write the embedded default in this benchmark's layout into the new folder ``out``:
+        deterministic for ``seed``; ``size`` is ``tiny`` (tests), ``small`` (minutes on CPU) or
+        ``medium``. The folder also holds ``forget.jsonl`` and ``retain.jsonl`` in the core's row
+        layout (``id``, ``input``, ``output``, ``task``): what a target memorises and a method
+        unlearns. Returns rows per file written."""
+
+    def evaluate(self, model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
+        """Evaluate the model folder ``model`` on the benchmark folder ``data`` into the new folder
+        ``out``; returns the results written. ``options`` are the ``unlearn evaluate`` options
+        the user gave (``reference``, ``device``, ``dtype``, ``batch_size``, ``max_new_tokens``,
+        ``progress``, ...); a benchmark's signature names those it takes and the CLI refuses the
+        others."""
+
+    def rescore(self, folder: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
+        """Recompute the results from the per-example files of an earlier evaluation in
+        ``folder`` (this benchmark's own layout, ours or the benchmark authors'), with no model."""
+
+
+@hookspec
+def register_benchmarks(register: Callable[[Benchmark], None]) -> None:
+    """Register this plugin's benchmarks, once each, by calling ``register(benchmark)``.
+
+    :param register: takes one :class:`Benchmark`; the host checks its name, summary, headline and
+        methods and rejects a name another plugin already registered. ``unlearn evaluate
+        --benchmark NAME`` and ``unlearn data synth --benchmark NAME`` then reach it.
     """
 
 

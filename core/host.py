@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from . import hookspecs
 from .config import Config, describe_error
 from .errors import ConfigError, PluginError
-from .hookspecs import Kind
+from .hookspecs import Benchmark, Direction, Kind
 
 if TYPE_CHECKING:
     import typer
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "unlearn"
 BUILTIN_DISTRIBUTION = "unlearn-core"
 KINDS: tuple[Kind, ...] = ("loss", "parameters", "post-process")
+DIRECTIONS: tuple[Direction, ...] = ("higher", "lower", "zero")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _METHOD_HOOKS = ("compute_loss", "schedule", "select_parameters", "post_process")
 
@@ -58,6 +59,7 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
+    benchmarks: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -82,6 +84,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self.methods: dict[str, Method] = {}
+        self.benchmarks: dict[str, tuple[str, Benchmark]] = {}  # name -> (plugin, benchmark)
         self._callers: dict[tuple[str, str], Any] = {}
         if _env_flag("UNLEARN_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
@@ -133,6 +136,7 @@ class PluginHost:
         if self.pm.get_plugin(info.name) is not None:
             self.pm.unregister(name=info.name)
         self.methods = {k: m for k, m in self.methods.items() if m.plugin != info.name}
+        self.benchmarks = {k: b for k, b in self.benchmarks.items() if b[0] != info.name}
         self._callers = {k: c for k, c in self._callers.items() if k[1] != info.name}
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         info.error = last
@@ -158,6 +162,25 @@ class PluginHost:
                 raise PluginError("register_methods registered nothing")
         elif any(h in info.hooks for h in _METHOD_HOOKS):
             raise PluginError("implements method hooks but registers no method (implement register_methods)")
+        if "register_benchmarks" in info.hooks:
+            self._only("register_benchmarks", info.name)(register=lambda b: self._register_benchmark(info, b))
+            if not info.benchmarks:
+                raise PluginError("register_benchmarks registered nothing")
+
+    def _register_benchmark(self, info: PluginInfo, benchmark: Benchmark) -> None:
+        name = getattr(benchmark, "name", None)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(f"benchmark name {name!r} must match {_NAME.pattern}")
+        missing = [a for a in ("synthesize", "evaluate", "rescore") if not callable(getattr(benchmark, a, None))]
+        headline = getattr(benchmark, "headline", None)
+        if missing or not isinstance(getattr(benchmark, "summary", None), str):
+            raise PluginError(f"benchmark {name!r} lacks {missing or ['summary']} (see unlearn.hookspecs.Benchmark)")
+        if not isinstance(headline, dict) or not headline or set(headline.values()) - set(DIRECTIONS):
+            raise PluginError(f"benchmark {name!r}: headline must map each number to one of {DIRECTIONS}")
+        if name in self.benchmarks:
+            raise PluginError(f"benchmark {name!r} is already registered by plugin {self.benchmarks[name][0]!r}")
+        self.benchmarks[name] = (info.name, benchmark)
+        info.benchmarks.append(name)
 
     def _register_method(
         self,
@@ -214,6 +237,13 @@ class PluginHost:
         if method.kind not in kinds:
             raise PluginError(f"{name!r} is a {method.kind} method; expected {' or '.join(kinds)}")
         return method
+
+    def benchmark(self, name: str) -> Benchmark:
+        """The benchmark called ``name``; a clear error naming the installed ones otherwise."""
+        if name not in self.benchmarks:
+            known = ", ".join(sorted(self.benchmarks)) or "none"
+            raise PluginError(f"no plugin provides the benchmark {name!r} (installed: {known})")
+        return self.benchmarks[name][1]
 
     def call(self, hook: str, method: Method, **kwargs: Any) -> Any:
         """Call ``hook`` on the one plugin that registered ``method`` and on no other; its answer."""

@@ -1,6 +1,27 @@
-"""Evaluation: the official SemEval-2025 Task 4 scoring (``evaluate``), its parts, and the
-answer likelihoods method tests use."""
+"""Evaluation: the official SemEval-2025 Task 4 scoring (``evaluate``), its parts, and what
+benchmark plugins share (loading a model, greedy generation, answer losses, ROUGE, MIA attacks,
+TOFU's truth ratio, the KS test). A benchmark plugin may import the names in ``__all__``."""
 
-from .likelihood import answer_nll
+from .evaluate import RESULTS, load_model, staging
+from .generation import greedy_generate
+from .likelihood import answer_losses, answer_nll
+from .metrics import auc, exact_match, ks_pvalue, rouge, rouge_l_recall, truth_ratio
+from .mia import ATTACKS, attack_aucs, document_scores
 
-__all__ = ["answer_nll"]
+__all__ = [
+    "RESULTS",
+    "load_model",
+    "staging",
+    "greedy_generate",
+    "answer_losses",
+    "answer_nll",
+    "auc",
+    "exact_match",
+    "rouge",
+    "rouge_l_recall",
+    "truth_ratio",
+    "ks_pvalue",
+    "ATTACKS",
+    "attack_aucs",
+    "document_scores",
+]

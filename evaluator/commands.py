@@ -17,9 +17,17 @@ def register_commands(cli: typer.Typer) -> None:
     @cli.command()
     def evaluate(
         model: Path | None = typer.Argument(None, help="The model folder to evaluate."),
-        data: Path = typer.Option(..., "--data", "-d", help="Folder with the forget and retain rows."),
+        data: Path = typer.Option(..., "--data", "-d", help="The benchmark's data folder."),
         out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the evaluation."),
-        split: str = typer.Option("train", help="Evaluate {forget,retain}_SPLIT.jsonl when the folder has them."),
+        benchmark: str = typer.Option("lume", help="lume | tofu | muse | any installed benchmark plugin."),
+        reference: Path | None = typer.Option(
+            None,
+            help="The model retrained without the forget set (the oracle): its folder or its saved evaluation "
+            "(TOFU forget quality, MUSE PrivLeak, LUME's oracle column).",
+        ),
+        split: str | None = typer.Option(
+            None, help="LUME: evaluate {forget,retain}_SPLIT.jsonl when the folder has them (default train)."
+        ),
         mia: Path | None = typer.Option(
             None, help="Folder with mia_member.jsonl and mia_nonmember.jsonl, or member.jsonl and nonmember.jsonl."
         ),
@@ -35,8 +43,8 @@ def register_commands(cli: typer.Typer) -> None:
             None, help="Rescore the generations of an earlier evaluation; no model needed."
         ),
         max_new_tokens: int | None = typer.Option(None, help="Default 256."),
-        batch_size: int = typer.Option(64, help="Rows per forward pass (rows of one prompt length)."),
-        mmlu_shots: int = typer.Option(5),
+        batch_size: int | None = typer.Option(None, help="Rows per forward pass (default 64)."),
+        mmlu_shots: int | None = typer.Option(None, help="LUME with an MMLU folder: default 5."),
         dtype: str | None = typer.Option(None, help="float32 (default) | bfloat16 (the organisers') | float16"),
         mmlu_style: str | None = typer.Option(
             None, help="plain (default) | open-instruct (the organisers' MMLU prompts and parsing)"
@@ -49,15 +57,33 @@ def register_commands(cli: typer.Typer) -> None:
             "evaluation_results.jsonl; every generation and MIA loss as their one-at-a-time procedure.",
         ),
     ) -> None:
-        """Score a model with the official SemEval-2025 Task 4 metrics, plus the MIA suite.
+        """Score a model on a benchmark: by default LUME with the official SemEval-2025 Task 4
+        metrics, plus the MIA suite.
 
-        Under ``torchrun --nproc_per_node N -m unlearn evaluate ...`` the rows are shared between
+        Under ``torchrun --nproc_per_node N -m unlearn evaluate ...`` LUME's rows are shared between
         the processes (one GPU each) and the result equals one process's."""
-        from unlearn.evaluator.evaluate import evaluate_model, rescore
+        from unlearn import get_host
         from unlearn.evaluator.official import PRESET
 
         if (model is None) == (generations is None):
             raise ConfigError("give either a MODEL folder or --generations DIR")
+        bench = get_host().benchmark(benchmark)
+        if benchmark != "lume":
+            lume_only = {"--split": split, "--mia": mia, "--utility": utility, "--baseline": baseline}
+            lume_only |= {"--mmlu-shots": mmlu_shots, "--mmlu-style": mmlu_style, "--official": official or None}
+            given = [flag for flag, value in lume_only.items() if value is not None]
+            if given:
+                raise ConfigError(f"{given[0]} is a LUME option; the {benchmark} benchmark does not take it")
+            common = {"reference": reference, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+            common = {k: v for k, v in (common | {"dtype": dtype}).items() if v is not None}
+            if generations is not None:
+                results = bench.rescore(generations, data, out_dir, reference=reference)
+            else:
+                results = bench.evaluate(model, data, out_dir, device=device, **common)
+            out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k in bench.headline and v is not None)
+            out.print(f"{benchmark}: {shown}; results in {out_dir}")
+            return
         if dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
         given = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
@@ -67,19 +93,28 @@ def register_commands(cli: typer.Typer) -> None:
                     flag = "--" + key.replace("_", "-")
                     raise ConfigError(f"{flag} {value}: --official fixes it to {PRESET[key]} (the organisers' run)")
         if generations is not None:
-            results = rescore(generations, data, out_dir, split=split, baseline=baseline, official=official)
+            results = bench.rescore(
+                generations,
+                data,
+                out_dir,
+                split=split or "train",
+                baseline=baseline,
+                official=official,
+                reference=reference,
+            )
         else:
-            results = evaluate_model(
+            results = bench.evaluate(
                 model,
                 data,
                 out_dir,
-                split=split,
+                split=split or "train",
+                reference=reference,
                 mia=mia,
                 utility=utility,
                 baseline=baseline,
                 max_new_tokens=max_new_tokens or 256,
-                batch_size=batch_size,
-                mmlu_shots=mmlu_shots,
+                batch_size=batch_size or 64,
+                mmlu_shots=5 if mmlu_shots is None else mmlu_shots,
                 dtype=dtype or ("bfloat16" if official else "float32"),
                 official=official,
                 mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),

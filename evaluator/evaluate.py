@@ -94,6 +94,19 @@ def load_baseline(baseline: Path) -> tuple[Path, dict[str, Any]]:
     return file, found
 
 
+ORACLE_KEYS = ("harmonic-mean-task-aggregate", "mia_loss_acc", "mia_final_score", "mmlu_average", "aggregate-score")
+
+
+def load_reference(reference: Path) -> tuple[Path, dict[str, Any]]:
+    """The saved LUME evaluation of the oracle (the model retrained without the forget set)."""
+    if (Path(reference) / "config.json").is_file():
+        raise ConfigError(
+            f"{reference}: a model folder; LUME's --reference is the oracle's evaluation "
+            "(run `unlearn evaluate ORACLE --data DATA --out DIR` first and pass DIR)"
+        )
+    return load_baseline(reference)
+
+
 def _gate(utility: float | None, file: Path, before: dict[str, Any]) -> dict[str, Any]:
     base = before.get("mmlu_average")
     if base is None or utility is None:
@@ -123,6 +136,7 @@ def _finish(
     baseline: Path | None,
     extra: dict[str, Any],
     official: bool = False,
+    reference: Path | None = None,
 ) -> dict[str, Any]:
     scores = {s: _scores(rows[s], generations[s], official) for s in rows}
     aucs = attack_aucs(*mia) if mia else None
@@ -144,6 +158,16 @@ def _finish(
         file, before = load_baseline(baseline)
         results["utility_gate"] = _gate(results.get("mmlu_average"), file, before)
     results["official"] = official
+    oracle = None
+    if reference is not None:
+        file, oracle = load_reference(reference)
+        results["oracle"] = {"evaluation": str(file), **{k: oracle.get(k) for k in ORACLE_KEYS}}
+        results["oracle_gap"] = {
+            k: results[k] - oracle[k]
+            for k in ORACLE_KEYS
+            if results.get(k) not in (None, -1) and oracle.get(k) not in (None, -1)
+        }
+    results["benchmark"] = "lume"
     results.update(extra)
     for split in rows:
         write_jsonl(
@@ -160,13 +184,40 @@ def _finish(
         write_jsonl(staging / "utility" / "predictions.jsonl", utility["records"])
     elif utility:
         write_json(staging / "utility" / "metrics.json", {"average_acc": utility["value"]})
-    write_text(staging / "summary.md", summary_markdown(results, before))
+    write_text(staging / "summary.md", summary_markdown(results, before, oracle))
     write_figure(staging / "figure.png", results, before)
     if official:
         write_official(staging, results)
     write_json(staging / RESULTS, results)  # last: its presence means the evaluation is complete
     publish(staging, out, "evaluation")
     return results
+
+
+def load_model(model_dir: Path, dtype: str = "float32", device: Any = "auto") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a Hugging Face folder, in ``dtype`` (float32, bfloat16, float16), on
+    ``device`` (a ``torch.device`` or a `unlearn.resolve_device` spec), in eval mode; never runs
+    remote code. A folder that is not a loadable model is a one-line ``ConfigError``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise ConfigError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ConfigError(f"dtype {dtype!r}: choose float32, bfloat16 or float16")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
+    except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
+        raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    place = device if isinstance(device, torch.device) else resolve_device(device)
+    return model.to(place).eval(), tokenizer
+
+
+def staging(out: Path) -> Path:
+    """A fresh, empty staging folder beside ``out`` (``.NAME.partial``) to write an evaluation into
+    before `unlearn.publish` puts it in place of ``out``."""
+    return _staging(out)
 
 
 def _staging(out: Path) -> Path:
@@ -201,6 +252,7 @@ def evaluate_model(
     official: bool = False,
     mmlu_style: str = "plain",
     device: str = "auto",
+    reference: Path | None = None,
 ) -> dict[str, Any]:
     """Generate, score and write the evaluation of ``model_dir`` into ``out`` on ``device``
     (`unlearn.resolve_device`: ``auto`` is the first GPU when there is one).
@@ -214,7 +266,6 @@ def evaluate_model(
     would (`ranks`); the other ranks return an empty dict.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.time()
     if official:
@@ -237,21 +288,15 @@ def evaluate_model(
         check_tasks(rows[name], file)
     mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
-    out = check_output(out, "evaluation", [model_dir, data, mia, utility, baseline], overwrite=None)
+    out = check_output(out, "evaluation", [model_dir, data, mia, utility, baseline, reference], overwrite=None)
     if baseline is not None:
         load_baseline(baseline)  # a bad baseline fails now, not after the generation
+    if reference is not None:
+        load_reference(reference)
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    if not (Path(model_dir) / "config.json").is_file():
-        raise ConfigError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
     utility_value = read_metrics_json(utility_path) if utility_path and utility_path.suffix == ".json" else None
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)  # no remote code, ever
-    except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
-        raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model.to(target).eval()
+    model, tokenizer = load_model(model_dir, dtype, target)
     batch, batch_note = batching(model, batch_size, exact=official)
     if ranks.smallest(batch) < batch:  # every rank batches alike, as one process would
         batch, batch_note = batching(model, 1, exact=official)
@@ -301,7 +346,9 @@ def evaluate_model(
     if not ranks.is_main:
         ranks.barrier()  # rank 0 writes
         return {}
-    results = _finish(out, _staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official)
+    results = _finish(
+        out, _staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference
+    )
     ranks.barrier()
     return results
 
@@ -332,13 +379,16 @@ def rescore(
     split: str | None = "train",
     baseline: Path | None = None,
     official: bool = False,
+    reference: Path | None = None,
 ) -> dict[str, Any]:
     """Score saved generations again, without a model; they must match the data's rows.
 
     ``official=True`` scores them as the organisers' script does (CSV round trip, their file)."""
-    out = check_output(out, "evaluation", [generations_dir, data, baseline], overwrite=None)
+    out = check_output(out, "evaluation", [generations_dir, data, baseline, reference], overwrite=None)
     if baseline is not None:
         load_baseline(baseline)
+    if reference is not None:
+        load_reference(reference)
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():
@@ -377,4 +427,4 @@ def rescore(
     out = out.resolve()
     staging = _staging(out)
     extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
-    return _finish(out, staging, rows, generations, mia, utility, baseline, extra, official)
+    return _finish(out, staging, rows, generations, mia, utility, baseline, extra, official, reference)

@@ -1,7 +1,9 @@
-"""The official SemEval-2025 Task 4 per-example scores and the membership-inference AUC."""
+"""Metrics shared by the benchmarks: the official SemEval-2025 Task 4 per-example scores, ROUGE,
+the membership-inference AUC, TOFU's truth ratio and the two-sample KS test."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -10,12 +12,34 @@ from functools import lru_cache
 def _scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+
+
+def rouge(gold: str, generation: str) -> dict[str, dict[str, float]]:
+    """ROUGE-1 and ROUGE-L of ``generation`` against ``gold`` with Porter stemming (rouge-score's
+    ``RougeScorer(["rouge1", "rougeL"], use_stemmer=True)``, as LUME, TOFU and MUSE score):
+    ``{"rouge1": {"precision", "recall", "f1"}, "rougeL": {...}}``."""
+    found = _scorer().score(target=gold, prediction=generation)
+    return {k: {"precision": v.precision, "recall": v.recall, "f1": v.fmeasure} for k, v in found.items()}
 
 
 def rouge_l_recall(gold: str, generation: str) -> float:
     """Regurgitation score of an ``sc`` row: ROUGE-L recall with stemming."""
     return _scorer().score(target=gold, prediction=generation)["rougeL"].recall
+
+
+def truth_ratio(paraphrased_loss: float, perturbed_losses: Sequence[float]) -> float:
+    """TOFU's truth ratio R = exp(mean(perturbed losses) - paraphrased loss), from length-normalised
+    (per-token mean) answer losses: above 1 when the model prefers the true (paraphrased) answer."""
+    return math.exp(sum(perturbed_losses) / len(perturbed_losses) - paraphrased_loss)
+
+
+def ks_pvalue(a: Sequence[float], b: Sequence[float]) -> float:
+    """The p-value of the two-sided two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``
+    with its default method, exactly as TOFU's forget quality calls it)."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(list(a), list(b)).pvalue)
 
 
 def exact_match(gold: str, generation: str) -> float:

@@ -18,8 +18,12 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, (int, float)) else str(value)
 
 
-def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = None) -> str:
-    """A Markdown report; with ``before``, each value is shown as before -> after."""
+def summary_markdown(
+    results: dict[str, Any], before: dict[str, Any] | None = None, oracle: dict[str, Any] | None = None
+) -> str:
+    """A Markdown report; with ``before``, each value is shown as before -> after; with ``oracle``
+    (the evaluation of the model retrained without the forget set) the scores gain its column and
+    the gap to it."""
 
     def cell(get) -> str:
         now = get(results)
@@ -42,8 +46,8 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
         "",
         "Forget values should fall, retain values stay. Higher is better below.",
         "",
-        "| score | value |",
-        "| --- | --- |",
+        "| score | value | oracle | gap to oracle |" if oracle else "| score | value |",
+        "| --- | --- | --- | --- |" if oracle else "| --- | --- |",
     ]
     rows = [
         ("task aggregate (harmonic mean of 12)", lambda r: r["harmonic-mean-task-aggregate"]),
@@ -52,7 +56,13 @@ def summary_markdown(results: dict[str, Any], before: dict[str, Any] | None = No
         (f"utility ({results.get('utility_source') or 'none'})", lambda r: r.get("mmlu_average")),
         ("final score", lambda r: None if r["aggregate-score"] == -1 else r["aggregate-score"]),
     ]
-    lines += [f"| {name} | {cell(get)} |" for name, get in rows]
+    for name, get in rows:
+        if oracle is None:
+            lines.append(f"| {name} | {cell(get)} |")
+            continue
+        now, ideal = get(results), get(oracle)
+        gap = now - ideal if isinstance(now, int | float) and isinstance(ideal, int | float) else None
+        lines.append(f"| {name} | {cell(get)} | {_fmt(ideal)} | {'-' if gap is None else f'{gap:+.3f}'} |")
     gate = results.get("utility_gate")
     if gate:
         verdict = {True: "pass", False: "FAIL", None: "unknown"}[gate["pass"]]

@@ -16,6 +16,7 @@ from helpers import REPO
 
 import unlearn
 import unlearn.devkit
+import unlearn.evaluator
 from unlearn import hookspecs
 
 APPLICATIONS = (
@@ -83,9 +84,10 @@ def test_the_core_has_no_import_cycle():
 
 def test_the_core_stays_small():
     # 1,841 lines when the applications moved out; the device policy and the reference model's
-    # placement, caching and release for real hardware (GPUs, ZeRO-3) brought it to ~2,150.
+    # placement, caching and release for real hardware (GPUs, ZeRO-3) brought it to ~2,150, the
+    # benchmark hook and its registry to ~2,250.
     lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 2200, f"the core has {lines} lines"
+    assert lines < 2300, f"the core has {lines} lines"
 
 
 def test_the_evaluator_never_imports_the_trainer():
@@ -112,7 +114,8 @@ def _published(path: Path, package: str, allowed: dict[str, set[str]]) -> list[s
     "plugin", sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 )
 def test_plugins_import_only_the_published_api(plugin):
-    core = {"unlearn": set(unlearn.__all__)}
+    # a benchmark plugin also builds on the evaluator's shared parts (loading, generation, metrics)
+    core = {"unlearn": set(unlearn.__all__), "unlearn.evaluator": set(unlearn.evaluator.__all__)}
     tests = {**core, "unlearn.devkit": set(unlearn.devkit.__all__)}
     folder = REPO / "plugins" / plugin
     bad = []

@@ -40,14 +40,16 @@ def register_commands(cli: typer.Typer) -> None:
         out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write the benchmark to."),
         seed: int = typer.Option(0, help="Same seed, same benchmark."),
         size: str = typer.Option("small", help="tiny | small | medium"),
+        benchmark: str = typer.Option("lume", help="lume | tofu | muse | any installed benchmark plugin."),
     ) -> None:
-        """Generate a LUME-format benchmark (stories, PII biographies, encyclopedic biographies)."""
-        from unlearn.bench.synth import SIZES, generate
+        """Generate a benchmark's embedded default (LUME: stories, PII biographies, encyclopedic
+        biographies; TOFU: fictitious authors; MUSE: passages, QA and holdout)."""
+        from unlearn import get_host
 
-        if size not in SIZES:
-            raise ConfigError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
-        counts = generate(out_dir, seed=seed, size=size)
-        table = Table(title=f"benchmark written to {out_dir}")
+        if size not in ("tiny", "small", "medium"):
+            raise ConfigError(f"--size {size!r}: choose one of tiny, small, medium")
+        counts = get_host().benchmark(benchmark).synthesize(out_dir, seed, size)
+        table = Table(title=f"{benchmark} benchmark written to {out_dir}")
         table.add_column("file")
         table.add_column("rows", justify="right")
         for name, n in counts.items():
@@ -61,6 +63,12 @@ def register_commands(cli: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", "-s", help="Model/training setting, e.g. --set hidden_size=256"),
         overwrite: bool = typer.Option(False, help="Replace an existing model and discard an unfinished build."),
         device: str = typer.Option("auto", help="Where to train: auto | cpu | cuda | cuda:N."),
+        oracle: bool = typer.Option(
+            False,
+            "--oracle",
+            help="Build the model retrained without the forget set (same settings, seed and tokenizer): "
+            "the reference of TOFU forget quality, MUSE PrivLeak and LUME's oracle column.",
+        ),
     ) -> None:
         """Train a tiny OLMo model from scratch until it has memorised the benchmark (resumable)."""
         from pydantic import ValidationError
@@ -71,6 +79,6 @@ def register_commands(cli: typer.Typer) -> None:
             settings = TargetSettings.model_validate(apply_sets({}, set_))
         except ValidationError as exc:
             raise ConfigError(describe_error(exc, prefix="--set")) from None
-        build_target(data, out_dir, settings, overwrite=overwrite, device=device)
+        build_target(data, out_dir, settings, overwrite=overwrite, device=device, oracle=oracle)
         out.print(f"[green]target written to[/green] {out_dir}")
         out.print(escape((out_dir / "README.md").read_text().split("## Memorisation", 1)[-1]))

@@ -98,20 +98,28 @@ def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str
     from unlearn.cli.registry import load_recipe_index, load_registry
 
     host = get_host()
-    blank = {"distribution": None, "version": None, "methods": [], "kinds": [], "hooks": [], "error": None}
+    blank = {
+        "distribution": None,
+        "version": None,
+        "methods": [],
+        "benchmarks": [],
+        "kinds": [],
+        "hooks": [],
+        "error": None,
+    }
     rows: list[dict[str, Any]] = []
     for info in host.plugins.values():
         if info.builtin and not builtin:
             continue
-        kinds = sorted({host.methods[m].kind for m in info.methods}) or (
-            ["commands"] if "register_commands" in info.hooks else []
-        )
+        kinds = sorted({host.methods[m].kind for m in info.methods}) + (["benchmark"] if info.benchmarks else [])
+        kinds = kinds or (["commands"] if "register_commands" in info.hooks else [])
         rows.append(
             {
                 "name": info.name,
                 "distribution": info.distribution,
                 "version": info.version,
                 "methods": info.methods,
+                "benchmarks": info.benchmarks,
                 "kinds": kinds,
                 "hooks": info.hooks,
                 "status": info.status,

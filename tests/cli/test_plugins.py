@@ -293,3 +293,89 @@ def test_the_core_alone_gives_a_working_plugins_command(tmp_path):
     assert {"bench", "compete", "devkit", "evaluator"} <= set(rows) and "ga" not in rows
     plain = subprocess.run([sys.executable, "-S", "-c", code, "plugins"], capture_output=True, text=True)
     assert plain.returncode == 0 and "No plugins installed" in plain.stdout, plain.stderr
+
+
+TOY_BENCHMARK = """
+import json
+from pathlib import Path
+
+from unlearn import check_output, hookimpl, publish, write_json, write_jsonl, write_text
+from unlearn.evaluator import RESULTS, answer_nll, load_model, staging
+from unlearn import load_rows
+
+
+class Toy:
+    name = "toy"
+    summary = "mean forget answer NLL"
+    headline = {"forget_nll": "higher"}
+
+    def synthesize(self, out, seed, size):
+        out = check_output(out, "benchmark", [], overwrite=None)
+        rows = [{"id": f"f{i}", "input": f"Q{i + seed}? ", "output": f"A{i}", "task": "toy"} for i in range(3)]
+        folder = staging(out)
+        write_jsonl(folder / "forget.jsonl", rows)
+        publish(folder, out, "benchmark")
+        return {"forget.jsonl": 3}
+
+    def evaluate(self, model, data, out, device="auto", progress=True):
+        out = check_output(out, "evaluation", [model, data], overwrite=None)
+        net, tok = load_model(model, "float32", device)
+        values = answer_nll(net, tok, load_rows(data / "forget.jsonl"))
+        folder = staging(out)
+        write_text(folder / "summary.md", "toy\\n")
+        write_json(folder / RESULTS, {"benchmark": "toy", "forget_nll": sum(values) / len(values)})
+        publish(folder, out, "evaluation")
+        return json.loads((folder.parent / out.name / RESULTS).read_text())
+
+    def rescore(self, folder, data, out):
+        raise NotImplementedError
+
+
+@hookimpl
+def register_benchmarks(register):
+    register(Toy())
+"""
+
+
+def test_a_benchmark_plugin_installed_with_pip_is_listed_and_evaluates(tmp_path, tiny_model):
+    pkg = write_plugin_package(tmp_path, "toybench", TOY_BENCHMARK)
+    pip("install", "--no-deps", "--no-build-isolation", str(pkg))
+    try:
+        rows = _listed()
+        assert rows["toybench"]["status"] == "ok", rows["toybench"]
+        assert rows["toybench"]["kinds"] == ["benchmark"] and rows["toybench"]["benchmarks"] == ["toy"]
+        res = cli("data", "synth", "--benchmark", "toy", "-o", str(tmp_path / "data"))
+        assert res.returncode == 0, res.stderr
+        res = cli(
+            "evaluate", str(tiny_model), "--benchmark", "toy", "-d", str(tmp_path / "data"), "-o", str(tmp_path / "e")
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads((tmp_path / "e" / "evaluation_results.json").read_text())["forget_nll"] > 0
+        assert "forget_nll" in res.stdout
+        res = cli(
+            "evaluate", str(tiny_model), "--benchmark", "nope", "-d", str(tmp_path / "data"), "-o", str(tmp_path / "n")
+        )
+        assert (
+            res.returncode != 0
+            and "no plugin provides the benchmark 'nope' (installed: " in res.stderr
+            and "toy" in res.stderr
+        )
+    finally:
+        pip("uninstall", "-y", "unlearn-plugin-toybench")
+
+
+def test_a_benchmark_missing_a_method_is_refused():
+    class Half:
+        name, summary, headline = "half", "x", {"score": "higher"}
+
+        def synthesize(self, out, seed, size):
+            return {}
+
+    class Plugin:
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(Half())
+
+    host = PluginHost(load_entry_points=False)
+    info = host.register(Plugin(), "half")
+    assert "lacks ['evaluate', 'rescore']" in info.error and "half" not in host.benchmarks
