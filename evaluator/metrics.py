@@ -8,18 +8,18 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 
-@lru_cache(maxsize=1)
-def _scorer():
+@lru_cache(maxsize=2)
+def _scorer(stem: bool = True):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stem)
 
 
-def rouge(gold: str, generation: str) -> dict[str, dict[str, float]]:
-    """ROUGE-1 and ROUGE-L of ``generation`` against ``gold`` with Porter stemming (rouge-score's
-    ``RougeScorer(["rouge1", "rougeL"], use_stemmer=True)``, as LUME, TOFU and MUSE score):
+def rouge(gold: str, generation: str, stem: bool = True) -> dict[str, dict[str, float]]:
+    """ROUGE-1 and ROUGE-L of ``generation`` against ``gold`` (rouge-score's ``RougeScorer``; LUME
+    and TOFU stem with Porter's stemmer, MUSE does not: ``stem=False``):
     ``{"rouge1": {"precision", "recall", "f1"}, "rougeL": {...}}``."""
-    found = _scorer().score(target=gold, prediction=generation)
+    found = _scorer(stem).score(target=gold, prediction=generation)
     return {k: {"precision": v.precision, "recall": v.recall, "f1": v.fmeasure} for k, v in found.items()}
 
 

@@ -41,10 +41,15 @@ def test_training_rows_never_include_the_non_members(tiny_bench):
     assert not [r for r in rows if r.text in nonmembers]
 
 
+@pytest.fixture(scope="module")
+def tiny_target(tiny_bench, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tiny-target") / "target"
+    return out, build_target(tiny_bench, out, TargetSettings(**SMALL_NET), progress=False)
+
+
 @pytest.mark.heavy
-def test_a_tiny_build_memorises_and_loads_with_the_auto_classes(tiny_bench, tmp_path):
-    out = tmp_path / "target"
-    card = build_target(tiny_bench, out, TargetSettings(**SMALL_NET), progress=False)
+def test_a_tiny_build_memorises_and_loads_with_the_auto_classes(tiny_bench, tiny_target):
+    out, card = tiny_target
     assert card["training"]["memorised"] and card["training"]["teacher_forced_exact"] == 1.0
     mem = card["memorisation"]
     for split, tasks in mem["tasks"].items():
@@ -60,7 +65,53 @@ def test_a_tiny_build_memorises_and_loads_with_the_auto_classes(tiny_bench, tmp_
     saved = json.loads((out / "target_card.json").read_text())
     assert saved["data"]["never_trained_on"] == ["mia_nonmember.jsonl", "mia_nonmember_validation.jsonl"]
     assert "| forget_train | Task2 |" in (out / "README.md").read_text()
-    assert not (tmp_path / ".target.partial").exists()
+    assert not (out.parent / ".target.partial").exists()
+
+
+def _mean_regurgitation(card: dict, prefix: str) -> float:
+    values = [
+        v["regurgitation-score"]
+        for s, t in card["memorisation"]["tasks"].items()
+        if s.startswith(prefix)
+        for v in t.values()
+    ]
+    return sum(values) / len(values)
+
+
+@pytest.mark.heavy
+def test_the_oracle_never_sees_a_forget_row_and_forgets_what_the_target_memorised(tiny_bench, tiny_target, tmp_path):
+    target, target_card = tiny_target
+    res = cli(
+        "target",
+        "build",
+        "-d",
+        str(tiny_bench),
+        "-o",
+        str(tmp_path / "oracle"),
+        "--oracle",
+        "--device",
+        "cpu",
+        *[f"--set={k}={v}" for k, v in SMALL_NET.items()],
+    )
+    assert res.returncode == 0, res.stderr
+    card = json.loads((tmp_path / "oracle" / "target_card.json").read_text())
+    forget = {json.loads(line)["id"] for f in tiny_bench.glob("forget_*.jsonl") for line in f.read_text().splitlines()}
+    rows, _ = training_rows(tiny_bench)
+    assert card["oracle"] is True and not forget & set(card["data"]["trained_ids"])
+    assert (
+        set(card["data"]["trained_ids"]) == {r.id for r in rows} - forget
+    )  # every other row, forget rows only left out
+    assert set(target_card["data"]["trained_ids"]) == {r.id for r in rows}
+    assert card["settings"] == target_card["settings"] and card["data"]["sha256"] == target_card["data"]["sha256"]
+    # one tokenizer for both: trained on the rows the oracle keeps, so it favours no forget text
+    assert (
+        AutoTokenizer.from_pretrained(tmp_path / "oracle").get_vocab()
+        == AutoTokenizer.from_pretrained(target).get_vocab()
+    )
+    assert _mean_regurgitation(card, "retain") >= 0.9
+    assert _mean_regurgitation(card, "forget") < 0.6 * _mean_regurgitation(target_card, "forget")
+    assert target_card["memorisation"]["mia_auc"] >= 0.95 and abs(card["memorisation"]["mia_auc"] - 0.5) <= 0.25
+    assert "retrained without" in (tmp_path / "oracle" / "README.md").read_text()
 
 
 def test_an_interrupted_build_resumes_from_its_checkpoint(tiny_bench, tmp_path, monkeypatch):
