@@ -23,7 +23,9 @@ from unlearn import (
     write_text,
 )
 
+from . import lmeval
 from .generation import batch_invariant, greedy_generate
+from .lmeval import is_lm_eval
 from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
@@ -44,9 +46,13 @@ def eval_split(data: Path, name: str, split: str | None) -> Path:
     return resolve_split(data, name)
 
 
-def _utility_source(data: Path, utility: Path | None) -> Path | None:
+def _utility_source(data: Path, utility: Path | None) -> Path | str | None:
     """An MMLU folder (``test/``, ``dev/``), an open-instruct ``metrics.json`` (or the folder that
-    holds one) or a ``utility.jsonl``; by default ``DATA/utility.jsonl`` when present."""
+    holds one), a ``utility.jsonl`` or ``lm-eval:TASK[,TASK]`` (`lmeval`); by default
+    ``DATA/utility.jsonl`` when present."""
+    if is_lm_eval(utility):
+        lmeval.check(str(utility))
+        return str(utility)
     if utility is None:
         default = data / "utility.jsonl"
         return default if default.is_file() else None
@@ -180,7 +186,10 @@ def _finish(
     if mia:
         for name, docs in zip(("member", "nonmember"), mia):
             write_jsonl(staging / "mia" / f"{name}.jsonl", docs)
-    if utility and utility.get("records"):
+    if utility and utility.get("lm_eval"):
+        results["lm_eval"] = utility["lm_eval"]
+        write_json(staging / "utility" / "lm_eval.json", utility)
+    elif utility and utility.get("records"):
         write_jsonl(staging / "utility" / "predictions.jsonl", utility["records"])
     elif utility:
         write_json(staging / "utility" / "metrics.json", {"average_acc": utility["value"]})
@@ -288,14 +297,19 @@ def evaluate_model(
         check_tasks(rows[name], file)
     mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
-    out = check_output(out, "evaluation", [model_dir, data, mia, utility, baseline, reference], overwrite=None)
+    given = [model_dir, data, mia, None if is_lm_eval(utility) else utility, baseline, reference]
+    out = check_output(out, "evaluation", given, overwrite=None)
     if baseline is not None:
         load_baseline(baseline)  # a bad baseline fails now, not after the generation
     if reference is not None:
         load_reference(reference)
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    utility_value = read_metrics_json(utility_path) if utility_path and utility_path.suffix == ".json" else None
+    if is_lm_eval(utility_path) and ranks.world > 1:
+        raise ConfigError("--utility lm-eval:... runs in one process; evaluate it without a launcher")
+    utility_value = None
+    if isinstance(utility_path, Path) and utility_path.suffix == ".json":
+        utility_value = read_metrics_json(utility_path)
     model, tokenizer = load_model(model_dir, dtype, target)
     batch, batch_note = batching(model, batch_size, exact=official)
     if ranks.smallest(batch) < batch:  # every rank batches alike, as one process would
@@ -316,7 +330,10 @@ def evaluate_model(
             for docs in (members, nonmembers)
         )
     utility_result = None
-    if utility_value is not None:
+    if isinstance(utility_path, str):
+        found = lmeval.lm_eval_utility(model, tokenizer, utility_path, batch_size=batch)
+        utility_result = {"value": found["value"], "source": found["source"], "lm_eval": found["tasks"]}
+    elif utility_value is not None:
         utility_result = {"value": utility_value, "source": f"open-instruct metrics.json: {utility_path}", "mmlu": True}
     elif utility_path is not None and utility_path.is_dir():
         mmlu = evaluate_mmlu(
@@ -414,7 +431,9 @@ def rescore(
     if (generations_dir / "mia" / "member.jsonl").is_file():
         mia = tuple(_read_jsonl(generations_dir / "mia" / f"{n}.jsonl") for n in ("member", "nonmember"))
     utility = None
-    if (generations_dir / "utility" / "metrics.json").is_file():
+    if (generations_dir / "utility" / "lm_eval.json").is_file():
+        utility = json.loads((generations_dir / "utility" / "lm_eval.json").read_text(encoding="utf-8"))
+    elif (generations_dir / "utility" / "metrics.json").is_file():
         file = generations_dir / "utility" / "metrics.json"
         utility = {"value": read_metrics_json(file), "source": f"open-instruct metrics.json: {file}", "mmlu": True}
     elif (generations_dir / "utility" / "predictions.jsonl").is_file():

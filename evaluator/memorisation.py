@@ -9,11 +9,21 @@ from typing import Any
 from unlearn import load_rows
 
 from .generation import greedy_generate
-from .metrics import exact_match, row_score
+from .metrics import exact_match, row_kind, row_score
 from .mia import attack_aucs, document_scores, load_documents
-from .scoring import split_summary
 
 SPLIT_FILES = ("forget_train", "forget_validation", "retain_train", "retain_validation", "forget", "retain")
+
+
+def _per_task(rows: list[Any], scores: list[float | None]) -> dict[str, dict[str, float | None]]:
+    """Mean regurgitation (``sc`` rows) and knowledge (``qa`` rows) per task, None for a kind a
+    task lacks (other benchmarks' rows need not have both, unlike LUME's official aggregate)."""
+    kinds: dict[str, dict[str, list[float]]] = {}
+    for row, score in zip(rows, scores):
+        kind = {"sc": "regurgitation-score", "qa": "knowledge-score"}.get(row_kind(row.id) or "")
+        if kind is not None and score is not None:
+            kinds.setdefault(row.task, {"regurgitation-score": [], "knowledge-score": []})[kind].append(score)
+    return {t: {k: sum(v) / len(v) if v else None for k, v in found.items()} for t, found in sorted(kinds.items())}
 
 
 def memorisation_report(
@@ -27,8 +37,7 @@ def memorisation_report(
         if file.is_file():
             rows = load_rows(file)
             generations = greedy_generate(model, tokenizer, [r.input for r in rows], max_new_tokens, progress=progress)
-            block, _ = split_summary(rows, [row_score(r.id, r.output, g) for r, g in zip(rows, generations)], name)
-            report["tasks"][name] = {k: v for k, v in block.items() if not k.startswith("overall")}
+            report["tasks"][name] = _per_task(rows, [row_score(r.id, r.output, g) for r, g in zip(rows, generations)])
     members, nonmembers = data / "mia_member.jsonl", data / "mia_nonmember.jsonl"
     if members.is_file() and nonmembers.is_file():
         m, n = (document_scores(model, tokenizer, [d for _, d in load_documents(f)]) for f in (members, nonmembers))

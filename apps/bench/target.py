@@ -338,9 +338,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     for split, tasks in m["tasks"].items():
         for task, values in tasks.items():
-            lines.append(
-                f"| {split} | {task} | {values['regurgitation-score']:.3f} | {values['knowledge-score']:.3f} |"
-            )
+            cells = [values[k] for k in ("regurgitation-score", "knowledge-score")]
+            lines.append(f"| {split} | {task} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
     lines.append("")
     if m.get("mia_auc") is not None:
         lines.append(f"LOSS-attack MIA AUC, members vs non-members: {m['mia_auc']:.3f}")

@@ -173,6 +173,104 @@ def test_rescoring_saved_generations_gives_the_same_results(evaluation, bench, t
         assert again[key] == original[key], key
 
 
+def test_lume_through_the_benchmark_hook_gives_the_same_numbers_and_an_oracle_column(
+    evaluation, model_dir, bench, tmp_path
+):
+    out = tmp_path / "via-hook"
+    res = cli(
+        "evaluate",
+        str(model_dir),
+        "--benchmark",
+        "lume",
+        "-d",
+        str(bench),
+        "-o",
+        str(out),
+        "--max-new-tokens",
+        "48",
+        "--reference",
+        str(evaluation),
+    )
+    assert res.returncode == 0, res.stderr
+    before, now = (json.loads((f / RESULTS).read_text()) for f in (evaluation, out))
+    keys = ("forget-set", "retain-set", "aggregated-terms", "mia_loss_acc", "mmlu_average", "aggregate-score")
+    assert {k: now[k] for k in keys} == {k: before[k] for k in keys}
+    assert now["benchmark"] == before["benchmark"] == "lume"
+    assert now["oracle"]["aggregate-score"] == before["aggregate-score"] and set(now["oracle_gap"].values()) == {0}
+    assert "| score | value | oracle | gap to oracle |" in (out / "summary.md").read_text()
+    bad = cli("evaluate", str(model_dir), "-d", str(bench), "-o", str(tmp_path / "x"), "--reference", str(model_dir))
+    assert bad.returncode != 0 and "LUME's --reference is the oracle's evaluation" in bad.stderr
+
+
+LM_EVAL_TASK = """task: unlearn_utility
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_utility_through_lm_eval_on_a_local_task(model_dir, bench, tmp_path):
+    """An lm-eval task defined in a local YAML over a local JSON file, run on the loaded model:
+    the accuracy equals the share of questions whose true choice has the highest log-likelihood."""
+    rows = load_rows(bench / "utility.jsonl")[:6]
+    answers = sorted({r.output for r in load_rows(bench / "utility.jsonl")})
+    docs = []
+    for i, r in enumerate(rows):
+        wrong = [a for a in answers if a != r.output][i % 3 : i % 3 + 2]
+        choices = [*wrong[: i % 3], r.output, *wrong[i % 3 :]][:3]
+        docs.append(
+            {"question": r.input.rstrip(), "choices": [c.strip() for c in choices], "answer": choices.index(r.output)}
+        )
+    data = tmp_path / "utility_mc.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    task = tmp_path / "tasks" / "unlearn_utility.yaml"
+    task.parent.mkdir()
+    task.write_text(LM_EVAL_TASK.format(data=data))
+    out = tmp_path / "eval"
+    res = cli(
+        "evaluate",
+        str(model_dir),
+        "-d",
+        str(bench),
+        "-o",
+        str(out),
+        "--max-new-tokens",
+        "8",
+        "--utility",
+        f"lm-eval:{task}",
+    )
+    assert res.returncode == 0, res.stderr
+    results = json.loads((out / RESULTS).read_text())
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    hits = 0
+    for d in docs:  # lm-eval's acc: argmax over choices of the summed log-likelihood of " " + choice
+        scores = []
+        for choice in d["choices"]:
+            context = tokenizer(d["question"])["input_ids"]
+            whole = tokenizer(d["question"] + " " + choice)["input_ids"]
+            ids = torch.tensor([whole])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+            scores.append(sum(float(logp[t - 1, whole[t]]) for t in range(len(context), len(whole))))
+        hits += scores.index(max(scores)) == d["answer"]
+    assert results["mmlu_average"] == pytest.approx(hits / len(docs))
+    assert results["lm_eval"] == {"unlearn_utility": {"metric": "acc", "value": results["mmlu_average"]}}
+    assert results["utility_source"].startswith("lm-eval (unlearn_utility acc)")
+    again = rescore(out, bench, tmp_path / "again")
+    assert again["mmlu_average"] == results["mmlu_average"] and again["utility_source"] == results["utility_source"]
+    bad = cli("evaluate", str(model_dir), "-d", str(bench), "-o", str(tmp_path / "x"), "--utility", "lm-eval:")
+    assert bad.returncode != 0 and "name at least one lm-eval task" in bad.stderr
+
+
 def test_generations_that_do_not_match_the_data_are_refused(evaluation, bench, tmp_path):
     broken = tmp_path / "broken"
     (broken / "generations").mkdir(parents=True)
