@@ -1,9 +1,15 @@
 """Benchmark: every installed loss plugin, with its default config, and every built-in recipe,
-on the default tiny target.
+on the default tiny target, beside the oracle (the same model retrained without the forget set).
 
-    python benchmarks/methods.py                      # builds (or reuses) runs/bench/{data,target}
+    python benchmarks/methods.py                      # builds (or reuses) runs/bench/{data,target,oracle}
     python benchmarks/methods.py --methods ga,gd,npo --epochs 8 --lr 3e-4
     python benchmarks/methods.py --methods none --recipes zjuklab --variants npo+kl,npo+kl+lora
+    python benchmarks/methods.py --benchmark tofu --methods ga,gd,npo,simnpo --variants none --recipes none
+
+On LUME every evaluation takes the oracle's as `--reference` (its report gains the oracle column)
+and the table shows the gap of each final score to the oracle's. On TOFU and MUSE (work folder
+runs/bench-tofu, runs/bench-muse) the table shows each benchmark's headline numbers, TOFU's
+forget quality and MUSE's PrivLeak measured against that oracle.
 
 Each method, variant and recipe runs as its own `unlearn run` / `unlearn recipe run` process
 (so its wall time and peak memory are its own), then is scored with the official SemEval-2025
@@ -25,6 +31,8 @@ from pathlib import Path
 from unlearn import PluginHost
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn.recipes import RESULT_FILE, builtin_recipes
+
+BENCHMARK = {"name": "lume", "oracle": None}  # set in main(); _evaluate reads it
 
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
 ONE_PASS = {"sugd": 1}
@@ -90,7 +98,11 @@ def measure(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("runs/bench"), help="Data, target and runs live here.")
+    parser.add_argument("--benchmark", default="lume", help="lume | tofu | muse (any installed benchmark).")
+    parser.add_argument("--size", default="small", help="The benchmark's size: tiny | small | medium.")
+    parser.add_argument(
+        "--work", type=Path, help="Data, target, oracle and runs live here (default runs/bench[-NAME])."
+    )
     parser.add_argument("--methods", help="Comma-separated loss methods (default: every installed one; 'none').")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"Comma-separated of {', '.join(VARIANTS)} ('none')."
@@ -100,18 +112,23 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    data, target, before = args.work / "data", args.work / "target", args.work / "eval_target"
-    if not (data / "utility.jsonl").is_file():
-        from unlearn.bench.synth import generate
+    from unlearn.bench.target import build_target
 
-        generate(data, seed=0)
-    if not (target / "target_card.json").is_file():
-        from unlearn.bench.target import build_target
-
-        build_target(data, target, overwrite=True, progress=False)
-    if not (before / RESULTS).is_file():
-        evaluate_model(target, data, before, progress=False)
     host = PluginHost()
+    bench = host.benchmark(args.benchmark)
+    args.work = args.work or Path("runs/bench" if args.benchmark == "lume" else f"runs/bench-{args.benchmark}")
+    data, target, oracle = args.work / "data", args.work / "target", args.work / "oracle"
+    before, ideal = args.work / "eval_target", args.work / "eval_oracle"
+    if not (data / "forget.jsonl").is_file() and not (data / "forget_train.jsonl").is_file():
+        bench.synthesize(data, 0, args.size)
+    for model, is_oracle in ((target, False), (oracle, True)):
+        if not (model / "target_card.json").is_file():
+            build_target(data, model, overwrite=True, progress=False, oracle=is_oracle)
+    BENCHMARK.update(name=args.benchmark, oracle=oracle)
+    if not (ideal / RESULTS).is_file():
+        _evaluate(oracle, data, ideal, None)
+    if not (before / RESULTS).is_file():
+        _evaluate(target, data, before, None)
 
     def chosen(value: str | None, default: list[str]) -> list[str]:
         return [] if value == "none" else value.split(",") if value else default
@@ -151,30 +168,36 @@ def main() -> None:
         cmd = ["recipe", "run", recipe, *common[:-1], "-o", str(out)]
         rows.append(_measure(f"recipe: {recipe}", cmd, out, out / "__final__", data, before, args.work))
     target_results = json.loads((before / RESULTS).read_text())
+    if args.benchmark != "lume":
+        _headline_table(
+            bench, [("(target)", target_results), ("(oracle)", json.loads((ideal / RESULTS).read_text()))], rows
+        )
+        return
+    oracle_results = json.loads((ideal / RESULTS).read_text())
     print(
         f"\nmethods and variants: epochs {args.epochs} (1 pass for {', '.join(ONE_PASS)}), lr {args.lr}, "
         f"seed {args.seed}, plugin default configs; recipes: their own settings\n"
     )
     print(
-        "| method | task aggregate | MIA AUC | MIA score | utility | gate | final score | run wall s "
-        "| peak RSS MB | peak heap MB |"
+        "| method | task aggregate | MIA AUC | MIA score | utility | gate | final score | gap to oracle "
+        "| run wall s | peak RSS MB | peak heap MB |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    t = target_results
-    print(
-        f"| (target) | {t['harmonic-mean-task-aggregate']:.3f} | {t['mia_loss_acc']:.3f} "
-        f"| {t['mia_final_score']:.3f} | "
-        f"{t['mmlu_average']:.3f} | | {t['aggregate-score']:.3f} | | | |"
-    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, t in (("(target)", target_results), ("(oracle)", oracle_results)):
+        print(
+            f"| {name} | {t['harmonic-mean-task-aggregate']:.3f} | {t['mia_loss_acc']:.3f} "
+            f"| {t['mia_final_score']:.3f} | {t['mmlu_average']:.3f} | | {t['aggregate-score']:.3f} "
+            f"| {t['aggregate-score'] - oracle_results['aggregate-score']:+.3f} | | | |"
+        )
     for method, r, wall, peak, heap, error, _ in rows:
         if r is None:
-            print(f"| {method} | failed: {error} | | | | | | {wall:.0f} | {peak:.0f} | {heap:.0f} |")
+            print(f"| {method} | failed: {error} | | | | | | | {wall:.0f} | {peak:.0f} | {heap:.0f} |")
             continue
         gate = "pass" if r["utility_gate"]["pass"] else "FAIL"
         print(
             f"| {method} | {r['harmonic-mean-task-aggregate']:.3f} | {r['mia_loss_acc']:.3f} "
-            f"| {r['mia_final_score']:.3f} | "
-            f"{r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
+            f"| {r['mia_final_score']:.3f} | {r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} "
+            f"| {r['oracle_gap']['aggregate-score']:+.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
     print("\nThe run's probe of its first forget answers: rows reproduced by greedy decoding and mean token NLL")
     print("(a run warns when it lost none of the reproduced rows):\n")
@@ -200,15 +223,32 @@ def _measure(label: str, cmd: list[str], out: Path, model: Path, data: Path, bef
     if model.name == "__final__":
         model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
     name = label.replace("recipe: ", "recipe_")
-    return (
-        label,
-        evaluate_model(model, data, work / f"eval_{name}", baseline=before, progress=False),
-        wall,
-        peak,
-        heap,
-        "",
-        change,
-    )
+    return (label, _evaluate(model, data, work / f"eval_{name}", before), wall, peak, heap, "", change)
+
+
+def _evaluate(model: Path, data: Path, out: Path, before: Path | None) -> dict:
+    """The chosen benchmark's evaluation; on LUME against the target's (gate) and the oracle's."""
+    oracle = BENCHMARK["oracle"]
+    if BENCHMARK["name"] == "lume":
+        reference = None if model == oracle else oracle.parent / "eval_oracle"
+        return evaluate_model(model, data, out, baseline=before, reference=reference, progress=False)
+    bench = PluginHost().benchmark(BENCHMARK["name"])
+    return bench.evaluate(model, data, out, reference=oracle, progress=False)
+
+
+def _headline_table(bench: object, fixed: list[tuple[str, dict]], rows: list[tuple]) -> None:
+    keys = list(bench.headline)
+    print("| method | " + " | ".join(f"{k} ({bench.headline[k]} is better)" for k in keys) + " | run wall s |")
+    print("| --- " * (len(keys) + 2) + "|")
+    for name, r in fixed:
+        print(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " | |")
+    for method, r, wall, *_ in rows:
+        cells = [_fmt(r.get(k)) for k in keys] if r else ["failed"] + [""] * (len(keys) - 1)
+        print(f"| {method} | " + " | ".join(cells) + f" | {wall:.0f} |")
+
+
+def _fmt(value: object) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from unlearn import ConfigError, hookimpl
+
+
+def _taken(method: Any, options: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    """``options`` if ``method`` takes them all; a one-line error naming the first it lacks."""
+    params = inspect.signature(method).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return options
+    for name in options:
+        if name not in params and name != "device":
+            raise ConfigError(f"--{name.replace('_', '-')}: the {benchmark} benchmark does not take it")
+    return {k: v for k, v in options.items() if k in params}
 
 
 @hookimpl
@@ -69,17 +82,19 @@ def register_commands(cli: typer.Typer) -> None:
             raise ConfigError("give either a MODEL folder or --generations DIR")
         bench = get_host().benchmark(benchmark)
         if benchmark != "lume":
-            lume_only = {"--split": split, "--mia": mia, "--utility": utility, "--baseline": baseline}
+            lume_only = {"--mia": mia, "--utility": utility, "--baseline": baseline}
             lume_only |= {"--mmlu-shots": mmlu_shots, "--mmlu-style": mmlu_style, "--official": official or None}
             given = [flag for flag, value in lume_only.items() if value is not None]
             if given:
                 raise ConfigError(f"{given[0]} is a LUME option; the {benchmark} benchmark does not take it")
-            common = {"reference": reference, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
-            common = {k: v for k, v in (common | {"dtype": dtype}).items() if v is not None}
+            common = {"reference": reference, "split": split, "batch_size": batch_size, "dtype": dtype}
+            common = {k: v for k, v in (common | {"max_new_tokens": max_new_tokens}).items() if v is not None}
             if generations is not None:
-                results = bench.rescore(generations, data, out_dir, reference=reference)
+                call, common = bench.rescore, {k: v for k, v in common.items() if k == "reference"}
+                results = call(generations, data, out_dir, **_taken(call, common, benchmark))
             else:
-                results = bench.evaluate(model, data, out_dir, device=device, **common)
+                common["device"] = device
+                results = bench.evaluate(model, data, out_dir, **_taken(bench.evaluate, common, benchmark))
             out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k in bench.headline and v is not None)
             out.print(f"{benchmark}: {shown}; results in {out_dir}")

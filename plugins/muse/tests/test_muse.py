@@ -92,3 +92,16 @@ def test_evaluate_a_model_and_rescore_its_log(tmp_path, tiny_model):
     assert res.returncode == 0, res.stderr
     rescored = json.loads((again / "evaluation_results.json").read_text())
     assert {k: rescored[k] for k in Muse.headline} == {k: results[k] for k in Muse.headline}
+    res = _cli(
+        "evaluate",
+        str(tiny_model),
+        "--benchmark",
+        "muse",
+        "-d",
+        str(data),
+        "-o",
+        str(tmp_path / "x"),
+        "--split",
+        "forget10",
+    )
+    assert res.returncode != 0 and "--split: the muse benchmark does not take it" in res.stderr
