@@ -28,11 +28,14 @@ def register_commands(cli: typer.Typer) -> None:
         size: str = typer.Option("small", help="Benchmark size: tiny | small | medium."),
         seed: int = typer.Option(0),
         set_: list[str] = typer.Option([], "--set", "-s", help="Run setting, e.g. --set trainer.epochs=4"),
+        oracle: bool = typer.Option(True, help="Also build (cached) and compare with the retrained oracle."),
     ) -> None:
-        """The whole loop on the embedded default: benchmark, target (cached), evaluate, unlearn, evaluate."""
+        """The whole loop on the embedded default: benchmark, target and oracle (cached), evaluate,
+        unlearn, evaluate against both."""
         from unlearn.bench.demo import run_demo
 
-        report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=apply_sets({}, set_), console=out)
+        overrides = apply_sets({}, set_)
+        report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=overrides, console=out, oracle=oracle)
         out.print(f"[green]report written to[/green] {report}")
 
     @data.command("synth")

@@ -1,8 +1,9 @@
 """``unlearn demo``: the whole loop on the embedded default, in minutes on a CPU.
 
-Generate the benchmark, build the tiny target (both cached in the output folder), evaluate the
-target, unlearn it with one method, evaluate again against the first evaluation, and print and
-write a before/after report.
+Generate the benchmark, build the tiny target and the oracle (the same model retrained without
+the forget set; all cached in the output folder), evaluate both, unlearn the target with one
+method, evaluate again against the target's evaluation and the oracle's, and print and write a
+before/after/oracle report.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run_demo(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
     console: Console | None = None,
+    oracle: bool = True,
 ) -> Path:
     """Run the demo into ``out``; returns the report folder."""
     from unlearn import run
@@ -76,6 +78,15 @@ def run_demo(
     step("benchmark", (data / "utility.jsonl").is_file(), lambda: generate(data, seed=seed, size=size))
     step("target model", (target / "target_card.json").is_file(), lambda: build_target(data, target, overwrite=True))
     step("evaluate the target", (before / RESULTS).is_file(), lambda: evaluate_model(target, data, before))
+    ideal = out / "eval_oracle" if oracle else None
+    if ideal is not None:
+        retrained = out / "oracle"
+        step(
+            "oracle: the target retrained without the forget set",
+            (retrained / "target_card.json").is_file(),
+            lambda: build_target(data, retrained, overwrite=True, oracle=True),
+        )
+        step("evaluate the oracle", (ideal / RESULTS).is_file(), lambda: evaluate_model(retrained, data, ideal))
     settings = _merge(DEMO_RUN.get(method, DEFAULT_RUN), overrides or {})
     config = build_config(
         _merge(
@@ -84,17 +95,23 @@ def run_demo(
         )
     )
     step(f"unlearn with {method}", False, lambda: run(config, overwrite=True))
-    step(f"evaluate after {method}", False, lambda: evaluate_model(unlearned, data, after, baseline=before))
+    step(
+        f"evaluate after {method}",
+        False,
+        lambda: evaluate_model(unlearned, data, after, baseline=before, reference=ideal),
+    )
 
     old, new = (json.loads((d / RESULTS).read_text()) for d in (before, after))
-    table = Table(title=f"{method} on the tiny target: before -> after")
-    for col in ("score", "before", "after", "better when"):
+    best = json.loads((ideal / RESULTS).read_text()) if ideal else None
+    table = Table(title=f"{method} on the tiny target: before -> after" + (", and the oracle" if best else ""))
+    for col in ("score", "before", "after", *(["oracle"] if best else []), "better when"):
         table.add_column(col)
     for task in sorted(k for k in new["forget-set"] if not k.startswith("overall")):
         for split, better in (("forget-set", "lower"), ("retain-set", "higher")):
             for kind in ("regurgitation-score", "knowledge-score"):
                 name = f"{task} {split.split('-')[0]} {kind.split('-')[0]}"
-                table.add_row(name, f"{old[split][task][kind]:.3f}", f"{new[split][task][kind]:.3f}", better)
+                values = [d[split][task][kind] for d in (old, new, *([best] if best else []))]
+                table.add_row(name, *(f"{v:.3f}" for v in values), better)
     for name, key, better in (
         ("task aggregate", "harmonic-mean-task-aggregate", "higher"),
         ("MIA LOSS AUC", "mia_loss_acc", "0.5"),
@@ -102,7 +119,8 @@ def run_demo(
         ("utility", "mmlu_average", "higher"),
         ("final score", "aggregate-score", "higher"),
     ):
-        table.add_row(name, f"{old.get(key, float('nan')):.3f}", f"{new.get(key, float('nan')):.3f}", better)
+        values = [d.get(key, float("nan")) for d in (old, new, *([best] if best else []))]
+        table.add_row(name, *(f"{v:.3f}" for v in values), better)
     console.print(table)
     gate = new.get("utility_gate", {})
     console.print(f"utility gate (>= 75% of the target's): {'pass' if gate.get('pass') else 'FAIL'}")
