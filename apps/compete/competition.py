@@ -80,6 +80,7 @@ def run_competition(
     from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 
     host = host or get_host()
+    bench = host.benchmark(comp.benchmark)
     entrants = comp.expand(host)
     if only:
         unknown = sorted(set(only) - {e.name for e in entrants})
@@ -90,7 +91,7 @@ def run_competition(
     if not (model / "config.json").is_file():
         raise ConfigError(f"model: {comp.model}: not a model folder (no config.json)")
     forget, retain = load_rows(comp.forget, "forget"), load_rows(comp.retain, "retain")
-    inputs = [comp.model, comp.forget, comp.retain, comp.mia, comp.utility]
+    inputs = [comp.model, comp.forget, comp.retain, comp.mia, comp.utility, comp.data, comp.reference]
     inputs += [e.submission or (_recipe_file(e) if e.recipe else None) for e in entrants]
     out = check_output(comp.output_dir, "competition", inputs, overwrite=None)  # resumed: results are cached
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,10 @@ def run_competition(
     }
     eval_key = {
         **data_key,
-        "mia": hash_files([comp.mia]),
+        "benchmark": comp.benchmark,
+        "data": hash_files([comp.data]) if comp.data else None,
+        "reference": cache_key(model_stamp(comp.reference)) if comp.reference else None,
+        "mia": hash_files([comp.mia]) if comp.mia else None,
         "utility": hash_files([comp.utility]) if comp.utility else None,
         "dtype": comp.eval_dtype,
         "max_new_tokens": comp.max_new_tokens,
@@ -129,7 +133,13 @@ def run_competition(
         "official": comp.official,
         "device": comp.eval_device,
         "progress": False,
+        "reference": comp.reference,
     }
+    if comp.benchmark != "lume":  # the benchmark's own evaluation of its own data folder
+
+        def evaluate_model(model: Path, _data: Path, out: Path, baseline: Any = None, **_: Any) -> dict[str, Any]:
+            options = {"reference": comp.reference, "device": comp.eval_device, "dtype": comp.eval_dtype}
+            return bench.evaluate(model, comp.data, out, progress=False, **options)
 
     report = Reporter(len(entrants), say)
     previous = _stop_on_sigterm()
@@ -193,6 +203,11 @@ def run_competition(
     return write_leaderboard(comp, results, before, isolation, out)
 
 
+def headline(comp: Competition) -> dict[str, str]:
+    """The competition's benchmark's headline numbers and their directions."""
+    return get_host().benchmark(comp.benchmark).headline
+
+
 def _stop_on_sigterm() -> Any:
     """Turn SIGTERM into an exception so the running entrant's processes are killed on the way out."""
     import threading
@@ -214,6 +229,9 @@ def _recipe_file(entrant: Entrant) -> Path:
 def _summary(result: dict[str, Any]) -> str:
     if result["status"] != "ok":
         return f"{result['status']} ({result['reason']}) after {result['wall_time_s']:.0f} s"
+    if "scores" in result:  # another benchmark than lume: its headline numbers
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items() if v is not None)
+        return f"ok, {shown}, {result['wall_time_s']:.0f} s"
     gate = "pass" if result.get("gate") else "FAIL"
     return f"ok, final score {result['final_score']:.3f} (gate {gate}), {result['wall_time_s']:.0f} s"
 
@@ -230,6 +248,11 @@ def _evaluate(
     evaluate_model: Callable,
 ) -> dict[str, Any]:
     scores = evaluate_model(model_folder(entrant, folder / "work"), eval_data, folder / "evaluation", **eval_args)
+    if comp.benchmark != "lume":  # ranked by the benchmark's first headline number; no utility gate
+        result.update(
+            scores={k: scores.get(k) for k in headline(comp)}, final_score=scores.get(next(iter(headline(comp))))
+        )
+        return result
     utility, base = scores.get("mmlu_average"), before.get("mmlu_average")
     result.update(
         final_score=scores["aggregate-score"],

@@ -60,9 +60,23 @@ class Competition(BaseModel):
     model: Path = Field(description="The target model folder (read by entrants, never written).")
     forget: Path = Field(description="Private forget rows (file or folder); entrants get a copy.")
     retain: Path = Field(description="Private retain rows (file or folder); entrants get a copy.")
-    mia: Path = Field(
-        description="Folder with mia_member.jsonl and mia_nonmember.jsonl, or the organisers' member.jsonl and "
-        "nonmember.jsonl (organiser only)."
+    benchmark: str = Field(
+        "lume",
+        description="The installed benchmark entrants are scored on: lume (forget, retain, mia, utility, the "
+        "official score) or another benchmark plugin, which evaluates `data` its own way.",
+    )
+    data: Path | None = Field(
+        None, description="The benchmark's data folder the organiser evaluates on (benchmarks other than lume)."
+    )
+    reference: Path | None = Field(
+        None,
+        description="The oracle (the target retrained without the forget set): its model folder or its saved "
+        "evaluation (TOFU forget quality, MUSE PrivLeak; for lume its evaluation, the leaderboard's oracle row).",
+    )
+    mia: Path | None = Field(
+        None,
+        description="lume: folder with mia_member.jsonl and mia_nonmember.jsonl, or the organisers' member.jsonl and "
+        "nonmember.jsonl (organiser only).",
     )
     utility: Path | None = Field(
         None, description="An MMLU folder, an open-instruct metrics.json or a utility.jsonl (organiser only)."
@@ -113,6 +127,18 @@ class Competition(BaseModel):
                 f"entrant_devices = {self.entrant_devices!r} lists {listed} GPU(s) "
                 f"for {self.nproc} ranks (nproc); list one per rank"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _benchmark_inputs(self) -> Competition:
+        if self.benchmark == "lume" and self.mia is None:
+            raise ValueError("mia: required for the lume benchmark (the MIA member and non-member documents)")
+        if self.benchmark != "lume":
+            if self.data is None:
+                raise ValueError(f"data: required for the {self.benchmark} benchmark (its data folder)")
+            given = [k for k in ("mia", "utility") if getattr(self, k) is not None] + (["official"] * self.official)
+            if given:
+                raise ValueError(f"{given[0]}: a lume setting; the {self.benchmark} benchmark does not take it")
         return self
 
     @model_validator(mode="after")
@@ -171,7 +197,7 @@ def load_competition(
         edit(data)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     base = path.parent
-    for key in ("mia", "utility"):
+    for key in ("mia", "utility", "data", "reference"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     entrants = data.get("entrants")

@@ -32,13 +32,19 @@ _COLUMNS = (
 )
 
 
-def rank(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every entrant in order (valid first: status ok and gate passed, by final score), with ranks
-    for the valid ones; and each team's best entry (its best valid one, else its best other)."""
+def rank(results: list[dict[str, Any]], direction: str = "higher") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every entrant in order (valid first: status ok and gate passed, by final score, which is
+    better ``higher``, ``lower`` or nearer ``zero``), with ranks for the valid ones; and each team's
+    best entry (its best valid one, else its best other)."""
+
+    def worse(score: float | None) -> float:
+        if score is None:
+            return float("inf")
+        return -score if direction == "higher" else score if direction == "lower" else abs(score)
 
     def order(r: dict[str, Any]) -> tuple:
         valid = r["status"] == "ok" and r.get("gate") is not False
-        return (not valid, r["status"] != "ok", -(r.get("final_score") or 0.0), r["name"])
+        return (not valid, r["status"] != "ok", worse(r.get("final_score")), r["name"])
 
     rows = []
     position = 0
@@ -52,6 +58,7 @@ def rank(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict
                 "entrant": r["name"],
                 "kind": r["kind"],
                 **{k: r.get(k) for k in _COLUMNS[4:]},
+                **(r.get("scores") or {}),
             }
         )
     teams: dict[str, dict[str, Any]] = {}
@@ -72,7 +79,9 @@ def _cell(value: Any, key: str) -> str:
     if key == "gate":
         return "pass" if value else "FAIL"
     if isinstance(value, (int, float)) and key != "rank":
-        return f"{value:.0f}" if key in ("wall_time_s", "peak_memory_mb") else f"{value:.3f}"
+        if key in ("wall_time_s", "peak_memory_mb"):
+            return f"{value:.0f}"
+        return f"{value:.3f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2e}"  # p-values run tiny
     return str(value)
 
 
@@ -88,6 +97,8 @@ def write_leaderboard(
     comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
 ) -> Path:
     """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written."""
+    if comp.benchmark != "lume":
+        return _benchmark_leaderboard(comp, results, before, isolation, out)
     rows, teams = rank(results)
     target = {
         "final_score": before.get("aggregate-score"),
@@ -136,6 +147,46 @@ def write_leaderboard(
     write_text(out / "leaderboard.csv", buffer.getvalue())
     write_json(out / "leaderboard.json", {**facts, "baseline": target, "teams": teams, "entrants": rows})
     _figure(out / "leaderboard.png", rows, target, comp.name)
+    return out
+
+
+def _benchmark_leaderboard(
+    comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
+) -> Path:
+    """The leaderboard of a benchmark other than LUME: its headline numbers as columns, ranked by
+    the first in its direction (no utility gate)."""
+    from unlearn import get_host
+
+    headline = get_host().benchmark(comp.benchmark).headline
+    first = next(iter(headline))
+    rows, teams = rank(results, direction=headline[first])
+    columns = ("rank", "team", "entrant", "kind", *headline, "wall_time_s", "peak_memory_mb", "status", "reason")
+    target = {k: before.get(k) for k in headline}
+    shown = ", ".join(f"{k} {_cell(v, k)} ({headline[k]} is better)" for k, v in target.items())
+    md = [
+        f"# Leaderboard: {comp.name}",
+        "",
+        f"Benchmark {comp.benchmark}, ranked by {first}. Target `{Path(comp.model).name}`: {shown}. "
+        f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
+        f"isolation: {isolation}.",
+        "",
+        "## Teams (each team's best entry)",
+        "",
+        _table(teams, ("rank", "team", "entrant", *headline, "status")),
+        "",
+        "## Every entrant",
+        "",
+        _table(rows, columns),
+        "",
+    ]
+    write_text(out / "leaderboard.md", "\n".join(md))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "leaderboard.csv", buffer.getvalue())
+    facts = {"competition": comp.name, "benchmark": comp.benchmark, "ranked_by": first, "entrants": len(results)}
+    write_json(out / "leaderboard.json", {**facts, "baseline": target, "teams": teams, "entrants": rows})
     return out
 
 

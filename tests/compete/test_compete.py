@@ -273,3 +273,43 @@ def test_ranking_keeps_each_teams_best_valid_entry():
 def test_check_output_accepts_only_loadable_safetensors(arena, tmp_path):
     assert check_output(arena / "target") == ("ok", "")
     assert check_output(tmp_path)[0] == "no model"
+
+
+def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, tmp_path):
+    """A MUSE competition: entrants get the benchmark's forget/retain rows, the organiser scores
+    them with MUSE's own evaluation against the oracle, and the leaderboard ranks by its first
+    headline number (VerbMem, lower is better) with no utility gate."""
+    from unlearn_plugin_muse import Muse
+
+    data = tmp_path / "muse"
+    Muse().synthesize(data, seed=0, size="tiny")
+    path = tmp_path / "c" / "competition.json"
+    path.parent.mkdir()
+    spec = {
+        "name": "muse-test",
+        "benchmark": "muse",
+        "model": str(arena / "target"),
+        "forget": str(data / "forget.jsonl"),
+        "retain": str(data / "retain.jsonl"),
+        "data": str(data),
+        "reference": str(arena / "target"),
+        "output_dir": "out",
+        "time_limit_s": 120,
+        "max_new_tokens": 8,
+        "entrant_devices": "cpu",
+        "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3},
+        "entrants": ["ga", {"name": "gd_fast", "plugin": "gd", "trainer": {"learning_rate": 1e-2}}],
+    }
+    path.write_text(json.dumps(spec))
+    res = cli("compete", "--config", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    board = json.loads((tmp_path / "c" / "out" / "leaderboard.json").read_text())
+    assert board["benchmark"] == "muse" and board["ranked_by"] == "verbmem_f"
+    assert board["baseline"]["privleak"] == 0.0  # the target is its own reference here
+    scores = [row["verbmem_f"] for row in board["entrants"]]
+    assert [row["rank"] for row in board["entrants"]] == [1, 2] and scores == sorted(scores)
+    assert {row["entrant"] for row in board["entrants"]} == {"ga", "gd_fast"}
+    assert "ranked by verbmem_f" in (tmp_path / "c" / "out" / "leaderboard.md").read_text()
+    path.write_text(json.dumps({**spec, "mia": str(data)}))
+    res = cli("compete", "--config", str(path))
+    assert res.returncode != 0 and "mia: a lume setting; the muse benchmark does not take it" in res.stderr
