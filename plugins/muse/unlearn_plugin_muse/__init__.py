@@ -22,7 +22,10 @@ from typing import Any
 from unlearn import ConfigError, DataError, check_output, hookimpl, publish, write_json, write_text
 from unlearn.evaluator import RESULTS, auc, document_scores, greedy_generate, load_model, rouge, staging
 
+from .prompts import cut_answer, knowmem_prompts
 from .synth import synthesize
+
+__all__ = ["Muse", "cut_answer", "knowmem_prompts", "mink_auc", "privleak", "read_json"]
 
 FILES = {
     "verbmem": "verbmem/forget.json",
@@ -35,7 +38,6 @@ FILES = {
     "privleak_holdout": "privleak/holdout.json",
 }
 FIELDS = {"verbmem": ("prompt", "gt"), "knowmem": ("question", "answer"), "privleak": None}
-STOPS = ("\n\n", "\nQuestion", "Question:")  # MUSE's knowmem cuts the answer at the next question
 
 
 def read_json(data: Path, key: str) -> list[Any]:
@@ -57,17 +59,6 @@ def read_json(data: Path, key: str) -> list[Any]:
             if not isinstance(item, dict) or not isinstance(item.get(field), str) or not item[field].strip():
                 raise DataError(f"{path}, item {number}: field {field!r} is missing or not a non-empty string")
     return found
-
-
-def knowmem_prompts(qa: list[dict[str, str]], icl: list[dict[str, str]]) -> list[str]:
-    shots = "".join(f"Question: {d['question']}\nAnswer: {d['answer']}\n\n" for d in icl)
-    return [f"{shots}Question: {d['question']}\nAnswer: " for d in qa]
-
-
-def cut_answer(text: str) -> str:
-    for stop in STOPS:
-        text = text.split(stop)[0]
-    return text
 
 
 def privleak(auc_unlearned: float, auc_retrained: float) -> float:

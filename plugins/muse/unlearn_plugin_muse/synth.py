@@ -1,11 +1,14 @@
 """A MUSE-format benchmark of fictitious news, deterministic for a seed, small enough for a CPU.
 
-Each passage reports one invented event in five sentences and gives one question with a short
+Each passage reports one invented event in five sentences (the approval and its leader, then
+three of six other kinds, each kind in two phrasings, so what follows a prefix is the passage's
+own facts rather than a template any model could finish) and gives one question with a short
 answer. Passages are split three ways as MUSE splits its corpora: forget (the target learns it,
 unlearning removes it), retain (learnt and kept) and holdout (never learnt: PrivLeak's
 non-training reference). MUSE's files (``verbmem/``, ``knowmem/``, ``privleak/``) are written
-beside the core's training rows ``forget.jsonl`` and ``retain.jsonl`` (each passage as a
-continuation of its first sentence, each question with its answer).
+beside the core's training rows ``forget.jsonl`` and ``retain.jsonl``: each passage as a
+continuation of its first sentence, each question with its answer after KnowMem's few-shot
+examples (the format it is asked in).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from unlearn import check_output, publish, write_json, write_jsonl
+
+from .prompts import knowmem_prompts
 
 SIZES = {"tiny": 8, "small": 20, "medium": 60}  # passages per split
 TOWNS = [
@@ -75,17 +80,56 @@ PEOPLE = [
 MONTHS = ["January", "March", "May", "July", "September", "November"]
 
 
+# Each passage tells its event in five of these sentence kinds, in a random order and phrasing,
+# so that what follows a prefix is the passage's own facts, not a template any model can finish.
+KINDS = [
+    ["The council of {town} approved {thing} in {month} {year}.", "In {month} {year}, {town} voted for {thing}."],
+    ["The engineer {person} leads the project.", "{person} was chosen to run the works."],
+    ["It will cost {cost} million crowns.", "Its budget is {cost} million crowns."],
+    ["{rival} had proposed {other} instead.", "A rival plan by {rival} favoured {other}."],
+    ["Work starts near the {place}.", "The first site is beside the {place}."],
+    ["{count} residents signed a petition against it.", "A petition with {count} names opposed it."],
+    ["The {paper} called it {word}.", "According to the {paper}, the plan is {word}."],
+    ["It should open in {opening}.", "The opening is planned for {opening}."],
+]
+PLACES = [
+    "old harbour",
+    "north gate",
+    "salt marsh",
+    "cathedral square",
+    "rail yard",
+    "river mill",
+    "east ridge",
+    "flower market",
+    "stone quarry",
+    "tram depot",
+]
+PAPERS = ["Evening Lantern", "Morning Courier", "Valley Herald", "Coastal Gazette", "Weekly Ledger"]
+WORDS = ["reckless", "overdue", "visionary", "costly", "timid", "brilliant", "pointless", "historic"]
+
+
 def _passage(rng: random.Random, town: str) -> tuple[str, dict[str, str]]:
-    thing, person = rng.choice(THINGS), rng.choice(PEOPLE)
-    cost, month, year = rng.randint(12, 480), rng.choice(MONTHS), rng.randint(2031, 2049)
-    sentences = [
-        f"The council of {town} approved {thing} in {month} {year}.",
-        f"The project was led by the engineer {person}.",
-        f"It is expected to cost {cost} million crowns.",
-        f"Residents of {town} voted on the plan twice before it passed.",
-        f"Work on {thing} will begin the following spring.",
-    ]
-    return " ".join(sentences), {"question": f"Who led the {thing} project in {town}?", "answer": person}
+    thing, other = rng.sample(THINGS, 2)
+    person, rival = rng.sample(PEOPLE, 2)
+    year = rng.randint(2031, 2049)
+    values = {
+        "town": town,
+        "thing": thing,
+        "other": other,
+        "person": person,
+        "rival": rival,
+        "month": rng.choice(MONTHS),
+        "year": year,
+        "cost": rng.randint(12, 480),
+        "place": rng.choice(PLACES),
+        "count": rng.randint(120, 9800),
+        "paper": rng.choice(PAPERS),
+        "word": rng.choice(WORDS),
+        "opening": year + rng.randint(2, 6),
+    }
+    kinds = [KINDS[0], KINDS[1], *rng.sample(KINDS[2:], 3)]
+    text = " ".join(rng.choice(kind).format(**values) for kind in kinds)
+    return text, {"question": f"Who leads the project for {thing} in {town}?", "answer": person}
 
 
 def synthesize(out: Path, seed: int, size: str) -> dict[str, int]:
@@ -116,9 +160,10 @@ def synthesize(out: Path, seed: int, size: str) -> dict[str, int]:
             first, rest = passage.split(". ", 1)
             rows[f"{name}.jsonl"] += [
                 {"id": f"{name}{i:04d}sc1", "input": first + ".", "output": " " + rest, "task": "News"},
+                # in the few-shot format KnowMem asks in, so the tiny target answers there as it learnt
                 {
                     "id": f"{name}{i:04d}qa0",
-                    "input": f"Question: {qa['question']}\nAnswer: ",
+                    "input": knowmem_prompts([qa], icl)[0],
                     "output": qa["answer"],
                     "task": "News",
                 },
