@@ -160,11 +160,14 @@ def synthesize(out: Path, seed: int, size: str) -> dict[str, int]:
             first, rest = passage.split(". ", 1)
             rows[f"{name}.jsonl"] += [
                 {"id": f"{name}{i:04d}sc1", "input": first + ".", "output": " " + rest, "task": "News"},
-                # in the few-shot format KnowMem asks in, so the tiny target answers there as it learnt
+                # In the few-shot format KnowMem asks in, so the tiny target answers there as it learnt.
+                # The prompt ends in "Answer: ", which a byte-level BPE reads as a lone space token;
+                # the answer follows that space ("Answer:  Name") so that training splits the text
+                # the way the evaluation's prompt is split.
                 {
                     "id": f"{name}{i:04d}qa0",
                     "input": knowmem_prompts([qa], icl)[0],
-                    "output": qa["answer"],
+                    "output": " " + qa["answer"],
                     "task": "News",
                 },
             ]
