@@ -88,7 +88,7 @@ class Benchmark(Protocol):
     ``name`` (as for methods), ``summary`` (one line) and ``headline`` (the numbers a table shows,
     each with its :data:`Direction`, e.g. ``{"forget_quality": "higher"}``) are attributes. Every
     results file a benchmark writes is ``evaluation_results.json`` holding ``"benchmark": name`` and
-    each headline key at the top level (None where an input was missing), so organiser mode, the
+    each headline key at the top level (absent or None without its input), so organiser mode, the
     methods table and a third party read any benchmark alike. Outputs are written atomically
     (``unlearn.check_output``, a staging folder, ``unlearn.publish``), never into an input.
     """
