@@ -128,7 +128,7 @@ def register_commands(cli: typer.Typer) -> None:
                 utility=utility,
                 baseline=baseline,
                 max_new_tokens=max_new_tokens or 256,
-                batch_size=batch_size or 64,
+                batch_size=64 if batch_size is None else batch_size,
                 mmlu_shots=5 if mmlu_shots is None else mmlu_shots,
                 dtype=dtype or ("bfloat16" if official else "float32"),
                 official=official,

@@ -134,7 +134,7 @@ def _scores(rows: list[Row], generations: list[str], official: bool) -> list[flo
 
 def _finish(
     out: Path,
-    staging: Path,
+    folder: Path,
     rows: dict[str, list[Row]],
     generations: dict[str, list[str]],
     mia: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None,
@@ -177,7 +177,7 @@ def _finish(
     results.update(extra)
     for split in rows:
         write_jsonl(
-            staging / "generations" / f"{split}.jsonl",
+            folder / "generations" / f"{split}.jsonl",
             (
                 {"id": r.id, "task": r.task, "prompt": r.input, "gold": r.output, "generation": g, "score": s}
                 for r, g, s in zip(rows[split], generations[split], scores[split])
@@ -185,20 +185,20 @@ def _finish(
         )
     if mia:
         for name, docs in zip(("member", "nonmember"), mia):
-            write_jsonl(staging / "mia" / f"{name}.jsonl", docs)
+            write_jsonl(folder / "mia" / f"{name}.jsonl", docs)
     if utility and utility.get("lm_eval"):
         results["lm_eval"] = utility["lm_eval"]
-        write_json(staging / "utility" / "lm_eval.json", utility)
+        write_json(folder / "utility" / "lm_eval.json", utility)
     elif utility and utility.get("records"):
-        write_jsonl(staging / "utility" / "predictions.jsonl", utility["records"])
+        write_jsonl(folder / "utility" / "predictions.jsonl", utility["records"])
     elif utility:
-        write_json(staging / "utility" / "metrics.json", {"average_acc": utility["value"]})
-    write_text(staging / "summary.md", summary_markdown(results, before, oracle))
-    write_figure(staging / "figure.png", results, before)
+        write_json(folder / "utility" / "metrics.json", {"average_acc": utility["value"]})
+    write_text(folder / "summary.md", summary_markdown(results, before, oracle))
+    write_figure(folder / "figure.png", results, before)
     if official:
-        write_official(staging, results)
-    write_json(staging / RESULTS, results)  # last: its presence means the evaluation is complete
-    publish(staging, out, "evaluation")
+        write_official(folder, results)
+    write_json(folder / RESULTS, results)  # last: its presence means the evaluation is complete
+    publish(folder, out, "evaluation")
     return results
 
 
@@ -226,14 +226,10 @@ def load_model(model_dir: Path, dtype: str = "float32", device: Any = "auto") ->
 def staging(out: Path) -> Path:
     """A fresh, empty staging folder beside ``out`` (``.NAME.partial``) to write an evaluation into
     before `unlearn.publish` puts it in place of ``out``."""
-    return _staging(out)
-
-
-def _staging(out: Path) -> Path:
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
+    folder = out.parent / f".{out.name}.partial"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def batching(model: Any, batch_size: int, exact: bool) -> tuple[int, str]:
@@ -364,7 +360,7 @@ def evaluate_model(
         ranks.barrier()  # rank 0 writes
         return {}
     results = _finish(
-        out, _staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference
+        out, staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference
     )
     ranks.barrier()
     return results
@@ -444,6 +440,5 @@ def rescore(
         )
         utility["source"] = previous.get("utility_source") or utility["source"]
     out = out.resolve()
-    staging = _staging(out)
     extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
-    return _finish(out, staging, rows, generations, mia, utility, baseline, extra, official, reference)
+    return _finish(out, staging(out), rows, generations, mia, utility, baseline, extra, official, reference)

@@ -3,10 +3,12 @@ plugin (``unlearn.devkit.pytest_plugin``), as they do for any plugin package's t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SMALL_NET, cli
 
 from unlearn import PluginHost, RunConfig
 
@@ -35,3 +37,32 @@ def make_config(tiny_model: Path, tiny_data: Path, tmp_path: Path):
         return RunConfig.model_validate(data)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded LUME default at size tiny, seed 0 (what `unlearn demo --size tiny` writes)."""
+    from unlearn.bench.synth import generate
+
+    out = tmp_path_factory.mktemp("tiny-bench") / "data"
+    generate(out, seed=0, size="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tiny_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The target built on ``tiny_bench`` with ``SMALL_NET``, and its card."""
+    from unlearn.bench.target import TargetSettings, build_target
+
+    out = tmp_path_factory.mktemp("tiny-target") / "target"
+    return out, build_target(tiny_bench, out, TargetSettings(**SMALL_NET), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_oracle(tiny_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The oracle of ``tiny_bench`` (same settings), built through the CLI's ``--oracle``."""
+    out = tmp_path_factory.mktemp("tiny-oracle") / "oracle"
+    sets = [f"--set={k}={v}" for k, v in SMALL_NET.items()]
+    res = cli("target", "build", "-d", str(tiny_bench), "-o", str(out), "--oracle", "--device", "cpu", *sets)
+    assert res.returncode == 0, res.stderr
+    return out, json.loads((out / "target_card.json").read_text())

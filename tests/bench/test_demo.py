@@ -1,17 +1,25 @@
-"""`unlearn demo` end to end on a fresh folder, then again with the cached benchmark and target."""
+"""`unlearn demo` end to end, its benchmark, target and oracle cached (built by the shared
+fixtures, the way `unlearn target build` builds them; the builds themselves are tested in
+test_target.py), then again with another method."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from helpers import cli
 
+from unlearn import mark
+
 pytestmark = pytest.mark.heavy
 
 
-def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path):
+def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path, tiny_bench, tiny_target, tiny_oracle):
     out = tmp_path / "demo"
+    mark(out, "demo")  # a demo folder whose first steps are done
+    for source, name in ((tiny_bench, "data"), (tiny_target[0], "target"), (tiny_oracle[0], "oracle")):
+        shutil.copytree(source, out / name)
     res = cli("demo", "--out", str(out), "--size", "tiny", "--set", "trainer.epochs=2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "before -> after" in res.stdout and "final score" in res.stdout

@@ -4,26 +4,15 @@ rejects bad data clearly."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import SMALL_NET, cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn import ConfigError, DataError
 from unlearn.bench import target as target_module
-from unlearn.bench.synth import generate
 from unlearn.bench.target import TargetSettings, build_target, training_rows
 from unlearn.evaluator.generation import greedy_generate
-
-SMALL_NET = {"hidden_size": 96, "intermediate_size": 384, "layers": 2, "vocab_size": 600}
-
-
-@pytest.fixture(scope="module")
-def tiny_bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-bench")
-    generate(out, seed=0, size="tiny")
-    return out
 
 
 def test_training_rows_never_include_the_non_members(tiny_bench):
@@ -39,12 +28,6 @@ def test_training_rows_never_include_the_non_members(tiny_bench):
         tiny_bench / "mia_nonmember_validation.jsonl"
     ).read_text()
     assert not [r for r in rows if r.text in nonmembers]
-
-
-@pytest.fixture(scope="module")
-def tiny_target(tiny_bench, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("tiny-target") / "target"
-    return out, build_target(tiny_bench, out, TargetSettings(**SMALL_NET), progress=False)
 
 
 @pytest.mark.heavy
@@ -79,22 +62,9 @@ def _mean_regurgitation(card: dict, prefix: str) -> float:
 
 
 @pytest.mark.heavy
-def test_the_oracle_never_sees_a_forget_row_and_forgets_what_the_target_memorised(tiny_bench, tiny_target, tmp_path):
+def test_the_oracle_never_sees_a_forget_row_and_forgets_what_the_target_memorised(tiny_bench, tiny_target, tiny_oracle):
     target, target_card = tiny_target
-    res = cli(
-        "target",
-        "build",
-        "-d",
-        str(tiny_bench),
-        "-o",
-        str(tmp_path / "oracle"),
-        "--oracle",
-        "--device",
-        "cpu",
-        *[f"--set={k}={v}" for k, v in SMALL_NET.items()],
-    )
-    assert res.returncode == 0, res.stderr
-    card = json.loads((tmp_path / "oracle" / "target_card.json").read_text())
+    oracle, card = tiny_oracle
     forget = {json.loads(line)["id"] for f in tiny_bench.glob("forget_*.jsonl") for line in f.read_text().splitlines()}
     rows, _ = training_rows(tiny_bench)
     assert card["oracle"] is True and not forget & set(card["data"]["trained_ids"])
@@ -104,14 +74,11 @@ def test_the_oracle_never_sees_a_forget_row_and_forgets_what_the_target_memorise
     assert set(target_card["data"]["trained_ids"]) == {r.id for r in rows}
     assert card["settings"] == target_card["settings"] and card["data"]["sha256"] == target_card["data"]["sha256"]
     # one tokenizer for both: trained on the rows the oracle keeps, so it favours no forget text
-    assert (
-        AutoTokenizer.from_pretrained(tmp_path / "oracle").get_vocab()
-        == AutoTokenizer.from_pretrained(target).get_vocab()
-    )
+    assert AutoTokenizer.from_pretrained(oracle).get_vocab() == AutoTokenizer.from_pretrained(target).get_vocab()
     assert _mean_regurgitation(card, "retain") >= 0.9
     assert _mean_regurgitation(card, "forget") < 0.6 * _mean_regurgitation(target_card, "forget")
     assert target_card["memorisation"]["mia_auc"] >= 0.95 and abs(card["memorisation"]["mia_auc"] - 0.5) <= 0.25
-    assert "retrained without" in (tmp_path / "oracle" / "README.md").read_text()
+    assert "retrained without" in (oracle / "README.md").read_text()
 
 
 def test_an_interrupted_build_resumes_from_its_checkpoint(tiny_bench, tmp_path, monkeypatch):
