@@ -13,7 +13,7 @@ import torch
 from helpers import cli, launch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import DataError, load_rows, mark
+from unlearn import ConfigError, DataError, load_rows, mark
 from unlearn.atomic import MARKER
 from unlearn.bench.synth import generate
 from unlearn.devkit import build_tiny_model
@@ -198,8 +198,8 @@ def test_lume_through_the_benchmark_hook_gives_the_same_numbers_and_an_oracle_co
     assert now["benchmark"] == before["benchmark"] == "lume"
     assert now["oracle"]["aggregate-score"] == before["aggregate-score"] and set(now["oracle_gap"].values()) == {0}
     assert "| score | value | oracle | gap to oracle |" in (out / "summary.md").read_text()
-    bad = cli("evaluate", str(model_dir), "-d", str(bench), "-o", str(tmp_path / "x"), "--reference", str(model_dir))
-    assert bad.returncode != 0 and "LUME's --reference is the oracle's evaluation" in bad.stderr
+    with pytest.raises(ConfigError, match="LUME's --reference is the oracle's evaluation"):
+        evaluate_model(model_dir, bench, tmp_path / "x", reference=model_dir)
 
 
 LM_EVAL_TASK = """task: unlearn_utility
@@ -235,20 +235,9 @@ def test_utility_through_lm_eval_on_a_local_task(model_dir, bench, tmp_path):
     task.parent.mkdir()
     task.write_text(LM_EVAL_TASK.format(data=data))
     out = tmp_path / "eval"
-    res = cli(
-        "evaluate",
-        str(model_dir),
-        "-d",
-        str(bench),
-        "-o",
-        str(out),
-        "--max-new-tokens",
-        "8",
-        "--utility",
-        f"lm-eval:{task}",
-    )
-    assert res.returncode == 0, res.stderr
-    results = json.loads((out / RESULTS).read_text())
+    results = evaluate_model(
+        model_dir, bench, out, max_new_tokens=8, utility=Path(f"lm-eval:{task}"), progress=False
+    )  # the CLI passes --utility as this Path
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     hits = 0
@@ -267,8 +256,8 @@ def test_utility_through_lm_eval_on_a_local_task(model_dir, bench, tmp_path):
     assert results["utility_source"].startswith("lm-eval (unlearn_utility acc)")
     again = rescore(out, bench, tmp_path / "again")
     assert again["mmlu_average"] == results["mmlu_average"] and again["utility_source"] == results["utility_source"]
-    bad = cli("evaluate", str(model_dir), "-d", str(bench), "-o", str(tmp_path / "x"), "--utility", "lm-eval:")
-    assert bad.returncode != 0 and "name at least one lm-eval task" in bad.stderr
+    with pytest.raises(ConfigError, match="name at least one lm-eval task"):
+        evaluate_model(model_dir, bench, tmp_path / "x", utility=Path("lm-eval:"))
 
 
 def test_generations_that_do_not_match_the_data_are_refused(evaluation, bench, tmp_path):
