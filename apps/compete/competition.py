@@ -249,9 +249,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     scores = evaluate_model(model_folder(entrant, folder / "work"), eval_data, folder / "evaluation", **eval_args)
     if comp.benchmark != "lume":  # ranked by the benchmark's first headline number; no utility gate
-        result.update(
-            scores={k: scores.get(k) for k in headline(comp)}, final_score=scores.get(next(iter(headline(comp))))
-        )
+        heads = headline(comp)
+        result.update(scores={k: scores.get(k) for k in heads}, final_score=scores.get(next(iter(heads))))
         return result
     utility, base = scores.get("mmlu_average"), before.get("mmlu_average")
     result.update(
