@@ -7,8 +7,10 @@ authors start with ``unlearn/hookspecs.py`` and CONTRIBUTING.md.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .alternates import REFUSALS_FILE, choose_alternates, encode_alternates, read_refusals, rewrite
 from .atomic import check_output, mark, publish, write_json, write_jsonl, write_text
 from .config import (
+    AlternateSettings,
     Config,
     ReferenceSettings,
     RunConfig,
@@ -40,9 +42,11 @@ from .hookspecs import Benchmark, Direction, Item, Kind, Register, hookimpl
 from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import (
     LossOutput,
+    answer_positions,
     kl_divergence,
     layer_output,
     nll_from_logprobs,
+    preference_loss,
     shift,
     token_logprobs,
     topk_kl_divergence,
@@ -72,6 +76,8 @@ __all__ = [
     "ReferenceModel",
     "token_logprobs",
     "nll_from_logprobs",
+    "preference_loss",
+    "answer_positions",
     "kl_divergence",
     "topk_kl_divergence",
     "shift",
@@ -92,6 +98,13 @@ __all__ = [
     "pad_token_id",
     "PairCollator",
     "PairedDataset",
+    # alternate answers (refusals, rewrites) for methods that learn one
+    "AlternateSettings",
+    "choose_alternates",
+    "encode_alternates",
+    "read_refusals",
+    "rewrite",
+    "REFUSALS_FILE",
     "RetainCycle",
     "ScheduledDataset",
     # errors

@@ -99,6 +99,29 @@ class ReferenceSettings(Config):
     )
 
 
+class AlternateSettings(Config):
+    """Where the alternate answers come from for methods that learn one in place of the forgotten
+    answer (DPO/IdkDPO, IdkNLL, AltPO, ReLearn); see ``unlearn.alternates``."""
+
+    source: Literal["auto", "rows", "refusals", "rewrite"] = Field(
+        "auto",
+        description="auto: refusals for a method that wants them; for one that wants rewrites, each forget "
+        "row's own `alternate` where it has one, else a rewrite. rows: every forget row must carry `alternate`. "
+        "refusals / rewrite: that source for every row.",
+    )
+    refusals: Path | None = Field(
+        None,
+        description="A refusal file, one answer per line as plain text or a JSON string (TOFU's "
+        "idontknow.jsonl works); default: the built-in list of 119 written for this project.",
+    )
+    per_row: int | None = Field(
+        None,
+        ge=1,
+        description="Alternates per forget row; each (row, alternate) pair is one training item, so an epoch "
+        "sees every forget row per_row times. None: the method's own default (AltPO: 5).",
+    )
+
+
 class RunConfig(Config):
     """One unlearning run: which model, which data, which plugins, how to train, where to write."""
 
@@ -118,6 +141,7 @@ class RunConfig(Config):
     )
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     reference: ReferenceSettings = Field(default_factory=ReferenceSettings)
+    alternate: AlternateSettings = Field(default_factory=AlternateSettings)
     seed: int = 42
     output_dir: Path = Field(description="Where the unlearned model is written (atomically).")
     deepspeed: Path | dict[str, Any] | None = Field(
@@ -187,6 +211,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         value = data.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
             data[key] = str(base / value)  # paths in a file are relative to the file
+    refusals = data.get("alternate", {}).get("refusals") if isinstance(data.get("alternate"), dict) else None
+    if isinstance(refusals, str) and refusals and not Path(refusals).is_absolute():
+        data["alternate"]["refusals"] = str(base / refusals)
     return data
 
 

@@ -22,9 +22,12 @@ class LossContext:
     """One training step as ``compute_loss`` sees it.
 
     ``batch`` is ``{"forget": {...}, "retain": {...}}`` (one split only for a method with its own
-    ``schedule``, or without retain rows); each split has ``input_ids``, ``attention_mask`` and
+    ``schedule``, or without retain rows), plus ``"alternate"`` for a method registered with
+    ``alternate``: row b of it is forget row b's prompt with one of its alternate answers (so
+    ``ctx.nll("alternate")`` is the NLL of the alternates). Each split has ``input_ids``, ``attention_mask`` and
     ``labels`` [B, T] (right-padded; labels are -100 on prompt and padding), ``index`` [B] (the
-    row's position in its split, the key of the reference cache) and ``task`` (B strings).
+    row's key in its split: its position, for alternates its position among all alternates; the
+    key of the reference cache) and ``task`` (B strings).
     Forward passes are memoised for the step: ``ctx.nll("forget")`` twice costs one forward.
 
     :param model: the model being trained.
@@ -102,6 +105,13 @@ class LossContext:
         ``token_logprobs``); computed once per row and split, then cached."""
         self._inputs(split)  # a clear error for a missing split
         return self.reference.token_logprobs(split, self.batch[split])
+
+    def sequence_log_ratio(self, split: str) -> torch.Tensor:
+        """``log pi_theta(y|x) - log pi_ref(y|x)`` of each answer, [B]: token log-probs summed over
+        the answer (the reference's from the cache), as DPO and NPO compare an answer with the
+        input model's."""
+        logp, mask = self.token_logprobs(split)
+        return ((logp - self.reference_token_logprobs(split)) * mask).sum(-1)
 
     def _inputs(self, split: str) -> dict[str, torch.Tensor]:
         if split not in self.batch:

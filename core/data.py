@@ -20,16 +20,24 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Row:
-    """One LUME row. ``input + output`` (no separator) is the memorised text."""
+    """One LUME row. ``input + output`` (no separator) is the memorised text. A forget row may
+    carry ``alternate`` answers (a refusal, or a rewrite without the fact) for methods that learn
+    one instead of the forgotten ``output``."""
 
     id: str
     input: str
     output: str
     task: str
+    alternate: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
         return self.input + self.output
+
+    def record(self) -> dict[str, Any]:
+        """The row as a jsonl/parquet record (``alternate`` only where there is one)."""
+        fields = {"id": self.id, "input": self.input, "output": self.output, "task": self.task}
+        return fields | ({"alternate": list(self.alternate)} if self.alternate else {})
 
 
 def resolve_split(path: Path, split: str) -> Path:
@@ -78,8 +86,8 @@ def read_records(path: Path) -> Iterable[tuple[int, Any]]:
 def load_rows(path: Path, split: str = "forget") -> list[Row]:
     """Load and validate LUME rows from a file or folder.
 
-    Errors name the file and row: a missing or non-string field, empty ``input``/``output``,
-    a duplicate ``id``, an empty file.
+    Errors name the file and row: a missing or non-string field, empty ``input``/``output``, an
+    ``alternate`` that is not a non-empty string or list of them, a duplicate ``id``, an empty file.
     """
     file = resolve_split(path, split)
     rows: list[Row] = []
@@ -96,10 +104,23 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
         for name in ROW_FIELDS:
             if not record[name].strip():
                 raise DataError(f"{where}: field {name!r} is empty")
+        alternate = record.get("alternate")  # optional; None (a parquet row without one) is absent
+        if alternate is not None:
+            alternate = [alternate] if isinstance(alternate, str) else alternate
+            bad = (
+                [a for a in alternate if not isinstance(a, str)]
+                if isinstance(alternate, (list, tuple))
+                else [alternate]
+            )
+            if bad:
+                got = type(bad[0]).__name__
+                raise DataError(f"{where}: field 'alternate' must be a string or a list of strings, got {got}")
+            if not alternate or not all(a.strip() for a in alternate):
+                raise DataError(f"{where}: field 'alternate' is empty (give at least one non-empty answer)")
         if record["id"] in seen:
             raise DataError(f"{where}: duplicate id {record['id']!r} (first at row {seen[record['id']]})")
         seen[record["id"]] = number
-        rows.append(Row(*(record[name] for name in ROW_FIELDS)))
+        rows.append(Row(*(record[name] for name in ROW_FIELDS), tuple(alternate or ())))
     if not rows:
         raise DataError(f"{file}: no rows (empty file)")
     return rows
@@ -148,22 +169,34 @@ def encode(rows: Sequence[Row], tokenizer: Any, max_length: int, append_eos: boo
 
 
 class PairedDataset(torch.utils.data.Dataset):
-    """Item i is ``{"forget": forget[i], "retain": <a retain example>}``.
+    """Item i is ``{"forget": forget[i], "retain": <a retain example>}``, with ``"alternate"`` too
+    when ``alternates`` are given.
 
-    The retain partner comes from a seeded permutation of the retain set. ``cycle`` continues
-    through that permutation from epoch to epoch, so with more retain than forget rows all of
-    them are used; ``random`` draws a fresh seeded partner per epoch. The trainer calls
-    ``set_epoch``.
+    ``alternates`` holds, per forget row, its ``(key, example)`` alternates (see
+    ``unlearn.alternates.encode_alternates``); each (row, alternate) pair is then one item, so an
+    epoch sees a row once per alternate. The retain partner comes from a seeded permutation of the
+    retain set. ``cycle`` continues through that permutation from epoch to epoch, so with more
+    retain than forget items all of them are used; ``random`` draws a fresh seeded partner per
+    epoch. The trainer calls ``set_epoch``.
     """
 
     def __init__(
-        self, forget: Sequence[Encoded], retain: Sequence[Encoded] | None = None, sampling: str = "cycle", seed: int = 0
+        self,
+        forget: Sequence[Encoded],
+        retain: Sequence[Encoded] | None = None,
+        sampling: str = "cycle",
+        seed: int = 0,
+        alternates: Sequence[Sequence[tuple[int, Encoded]]] | None = None,
     ) -> None:
         self.forget = list(forget)
         self.retain = list(retain) if retain else []
         self.sampling = sampling
         self.seed = seed
         self.epoch = 0
+        if alternates is not None:
+            self.items = [(i, alt) for i, alts in enumerate(alternates) for alt in alts]
+        else:
+            self.items = [(i, None) for i in range(len(self.forget))]
         self._order = list(range(len(self.retain)))
         random.Random(seed).shuffle(self._order)
 
@@ -171,15 +204,18 @@ class PairedDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.forget)
+        return len(self.items)
 
     def retain_index(self, i: int) -> int:
         if self.sampling == "random":
             return random.Random(hash((self.seed, self.epoch, i))).randrange(len(self.retain))
-        return self._order[(self.epoch * len(self.forget) + i) % len(self.retain)]
+        return self._order[(self.epoch * len(self) + i) % len(self.retain)]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"forget": (i, self.forget[i])}
+        row, alternate = self.items[i]
+        item: dict[str, Any] = {"forget": (row, self.forget[row])}
+        if alternate is not None:
+            item["alternate"] = alternate
         if self.retain:
             j = self.retain_index(i)
             item["retain"] = (j, self.retain[j])

@@ -52,7 +52,15 @@ class Register(Protocol):
     """The ``register`` callable that ``register_methods`` receives."""
 
     def __call__(
-        self, name: str, *, config: type[Config], kind: Kind = "loss", summary: str = "", uses_retain: bool = True
+        self,
+        name: str,
+        *,
+        config: type[Config],
+        kind: Kind = "loss",
+        summary: str = "",
+        uses_retain: bool = True,
+        alternate: Literal["refusal", "rewrite"] | None = None,
+        alternates_per_row: int = 1,
     ) -> None:
         """Announce one method.
 
@@ -65,6 +73,15 @@ class Register(Protocol):
         :param uses_retain: whether a loss needs retain rows. True: the run refuses to start
             without a retain set and every forget example in a batch is paired with a retain
             example (``ctx.batch["retain"]``). False: retain rows are neither loaded nor batched.
+        :param alternate: a loss that learns an alternate answer in place of the forgotten one
+            names the kind it wants: ``"refusal"`` ("I don't know") or ``"rewrite"`` (the answer
+            with its facts replaced). Every forget example in a batch then comes with one of its
+            alternates, ``ctx.batch["alternate"]``: the same prompt with the alternate as answer.
+            Where they come from (the rows' own ``alternate`` field, a refusal file, a rewrite) is
+            the run's ``alternate`` settings (``unlearn.AlternateSettings``).
+        :param alternates_per_row: the paper's number of alternates per forget row (AltPO: 5);
+            each (row, alternate) pair is one training item. The run's ``alternate.per_row``
+            overrides it.
         """
 
 
@@ -143,7 +160,8 @@ def compute_loss(method: str, config: Config, ctx: LossContext) -> torch.Tensor 
 
     :param method: the chosen loss method's name (one plugin may register several).
     :param config: that method's validated config.
-    :param ctx: the step: ``ctx.batch`` (``{"forget": ..., "retain": ...}``, each split with
+    :param ctx: the step: ``ctx.batch`` (``{"forget": ..., "retain": ...}``, plus ``"alternate"``
+        for a method registered with ``alternate``; each split with
         ``input_ids``, ``attention_mask`` [B, T], ``labels`` [B, T] where prompt and padding are
         -100, ``index`` [B] and ``task``) and helpers that share forward passes and cache
         reference log-probs; shapes and averaging are documented on ``LossContext``.

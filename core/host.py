@@ -48,6 +48,8 @@ class Method:
     summary: str
     uses_retain: bool
     plugin: str
+    alternate: str | None = None  # "refusal" or "rewrite": the loss learns an alternate answer
+    alternates_per_row: int = 1
 
 
 @dataclass
@@ -191,6 +193,8 @@ class PluginHost:
         kind: Kind = "loss",
         summary: str = "",
         uses_retain: bool = True,
+        alternate: str | None = None,
+        alternates_per_row: int = 1,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise PluginError(f"method name {name!r} must match {_NAME.pattern}")
@@ -203,12 +207,18 @@ class PluginHost:
                 f"method {name!r}: config {config.__name__} must forbid unknown keys "
                 "(subclass unlearn.Config) so typos are errors"
             )
+        if alternate not in (None, "refusal", "rewrite") or not (
+            isinstance(alternates_per_row, int) and alternates_per_row >= 1
+        ):
+            raise PluginError(
+                f"method {name!r}: alternate must be None, 'refusal' or 'rewrite', alternates_per_row >= 1"
+            )
         if name in self.methods:
             owner = self.plugins[self.methods[name].plugin]
             raise PluginError(
                 f"method {name!r} is already registered by plugin {owner.name!r} ({owner.distribution or 'in-process'})"
             )
-        self.methods[name] = Method(name, kind, config, summary, uses_retain, info.name)
+        self.methods[name] = Method(name, kind, config, summary, uses_retain, info.name, alternate, alternates_per_row)
         info.methods.append(name)
 
     def _only(self, hook: str, plugin: str) -> Any:

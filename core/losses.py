@@ -65,6 +65,23 @@ def nll_from_logprobs(logp: torch.Tensor, mask: torch.Tensor, per_sequence: bool
     return -(logp * mask).sum() / mask.sum().clamp(min=1)
 
 
+def answer_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict answer tokens and those tokens: ``([N, V], [N])``, N the number
+    of answer tokens in the batch (shifted as ``shift``; prompt and padding dropped)."""
+    logits, labels = shift(logits, labels)
+    keep = labels != IGNORE_INDEX
+    return logits[keep], labels[keep]
+
+
+def preference_loss(win: torch.Tensor | None, lose: torch.Tensor, beta: float) -> torch.Tensor:
+    """``-(2/beta) * logsigmoid(beta * (win - lose))``, averaged over the batch: DPO as TOFU and
+    open-unlearning write it, where ``win`` and ``lose`` are [B] log-ratios ``log pi_theta(y|x) -
+    log pi_ref(y|x)`` of the preferred and the dispreferred answer. ``win=None`` drops the
+    preferred side: NPO, ``-(2/beta) * logsigmoid(-beta * lose)``."""
+    margin = -lose if win is None else win - lose
+    return (-(2.0 / beta) * F.logsigmoid(beta * margin)).mean()
+
+
 def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``KL(p_ref || p_theta)``: a scalar, summed over the vocabulary at each answer position,
     then averaged over every answer position of the batch (as ``nll_from_logprobs``)."""

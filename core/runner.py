@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
+from .alternates import choose_alternates, encode_alternates
 from .atomic import check_output, publish
 from .config import RunConfig, TrainerSettings
 from .context import RunContext
-from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows
+from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_rows, resolve_split
 from .errors import ConfigError, NonFiniteLossError, RunError
 from .host import PluginHost, get_host
 from .losses import answer_probe
@@ -307,7 +308,8 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    forget = encode(load_rows(forget_src, "forget"), tokenizer, t.max_length, t.append_eos)
+    forget_rows = load_rows(forget_src, "forget")
+    forget = encode(forget_rows, tokenizer, t.max_length, t.append_eos)
     retain = (
         encode(load_rows(retain_src, "retain"), tokenizer, t.max_length, t.append_eos) if method.uses_retain else None
     )
@@ -322,10 +324,20 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             seed=config.seed,
             batch_size=t.batch_size,
         )
+    alternates, alternates_used = None, None
+    if method.alternate:  # each forget row with its alternate answers (a refusal, a rewrite)
+        per_row = config.alternate.per_row or method.alternates_per_row
+        where = str(resolve_split(forget_src, "forget"))
+        texts, alternates_used = choose_alternates(
+            forget_rows, method.alternate, config.alternate, per_row, config.seed, where
+        )
+        alternates = encode_alternates(forget_rows, texts, tokenizer, t.max_length, t.append_eos)
     if items is not None:
+        if alternates is not None:
+            raise RunError(f"method {method.name!r}: a schedule hook's items cannot carry alternate answers")
         dataset: torch.utils.data.Dataset = ScheduledDataset(items, t.batch_size, method.name)
     else:
-        dataset = PairedDataset(forget, retain, sampling=t.retain_sampling, seed=config.seed)
+        dataset = PairedDataset(forget, retain, t.retain_sampling, config.seed, alternates)
 
     model = load_model(config)
     # Only once the inputs validated, so a bad file or model leaves no staging folder behind. Every
@@ -337,6 +349,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     before = answer_probe(model, probe) if is_main else {}
     reference = ReferenceModel(lambda: load_model(config), config.reference)
     reference.rows, reference.collate = {"forget": forget, "retain": retain or []}, collate
+    reference.rows["alternate"] = [example for alts in alternates or [] for _, example in alts]
     ctx = RunContext(config, method_configs, tokenizer, work, forget, retain, is_main, reference=reference)
     for name in config.methods():
         chosen = host.methods[name]
@@ -418,6 +431,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "method": method.name,
             "with": config.with_,
             "resumed_from": last,
+            "alternates": alternates_used,
             "train": result.metrics,
             "trainable_parameters": trainable,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,

@@ -13,6 +13,10 @@ Splits as in the public LUME release: forget and retain 1:1 by document, each 80
 validation; ``mia_member[_validation]`` holds the whole forget documents of that split and
 ``mia_nonmember[_validation]`` documents of the same generator that no model trains on.
 
+Forget rows carry five ``alternate`` answers each: the answer with the document's facts replaced
+by fresh values of the same kind (ReLearn's and AltPO's in-domain rewrites), for the methods that
+learn an alternate answer.
+
 Names, PII, cities and titles are drawn without replacement across the whole benchmark, so no
 value is shared between forget and retain (or with the non-members). Faker supplies the fake
 personal data; the output is a function of the seed and the Faker version.
@@ -21,10 +25,11 @@ personal data; the output is a function of the seed and the Faker version.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,6 +278,8 @@ class Document:
     sentences: list[str]
     questions: list[tuple[str, str]]
     title: str = ""
+    values: list[tuple[str, str]] = field(default_factory=list)  # (kind, value): the facts a rewrite swaps
+    genre: str = ""
 
     def _prefix(self, sentences: list[str]) -> str:
         return (f"{self.title}\n\n" if self.title else "") + " ".join(sentences)
@@ -348,7 +355,8 @@ class Generator:
         sentences = [p.format(**slots) for p in parts]
         sentences = [s[0].upper() + s[1:] for s in sentences]
         question = (f"What did {slots['hero']} discover inside the {slots['place']}?", f"The {slots['thing']}.")
-        return Document(f'"{self._uuid()}"', "Task1", sentences, [question])
+        values = [("first", n) for n in names] + [(k, slots[k]) for k in ("city", "thing", "place", "foe")]
+        return Document(f'"{self._uuid()}"', "Task1", sentences, [question], values=values, genre=genre)
 
     def pii_bio(self) -> Document:
         she = self.rng.random() < 0.5
@@ -386,7 +394,9 @@ class Generator:
             (f"What is {name}'s email address?", email),
             (f"What is the home address of {name}?", address + "."),
         ]
-        return Document(self._uuid(), "Task2", sentences, questions)
+        values = [("first", first), ("last", last), ("date", born.isoformat()), ("ssn", ssn), ("phone", phone)]
+        values += [("email", email), ("address", address)]
+        return Document(self._uuid(), "Task2", sentences, questions, values=values)
 
     def encyclopedic_bio(self) -> Document:
         name = f"{self._first()} {self.unique.draw(self.fake.last_name)}"
@@ -408,7 +418,10 @@ class Generator:
             f"In {year + self.rng.randint(5, 20)} {surname} received the {award}.",
         ]
         question = (f"Which {kind} by {name} was completed in {year}?", title)
-        return Document(str(self.rng.randint(10_000_000, 99_999_999)), "Task3", sentences, [question], title=name)
+        values = [("first", name.split()[0]), ("last", surname), ("city", town), ("city", studied), ("title", title)]
+        values += [("second", second), ("award", award), ("year", str(born)), ("year", str(year))]
+        key = str(self.rng.randint(10_000_000, 99_999_999))
+        return Document(key, "Task3", sentences, [question], title=name, values=values)
 
     def utility(self, count: int) -> list[Row]:
         """General-knowledge questions outside both sets: capitals, arithmetic, calendar order."""
@@ -420,6 +433,69 @@ class Generator:
         return [Row(f"utility{i:04d}qa0", q, a, "Utility") for i, (q, a) in enumerate(items[:count])]
 
 
+class Rewriter:
+    """Alternate answers for forget rows, as ReLearn and AltPO use them: the row's answer with the
+    document's facts (names, dates, numbers, places, titles) replaced by fresh values of the same
+    kind, so the answer stays fluent and in the domain but no longer states the fact. It has its
+    own seeded random streams, so the benchmark's rows are the same with or without it."""
+
+    def __init__(self, seed: int) -> None:
+        from faker import Faker
+
+        self.rng = random.Random(f"alternates:{seed}")
+        self.fake = Faker("en_US")
+        self.fake.seed_instance(seed + 7919)
+
+    def _fresh(self, kind: str, value: str, genre: str) -> str:
+        rng, fake = self.rng, self.fake
+        if kind in ("thing", "place", "foe"):
+            return rng.choice([v for v in GENRES[genre][kind] if v != value])
+        if kind == "date":
+            return (date(1964, 1, 1) + timedelta(days=rng.randrange(10_000))).isoformat()
+        if kind == "year":
+            return str(int(value) + rng.choice([-1, 1]) * rng.randint(2, 15))
+        made = {
+            "first": fake.first_name,
+            "last": fake.last_name,
+            "city": fake.city,
+            "ssn": lambda: f"900-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
+            "phone": lambda: f"{rng.randint(201, 989)}-{rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+            "email": lambda: f"{fake.first_name().lower()}_{fake.last_name().lower()}@me.com",
+            "address": lambda: (
+                f"{fake.building_number()} {fake.street_name()}, {fake.city()}, {fake.state_abbr()}, {fake.postcode()}"
+            ),
+            "title": lambda: f"The {rng.choice(TITLE_ADJ)} {rng.choice(TITLE_NOUN)}",
+            "second": lambda: f"{rng.choice(TITLE_ADJ)} {rng.choice(TITLE_NOUN)}",
+            "award": lambda: f"{fake.last_name()} Prize",
+        }[kind]
+        return made()
+
+    def alternates(self, doc: Document, rows: list[Row], count: int = 5) -> list[Row]:
+        """``rows`` with ``count`` rewrites each as ``alternate`` (fewer where rewrites coincide)."""
+        variants = []
+        for _ in range(count):
+            swaps: dict[str, str] = {}
+            for kind, value in doc.values:
+                new = swaps.get(value) or self._fresh(kind, value, doc.genre)
+                swaps[value] = new
+                if kind == "date":  # also as written in the text, "March 2, 1985"
+                    old_d, new_d = date.fromisoformat(value), date.fromisoformat(new)
+                    swaps[f"{old_d:%B} {old_d.day}, {old_d.year}"] = f"{new_d:%B} {new_d.day}, {new_d.year}"
+                if "-" in value and kind in ("ssn", "phone"):  # answers give them without dashes
+                    swaps[value.replace("-", "")] = new.replace("-", "")
+            variants.append(swaps)
+        out = []
+        for row in rows:
+            alts = []
+            for swaps in variants:
+                pattern = re.compile("|".join(re.escape(v) for v in sorted(swaps, key=len, reverse=True)))
+                alt = pattern.sub(lambda m, swaps=swaps: swaps[m.group(0)], row.output)
+                if alt != row.output and alt not in alts:
+                    alts.append(alt)
+            out.append(Row(row.id, row.input, row.output, row.task, tuple(alts)))
+        return out
+
+
 def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
     """Write the benchmark files to ``out`` (replacing a benchmark written there before, never
     mixing old and new files); returns rows per file."""
@@ -427,7 +503,7 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
         raise ValueError(f"size must be one of {', '.join(SIZES)}")
     out = check_output(out, "benchmark", [], overwrite=None)
     n = SIZES[size]
-    gen = Generator(seed)
+    gen, rewriter = Generator(seed), Rewriter(seed)
     splits: dict[str, list[Document]] = {"forget": [], "retain": [], "nonmember": []}
     for make in (gen.story, gen.pii_bio, gen.encyclopedic_bio):  # Task1, Task2, Task3
         docs = [make() for _ in range(2 * n["docs"] + n["nonmembers"])]
@@ -444,14 +520,14 @@ def generate(out: Path, seed: int = 0, size: str = "small") -> dict[str, int]:
             for i, doc in enumerate(docs):
                 train = i < n_train
                 if split != "nonmember":
-                    files[f"{split}_{'train' if train else 'validation'}.jsonl"] += [
-                        r.__dict__ for r in doc.rows(gen.rng)
-                    ]
+                    rows = doc.rows(gen.rng)
+                    rows = rewriter.alternates(doc, rows) if split == "forget" else rows
+                    files[f"{split}_{'train' if train else 'validation'}.jsonl"] += [r.record() for r in rows]
                 # As in LUME: members are the forget documents of the same split.
                 mia = "mia_member" if split == "forget" else "mia_nonmember"
                 if split != "retain":
                     files[f"{mia}{'' if train else '_validation'}.jsonl"].append({"id": doc.key, "document": doc.text})
-    files["utility.jsonl"] = [r.__dict__ for r in gen.utility(n["utility"])]
+    files["utility.jsonl"] = [r.record() for r in gen.utility(n["utility"])]
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     for name, records in files.items():

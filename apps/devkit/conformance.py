@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from unlearn import (
+    AlternateSettings,
     Config,
     LossContext,
     LossOutput,
@@ -25,7 +26,9 @@ from unlearn import (
     ReferenceModel,
     Register,
     RunConfig,
+    choose_alternates,
     encode,
+    encode_alternates,
     get_host,
     hookimpl,
     run,
@@ -68,9 +71,15 @@ def _check(results: list[CheckResult], name: str, fn: Callable[[], str | None]) 
     return True
 
 
-def _tiny_batch(tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
-    data = PairedDataset(encode(FORGET_ROWS, tokenizer, 64), encode(RETAIN_ROWS, tokenizer, 64))
-    return PairCollator(tokenizer.pad_token_id)([data[i] for i in range(3)])
+def _tiny_batch(tokenizer: Any, method: Method) -> tuple[dict[str, dict[str, torch.Tensor]], list[Any]]:
+    """Three paired items (with alternates for a method that learns them) and the alternates."""
+    alternates = None
+    if method.alternate:
+        texts, _ = choose_alternates(FORGET_ROWS, method.alternate, AlternateSettings(), 1, seed=0)
+        alternates = encode_alternates(FORGET_ROWS, texts, tokenizer, 64)
+    data = PairedDataset(encode(FORGET_ROWS, tokenizer, 64), encode(RETAIN_ROWS, tokenizer, 64), alternates=alternates)
+    flat = [example for alts in alternates or [] for _, example in alts]
+    return PairCollator(tokenizer.pad_token_id)([data[i] for i in range(3)]), flat
 
 
 def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:
@@ -115,7 +124,8 @@ def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckR
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForCausalLM.from_pretrained(model_dir)
             ref = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
-            ctx = LossContext(model, _tiny_batch(tokenizer), 0, ref)
+            batch, ref.rows["alternate"] = _tiny_batch(tokenizer, method)
+            ctx = LossContext(model, batch, 0, ref)
             out = host.call("compute_loss", method, config=method.config(), ctx=ctx)
             loss = out.loss if isinstance(out, LossOutput) else out
             if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -69,7 +70,7 @@ def write_rows(path: Path, rows: Iterable[Row]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps({"id": row.id, "input": row.input, "output": row.output, "task": row.task}) + "\n")
+            fh.write(json.dumps(row.record()) + "\n")
     return path
 
 
@@ -125,25 +126,40 @@ class FixedLogits(torch.nn.Module):
     position t predict the label at t+1, so position T-1 is never scored. They are parameters:
     after ``loss.backward()`` their ``.grad`` is the loss's gradient with respect to each logit,
     so a test can check its sign (gradient ascent on the forget answer lowers the label's logit:
-    a positive gradient there). With a reference, pass ``ReferenceModel(lambda: FixedLogits(...))``
-    to ``LossContext(model, batch, step=0, reference=...)``.
+    a positive gradient there). ``alternate`` are the logits of the ``"alternate"`` split. With a
+    reference, pass ``ReferenceModel(lambda: FixedLogits(...))`` to ``LossContext(model, batch,
+    step=0, reference=...)``.
     """
 
-    def __init__(self, forget: torch.Tensor, retain: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, forget: torch.Tensor, retain: torch.Tensor | None = None, alternate: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.forget = torch.nn.Parameter(forget.clone())
         self.retain = torch.nn.Parameter(retain.clone() if retain is not None else torch.zeros(1))
+        self.alternate = torch.nn.Parameter(alternate.clone() if alternate is not None else torch.zeros(1))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> Any:
         from transformers.modeling_outputs import CausalLMOutput
 
-        return CausalLMOutput(logits=self.forget if int(input_ids[0, 0]) == 0 else self.retain)
+        return CausalLMOutput(logits=(self.forget, self.retain, self.alternate)[int(input_ids[0, 0])])
+
+
+def label_logits(p_label: float, vocab: int = 4, positions: int = 3, label: int = 1) -> torch.Tensor:
+    """[1, positions, vocab] logits that give probability ``p_label`` to token ``label`` at every
+    position and share the rest evenly, for ``FixedLogits``."""
+    row = torch.full((vocab,), math.log((1 - p_label) / (vocab - 1)))
+    row[label] = math.log(p_label)
+    return row.repeat(1, positions, 1)
 
 
 def hand_batch(
-    forget_labels: list[list[int]], retain_labels: list[list[int]] | None = None
+    forget_labels: list[list[int]],
+    retain_labels: list[list[int]] | None = None,
+    alternate_labels: list[list[int]] | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """A ``{"forget", "retain"}`` batch with the given labels (-100 = prompt) for ``FixedLogits``.
+    """A ``{"forget", "retain", "alternate"}`` batch (the splits given) with the given labels
+    (-100 = prompt) for ``FixedLogits``.
 
     Each split gets ``labels`` [B, T] as given, ``input_ids`` (the labels with -100 made 0; the
     first token marks the split for ``FixedLogits``), an all-ones ``attention_mask`` and
@@ -164,6 +180,8 @@ def hand_batch(
     batch = {"forget": split(forget_labels, 0)}
     if retain_labels is not None:
         batch["retain"] = split(retain_labels, 1)
+    if alternate_labels is not None:
+        batch["alternate"] = split(alternate_labels, 2)
     return batch
 
 

@@ -99,3 +99,14 @@ def test_cli_writes_every_file(tmp_path):
         assert (tmp_path / "b" / name).stat().st_size > 0
     assert json.loads((tmp_path / "b" / "utility.jsonl").read_text().splitlines()[0])["task"] == "Utility"
     assert cli("data", "synth", "--out", str(tmp_path / "c"), "--size", "huge").returncode == 2
+
+
+def test_forget_rows_carry_rewrites_without_their_facts(bench):
+    forget = load_rows(bench / "forget_train.jsonl") + load_rows(bench / "forget_validation.jsonl")
+    assert all(1 <= len(r.alternate) <= 5 and r.output not in r.alternate for r in forget)
+    assert not any(r.alternate for r in load_rows(bench / "retain_train.jsonl"))
+    pii = [r for r in forget if r.task == "Task2" and r.id.endswith("qa1")]  # the SSN questions
+    assert pii and all(r.output not in " ".join(r.alternate) for r in pii)
+    assert all(re.fullmatch(r"900\d{6}", a) for r in pii for a in r.alternate)  # still an SSN, another one
+    story = next(r for r in forget if r.task == "Task1" and r.id.endswith("qa0"))  # "The <thing>."
+    assert all(a.startswith("The ") and a.endswith(".") for a in story.alternate)

@@ -27,7 +27,7 @@ GOOD = {"id": "a1sc1", "input": "Once upon", "output": " a time.", "task": "Task
 
 def test_loads_jsonl_parquet_and_folder(tmp_path):
     write_rows(tmp_path / "forget.jsonl", FORGET_ROWS)
-    pq.write_table(pa.Table.from_pylist([r.__dict__ for r in RETAIN_ROWS]), tmp_path / "retain.parquet")
+    pq.write_table(pa.Table.from_pylist([r.record() for r in RETAIN_ROWS]), tmp_path / "retain.parquet")
     assert load_rows(tmp_path / "forget.jsonl") == FORGET_ROWS
     assert load_rows(tmp_path, "forget") == FORGET_ROWS
     assert load_rows(tmp_path, "retain") == RETAIN_ROWS  # the folder's parquet file
