@@ -63,6 +63,15 @@ def register_commands(cli: typer.Typer) -> None:
             None, help="plain (default) | open-instruct (the organisers' MMLU prompts and parsing)"
         ),
         device: str = typer.Option("auto", help="auto (the first GPU when there is one) | cpu | cuda | cuda:N"),
+        relearn: bool = typer.Option(
+            False,
+            "--relearn",
+            help="LUME: add ReLearn's Knowledge Forgetting Rate, Knowledge Retention Rate and Linguistic Score.",
+        ),
+        nli: Path | None = typer.Option(
+            None,
+            help="With --relearn: a local NLI classifier folder (labels incl. 'contradiction') as ReLearn's judge.",
+        ),
         official: bool = typer.Option(
             False,
             "--official",
@@ -84,6 +93,7 @@ def register_commands(cli: typer.Typer) -> None:
         if benchmark != "lume":
             lume_only = {"--mia": mia, "--utility": utility, "--baseline": baseline}
             lume_only |= {"--mmlu-shots": mmlu_shots, "--mmlu-style": mmlu_style, "--official": official or None}
+            lume_only |= {"--relearn": relearn or None, "--nli": nli}
             given = [flag for flag, value in lume_only.items() if value is not None]
             if given:
                 raise ConfigError(f"{given[0]} is a LUME option; the {benchmark} benchmark does not take it")
@@ -107,7 +117,11 @@ def register_commands(cli: typer.Typer) -> None:
                 if value is not None and value != PRESET[key]:
                     flag = "--" + key.replace("_", "-")
                     raise ConfigError(f"{flag} {value}: --official fixes it to {PRESET[key]} (the organisers' run)")
-        if generations is not None:
+        if generations is not None and (relearn or nli) and not (generations / "relearn" / "forget.jsonl").is_file():
+            raise ConfigError(
+                f"--relearn needs the model (perplexities) or an evaluation made with --relearn; {generations} has none"
+            )
+        if generations is not None:  # an evaluation made with --relearn is rescored with it
             results = bench.rescore(
                 generations,
                 data,
@@ -134,6 +148,8 @@ def register_commands(cli: typer.Typer) -> None:
                 official=official,
                 mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),
                 device=device,
+                relearn=relearn,
+                nli=nli,
             )
             if not results:
                 return  # another rank of a multi-process evaluation: rank 0 reports

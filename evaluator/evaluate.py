@@ -4,6 +4,7 @@ suite, and write results, per-example files, a Markdown summary and a figure ato
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -25,12 +26,14 @@ from unlearn import (
 
 from . import lmeval
 from .generation import batch_invariant, greedy_generate
+from .likelihood import answer_nll
 from .lmeval import is_lm_eval
 from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
 from .official import PRESET, mmlu_threshold, read_metrics_json, through_csv, write_official
 from .ranks import launched
+from .relearn import nli_judge, relearn_metrics
 from .report import summary_markdown, write_figure
 from .scoring import check_tasks, official_results
 
@@ -132,6 +135,34 @@ def _scores(rows: list[Row], generations: list[str], official: bool) -> list[flo
     return [row_score(r.id, r.output, g) for r, g in zip(rows, generations)]
 
 
+def _answered(
+    rows: dict[str, list[Row]],
+    generations: dict[str, list[str]],
+    model: Any,
+    tokenizer: Any,
+    batch_size: int,
+    judge: Any = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each row with its answer, the answer's perplexity given the question under ``model``
+    (None for an empty answer) and, with an NLI ``judge``, ReLearn's NLI label of its QA rows."""
+    out = {}
+    for split, split_rows in rows.items():
+        asked = [(r, g) for r, g in zip(split_rows, generations[split]) if g.strip()]
+        nlls = answer_nll(model, tokenizer, [Row(r.id, r.input, g, r.task) for r, g in asked], batch_size=batch_size)
+        ppl = {r.id: math.exp(min(v, 700.0)) for (r, _), v in zip(asked, nlls)}
+        answered = [
+            {"id": r.id, "question": r.input, "gold": r.output, "answer": g, "ppl": ppl.get(r.id), "nli": None}
+            for r, g in zip(split_rows, generations[split])
+        ]
+        qa = [a for a in answered if "qa" in a["id"]]
+        if judge is not None and qa:
+            pairs = [(a["answer"], a["gold"]) if split == "forget" else (a["gold"], a["answer"]) for a in qa]
+            for a, label in zip(qa, judge(pairs)):
+                a["nli"] = label
+        out[split] = answered
+    return out
+
+
 def _finish(
     out: Path,
     folder: Path,
@@ -143,6 +174,7 @@ def _finish(
     extra: dict[str, Any],
     official: bool = False,
     reference: Path | None = None,
+    answered: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     scores = {s: _scores(rows[s], generations[s], official) for s in rows}
     aucs = attack_aucs(*mia) if mia else None
@@ -173,6 +205,12 @@ def _finish(
             for k in ORACLE_KEYS
             if results.get(k) not in (None, -1) and oracle.get(k) not in (None, -1)
         }
+    if answered is not None:
+        results["relearn"], details = relearn_metrics(answered["forget"], answered["retain"])
+        results["relearn"]["nli"] = extra.pop("nli", None)
+        for split, split_rows in answered.items():
+            by_id = {d["id"]: d for d in details[split]}
+            write_jsonl(folder / "relearn" / f"{split}.jsonl", ({**r, **by_id.get(r["id"], {})} for r in split_rows))
     results["benchmark"] = "lume"
     results.update(extra)
     for split in rows:
@@ -258,9 +296,14 @@ def evaluate_model(
     mmlu_style: str = "plain",
     device: str = "auto",
     reference: Path | None = None,
+    relearn: bool = False,
+    nli: Path | None = None,
 ) -> dict[str, Any]:
     """Generate, score and write the evaluation of ``model_dir`` into ``out`` on ``device``
     (`unlearn.resolve_device`: ``auto`` is the first GPU when there is one).
+
+    ``relearn=True`` adds ReLearn's KFR, KRR and linguistic scores (`relearn`), the perplexities
+    under the evaluated model, and with ``nli`` (a local NLI classifier folder) its judgements.
 
     ``official=True`` is the organisers' run (`official.PRESET`: bfloat16, 256 new tokens,
     open-instruct's MMLU), every generation and MIA loss bit for bit as their one-at-a-time
@@ -293,7 +336,9 @@ def evaluate_model(
         check_tasks(rows[name], file)
     mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
-    given = [model_dir, data, mia, None if is_lm_eval(utility) else utility, baseline, reference]
+    if nli is not None and not relearn:
+        raise ConfigError("--nli is the judge of ReLearn's metrics; give --relearn too")
+    given = [model_dir, data, mia, None if is_lm_eval(utility) else utility, baseline, reference, nli]
     out = check_output(out, "evaluation", given, overwrite=None)
     if baseline is not None:
         load_baseline(baseline)  # a bad baseline fails now, not after the generation
@@ -346,6 +391,9 @@ def evaluate_model(
         answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch, ranks=ranks)
         records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
         utility_result = _utility_from_records(records, str(utility_path))
+    answered = None
+    if relearn and ranks.is_main:
+        answered = _answered(rows, generations, model, tokenizer, batch, nli_judge(str(nli), target) if nli else None)
     extra = {
         "model": str(model_dir),
         "data": {s: str(f) for s, f in files.items()},
@@ -356,11 +404,13 @@ def evaluate_model(
         "seconds": round(time.time() - started, 2),
         "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
     }
+    if relearn:
+        extra["nli"] = str(nli) if nli else None
     if not ranks.is_main:
         ranks.barrier()  # rank 0 writes
         return {}
     results = _finish(
-        out, staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference
+        out, staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference, answered
     )
     ranks.barrier()
     return results
@@ -439,6 +489,20 @@ def rescore(
             previous.get("utility_source") or "saved predictions",
         )
         utility["source"] = previous.get("utility_source") or utility["source"]
+    answered = None
+    if (generations_dir / "relearn" / "forget.jsonl").is_file():  # perplexities and NLI labels, as saved
+        saved = {s: {r["id"]: r for r in _read_jsonl(generations_dir / "relearn" / f"{s}.jsonl")} for s in rows}
+        answered = {
+            s: [
+                {"id": r.id, "question": r.input, "gold": r.output, "answer": g}
+                | {k: saved[s].get(r.id, {}).get(k) for k in ("ppl", "nli")}
+                for r, g in zip(rows[s], generations[s])
+            ]
+            for s in rows
+        }
     out = out.resolve()
     extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
-    return _finish(out, staging(out), rows, generations, mia, utility, baseline, extra, official, reference)
+    if answered is not None:
+        previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
+        extra["nli"] = (previous.get("relearn") or {}).get("nli")
+    return _finish(out, staging(out), rows, generations, mia, utility, baseline, extra, official, reference, answered)

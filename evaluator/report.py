@@ -82,6 +82,19 @@ def summary_markdown(
             "Other membership-inference attacks (AUC, not in the final score): "
             + ", ".join(f"{k} {v:.3f}" for k, v in results["mia_attacks_auc"].items()),
         ]
+    relearn = results.get("relearn")
+    if relearn:
+        judge = f"NLI judge {relearn['nli']}" if relearn.get("nli") else "entities only, no NLI judge"
+        lines += [
+            "",
+            f"ReLearn's metrics ({judge}; forget F, retain R):",
+            "",
+            "| KFR | KRR | PPL F | PPL R | Brunet F | Brunet R | Honore F | Honore R | LS F | LS R |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| "
+            + " | ".join(_fmt(relearn.get(k)) for k in ("KFR", "KRR", "PPL_F", "PPL_R", "BI_F", "BI_R", "HS_F", "HS_R"))
+            + f" | {_fmt(relearn.get('LS_F'))} | {_fmt(relearn.get('LS_R'))} |",
+        ]
     return "\n".join(lines) + "\n"
 
 

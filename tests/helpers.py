@@ -78,3 +78,38 @@ def write_plugin_package(
         f'[project.entry-points.unlearn]\n{entry or name} = "unlearn_plugin_{name}"\n'
     )
     return pkg
+
+
+def constant_nli_classifier(folder: Path, label: int) -> Path:
+    """A real tiny NLI classifier on the tiny tokenizer whose head always says ``label``: its
+    layers add nothing to the residual stream, every token embeds as the first unit vector, and
+    the head reads that unit into ``label``'s logit."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from unlearn.devkit import cached_tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(cached_tiny_model())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
+        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.score.weight.zero_()
+        model.score.weight[label, 0] = 1.0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

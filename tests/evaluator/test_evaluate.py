@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli, launch
+from helpers import cli, constant_nli_classifier, launch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn import ConfigError, DataError, load_rows, mark
@@ -47,7 +47,7 @@ def model_dir(bench, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def evaluation(model_dir, bench, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("evaluation") / "eval"
-    evaluate_model(model_dir, bench, out, progress=False, max_new_tokens=48)
+    evaluate_model(model_dir, bench, out, progress=False, max_new_tokens=48, relearn=True)
     return out
 
 
@@ -169,6 +169,7 @@ def test_rescoring_saved_generations_gives_the_same_results(evaluation, bench, t
         "mmlu_average",
         "aggregate-score",
         "utility_source",
+        "relearn",
     ):
         assert again[key] == original[key], key
 
@@ -341,3 +342,29 @@ def test_two_ranks_evaluate_exactly_as_one_process(model_dir, bench, tmp_path):
         for key in ("seconds", "examples_per_second"):
             r.pop(key)
     assert results[0] == results[1]
+
+
+def test_evaluate_relearn_writes_the_metrics_and_per_row_files(evaluation):
+    results = json.loads((evaluation / RESULTS).read_text())
+    relearn = results["relearn"]
+    assert set(relearn) >= {"KFR", "KRR", "LS_F", "LS_R", "PPL_F", "nli"} and relearn["nli"] is None
+    assert 0 <= relearn["KFR"] <= 1 and 0 <= relearn["KRR"] <= 1 and 0 < relearn["LS_F"] < 1
+    rows = [json.loads(line) for line in (evaluation / "relearn" / "forget.jsonl").read_text().splitlines()]
+    assert {"id", "answer", "ppl", "entity_score", "counted"} <= set(next(r for r in rows if "qa" in r["id"]))
+    assert "ReLearn's metrics" in (evaluation / "summary.md").read_text()
+
+
+def test_an_nli_judge_decides_relearns_rates(model_dir, bench, tmp_path):
+    judge = constant_nli_classifier(tmp_path / "nli", label=2)  # always "contradiction"
+    out = tmp_path / "eval"
+    results = evaluate_model(model_dir, bench, out, progress=False, max_new_tokens=4, relearn=True, nli=judge)
+    assert (results["relearn"]["KFR"], results["relearn"]["KRR"]) == (1.0, 0.0)
+    assert results["relearn"]["nli"] == str(judge)
+    rows = [json.loads(line) for line in (out / "relearn" / "retain.jsonl").read_text().splitlines()]
+    assert {r["nli"] for r in rows if "qa" in r["id"]} == {"contradiction"}
+    with pytest.raises(ConfigError, match="--nli is the judge of ReLearn's metrics"):
+        evaluate_model(model_dir, bench, tmp_path / "e2", nli=judge)
+    res = cli("evaluate", "--generations", str(out), "-d", str(bench), "-o", str(tmp_path / "r"), "--relearn")
+    assert res.returncode == 0, res.stderr  # saved perplexities and judgements: rescored as they were
+    again = json.loads((tmp_path / "r" / RESULTS).read_text())
+    assert again["relearn"] == results["relearn"]
