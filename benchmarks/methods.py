@@ -37,6 +37,13 @@ BENCHMARK = {"name": "lume", "oracle": None}  # set in main(); _evaluate reads i
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
 ONE_PASS = {"sugd": 1}
 
+
+def epochs_for(method: str, epochs: float, host: PluginHost) -> float:
+    """The shared epochs, one pass for ONE_PASS methods, and for a method that trains each forget
+    row once per alternate (AltPO, ReLearn: 5) the shared epochs over that many: the same number of
+    optimiser steps as the others, as AltPO's authors ran 2 epochs of 5 alternates against 10."""
+    return ONE_PASS.get(method, epochs / host.methods[method].alternates_per_row)
+
 # Compositions measured beside the plain methods: NPO with a KL retain term holds a second,
 # frozen copy of the model as its reference, except under LoRA, where the reference is the same
 # network with the adapter switched off.
@@ -139,7 +146,7 @@ def main() -> None:
         jobs.append(
             (
                 method,
-                ["--method", method, "--epochs", str(ONE_PASS.get(method, args.epochs))],
+                ["--method", method, "--epochs", str(epochs_for(method, args.epochs, host))],
                 args.work / f"unlearned_{method}",
             )
         )
@@ -175,7 +182,8 @@ def main() -> None:
         return
     oracle_results = json.loads((ideal / RESULTS).read_text())
     print(
-        f"\nmethods and variants: epochs {args.epochs} (1 pass for {', '.join(ONE_PASS)}), lr {args.lr}, "
+        f"\nmethods and variants: epochs {args.epochs} (1 pass for {', '.join(ONE_PASS)}; over the alternates per "
+        f"row for methods that train each row once per alternate), lr {args.lr}, "
         f"seed {args.seed}, plugin default configs; recipes: their own settings\n"
     )
     print(

@@ -24,8 +24,8 @@ class LossContext:
     ``batch`` is ``{"forget": {...}, "retain": {...}}`` (one split only for a method with its own
     ``schedule``, or without retain rows), plus ``"alternate"`` for a method registered with
     ``alternate``: row b of it is forget row b's prompt with one of its alternate answers (so
-    ``ctx.nll("alternate")`` is the NLL of the alternates). Each split has ``input_ids``, ``attention_mask`` and
-    ``labels`` [B, T] (right-padded; labels are -100 on prompt and padding), ``index`` [B] (the
+    ``ctx.nll("alternate")`` is the NLL of the alternates). Each split has ``input_ids``,
+    ``attention_mask`` and ``labels`` [B, T] (right-padded; labels are -100 on prompt and padding), ``index`` [B] (the
     row's key in its split: its position, for alternates its position among all alternates; the
     key of the reference cache) and ``task`` (B strings).
     Forward passes are memoised for the step: ``ctx.nll("forget")`` twice costs one forward.

@@ -345,25 +345,29 @@ def _fresh_venv(root: Path) -> Path:
 def test_a_plugin_installs_from_wheels_alone_and_runs(tmp_path, tiny_model, tiny_data):
     dist = tmp_path / "dist"
     wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
-    subprocess.run([*wheel, str(REPO), str(REPO / "plugins" / "npo")], check=True, capture_output=True)
-    assert sorted(p.name.split("-")[0] for p in dist.glob("*.whl")) == ["unlearn_core", "unlearn_plugin_npo"]
+    plugins = [str(REPO / "plugins" / name) for name in ("npo", "idk")]
+    subprocess.run([*wheel, str(REPO), *plugins], check=True, capture_output=True)
+    wheels = sorted(p.name.split("-")[0] for p in dist.glob("*.whl"))
+    assert wheels == ["unlearn_core", "unlearn_plugin_idk", "unlearn_plugin_npo"]
     bin_dir = _fresh_venv(tmp_path)
     install = [str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(dist)]
-    res = subprocess.run([*install, "unlearn-plugin-npo"], capture_output=True, text=True)
+    res = subprocess.run([*install, "unlearn-plugin-npo", "unlearn-plugin-idk"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     listed = subprocess.run(
         [str(bin_dir / "unlearn"), "plugins", "--json"], capture_output=True, text=True, cwd=tmp_path
     )
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert set(rows) == {"npo"} and rows["npo"]["status"] == "ok", listed.stderr
-    run = [str(bin_dir / "unlearn"), "run", "--method", "npo", "--model", str(tiny_model), "--data", str(tiny_data)]
-    res = subprocess.run(
-        [*run, "-o", str(tmp_path / "o"), "--max-steps", "1", "--set", "trainer.progress=false"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert res.returncode == 0 and (tmp_path / "o" / "model.safetensors").is_file(), res.stderr[-2000:]
+    assert set(rows) == {"npo", "idk"} and rows["npo"]["status"] == "ok", listed.stderr
+    for method in ("npo", "idk"):  # idk reads the core's refusals: package data in the wheel
+        run = [str(bin_dir / "unlearn"), "run", "--method", method, "--model", str(tiny_model)]
+        res = subprocess.run(
+            [*run, "--data", str(tiny_data), "-o", str(tmp_path / method), "--max-steps", "1"]
+            + ["--set", "trainer.progress=false"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0 and (tmp_path / method / "model.safetensors").is_file(), res.stderr[-2000:]
     assert (
         str(tmp_path / "venv")
         in subprocess.run(
