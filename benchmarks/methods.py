@@ -44,6 +44,7 @@ def epochs_for(method: str, epochs: float, host: PluginHost) -> float:
     optimiser steps as the others, as AltPO's authors ran 2 epochs of 5 alternates against 10."""
     return ONE_PASS.get(method, epochs / host.methods[method].alternates_per_row)
 
+
 # Compositions measured beside the plain methods: NPO with a KL retain term holds a second,
 # frozen copy of the model as its reference, except under LoRA, where the reference is the same
 # network with the adapter switched off.
