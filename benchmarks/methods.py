@@ -4,6 +4,7 @@ on the default tiny target, beside the oracle (the same model retrained without 
     python benchmarks/methods.py                      # builds (or reuses) runs/bench/{data,target,oracle}
     python benchmarks/methods.py --methods ga,gd,npo --epochs 8 --lr 3e-4
     python benchmarks/methods.py --methods none --recipes zjuklab --variants npo+kl,npo+kl+lora
+    python benchmarks/methods.py --methods gd,idk,relearn --variants none --recipes none --relearn
     python benchmarks/methods.py --benchmark tofu --methods ga,gd,npo,simnpo --variants none --recipes none
 
 On LUME every evaluation takes the oracle's as `--reference` (its report gains the oracle column)
@@ -32,7 +33,7 @@ from unlearn import PluginHost
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn.recipes import RESULT_FILE, builtin_recipes
 
-BENCHMARK = {"name": "lume", "oracle": None}  # set in main(); _evaluate reads it
+BENCHMARK = {"name": "lume", "oracle": None, "relearn": False}  # set in main(); _evaluate reads it
 
 # Methods whose schedule already holds the paper's epochs (SUGD: 7 per chunk) get one pass.
 ONE_PASS = {"sugd": 1}
@@ -119,6 +120,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--relearn", action="store_true", help="LUME: also ReLearn's KFR, KRR and linguistic scores (a second table)."
+    )
     args = parser.parse_args()
     from unlearn.bench.target import build_target
 
@@ -132,11 +136,11 @@ def main() -> None:
     for model, is_oracle in ((target, False), (oracle, True)):
         if not (model / "target_card.json").is_file():
             build_target(data, model, overwrite=True, progress=False, oracle=is_oracle)
-    BENCHMARK.update(name=args.benchmark, oracle=oracle)
-    if not (ideal / RESULTS).is_file():
-        _evaluate(oracle, data, ideal, None)
-    if not (before / RESULTS).is_file():
-        _evaluate(target, data, before, None)
+    BENCHMARK.update(name=args.benchmark, oracle=oracle, relearn=args.relearn)
+    for model, evaluation in ((oracle, ideal), (target, before)):
+        done = json.loads((evaluation / RESULTS).read_text()) if (evaluation / RESULTS).is_file() else None
+        if done is None or (args.relearn and "relearn" not in done):
+            _evaluate(model, data, evaluation, None)
 
     def chosen(value: str | None, default: list[str]) -> list[str]:
         return [] if value == "none" else value.split(",") if value else default
@@ -208,6 +212,15 @@ def main() -> None:
             f"| {r['mia_final_score']:.3f} | {r['mmlu_average']:.3f} | {gate} | {r['aggregate-score']:.3f} "
             f"| {r['oracle_gap']['aggregate-score']:+.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
+    if args.relearn:
+        print("\nReLearn's metrics (`unlearn evaluate --relearn`; entities only, no NLI judge; PPL under each model):\n")
+        print("| method | KFR | KRR | LS forget | LS retain | PPL forget | PPL retain |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        named = [("(target)", target_results), ("(oracle)", oracle_results)] + [(m, r) for m, r, *_ in rows if r]
+        for name, r in named:
+            m = r["relearn"]
+            cells = [m[k] for k in ("KFR", "KRR", "LS_F", "LS_R", "PPL_F", "PPL_R")]
+            print(f"| {name} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
     print("\nThe run's probe of its first forget answers: rows reproduced by greedy decoding and mean token NLL")
     print("(a run warns when it lost none of the reproduced rows):\n")
     print("| run | reproduced before | after | NLL before | after |")
@@ -240,7 +253,9 @@ def _evaluate(model: Path, data: Path, out: Path, before: Path | None) -> dict:
     oracle = BENCHMARK["oracle"]
     if BENCHMARK["name"] == "lume":
         reference = None if model == oracle else oracle.parent / "eval_oracle"
-        return evaluate_model(model, data, out, baseline=before, reference=reference, progress=False)
+        return evaluate_model(
+            model, data, out, baseline=before, reference=reference, progress=False, relearn=BENCHMARK["relearn"]
+        )
     bench = PluginHost().benchmark(BENCHMARK["name"])
     return bench.evaluate(model, data, out, reference=oracle, progress=False)
 

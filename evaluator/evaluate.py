@@ -148,7 +148,8 @@ def _answered(
     out = {}
     for split, split_rows in rows.items():
         asked = [(r, g) for r, g in zip(split_rows, generations[split]) if g.strip()]
-        nlls = answer_nll(model, tokenizer, [Row(r.id, r.input, g, r.task) for r, g in asked], batch_size=batch_size)
+        asked_rows = [Row(r.id, r.input, g, r.task) for r, g in asked]
+        nlls = answer_nll(model, tokenizer, asked_rows, batch_size=batch_size, append_eos=False)  # as ReLearn
         ppl = {r.id: math.exp(min(v, 700.0)) for (r, _), v in zip(asked, nlls)}
         answered = [
             {"id": r.id, "question": r.input, "gold": r.output, "answer": g, "ppl": ppl.get(r.id), "nli": None}

@@ -46,10 +46,16 @@ def answer_losses(
 
 
 def answer_nll(
-    model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Row],
+    max_length: int = 512,
+    batch_size: int = 8,
+    append_eos: bool = True,
 ) -> list[float]:
-    """Mean NLL of each row's ``output`` given its ``input`` (EOS included, as in training)."""
-    encoded = encode(rows, tokenizer, max_length)
+    """Mean NLL of each row's ``output`` given its ``input`` (EOS included, as in training, unless
+    ``append_eos`` is False: a generation cut at its token limit has no EOS to score)."""
+    encoded = encode(rows, tokenizer, max_length, append_eos)
     return [
         value
         for logp, mask in _batched_logprobs(model, pad_token_id(tokenizer), encoded, batch_size)
