@@ -213,7 +213,9 @@ def main() -> None:
             f"| {r['oracle_gap']['aggregate-score']:+.3f} | {wall:.0f} | {peak:.0f} | {heap:.0f} |"
         )
     if args.relearn:
-        print("\nReLearn's metrics (`unlearn evaluate --relearn`; entities only, no NLI judge; PPL under each model):\n")
+        print(
+            "\nReLearn's metrics (`unlearn evaluate --relearn`; entities only, no NLI judge; PPL under each model):\n"
+        )
         print("| method | KFR | KRR | LS forget | LS retain | PPL forget | PPL retain |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         named = [("(target)", target_results), ("(oracle)", oracle_results)] + [(m, r) for m, r, *_ in rows if r]

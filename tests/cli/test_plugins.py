@@ -149,11 +149,12 @@ def test_unknown_hooks_and_bad_signatures_are_reported(host, monkeypatch):
         PluginHost(load_entry_points=False).register(Typo(), "typo2")
 
 
-def test_check_passes_for_ga_and_gd():
-    for name in ("ga", "gd"):
-        res = cli("plugins", "check", name)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "FAIL" not in res.stdout and res.stdout.count("pass") == 6
+def test_check_passes_from_the_command_line():
+    # every plugin's own tests run the same checks (assert_conforms); here the command, on a
+    # method that learns alternate answers
+    res = cli("plugins", "check", "idk")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FAIL" not in res.stdout and res.stdout.count("pass") == 6
 
 
 def test_new_plugin_skeleton_installs_passes_its_own_tests_and_uninstalls(tmp_path):

@@ -91,24 +91,28 @@ def test_plain_ddp_on_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path):
 
 
 def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_data, tmp_path):
-    """Each installed loss method, and NPO+KL with LoRA, two steps under ZeRO-2 and ZeRO-3 on two
-    gloo ranks (one launch, `zero_matrix.py`): each writes a loadable model. The ZeRO-3 reference
-    gives the unsharded input model's label log-probs and no rank holds a whole copy of it.
+    """Each installed loss method, and NPO+KL with LoRA, two steps under ZeRO-3 (and one method of
+    each data path, `zero_matrix.ZERO2`, under ZeRO-2) on two gloo ranks (one launch,
+    `zero_matrix.py`): each writes a loadable model. The ZeRO-3 reference gives the unsharded
+    input model's label log-probs and no rank holds a whole copy of it.
 
     NPO with the retain term replaced by KL to the reference, one step under ZeRO-3: the model is
     the reference then, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left
     as empty shards used to crash ("Padding_idx must be within num_embeddings"); a wrong one would
     give another number. RMU reads the reference's hidden states through a hook that stops the
     sharded forward pass early."""
+    import runpy
+
     from unlearn import PluginHost
 
-    res = launch(
-        str(tiny_model), str(tiny_data), str(tmp_path), nproc=2, script=Path(__file__).with_name("zero_matrix.py")
-    )
+    matrix = Path(__file__).with_name("zero_matrix.py")
+    zero2 = runpy.run_path(str(matrix))["ZERO2"]  # the methods it runs under ZeRO-2 as well
+
+    res = launch(str(tiny_model), str(tiny_data), str(tmp_path), nproc=2, script=matrix)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     losses = sorted(n for n, m in PluginHost().methods.items() if m.kind == "loss")  # the installed ones
-    expected = {f"zero{s}-{n}" for s in (2, 3) for n in [*losses, "npo+lora"]}
+    expected = {f"zero3-{n}" for n in [*losses, "npo+lora"]} | {f"zero2-{n}" for n in [*zero2, "npo+lora"]}
     expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step"}
     for rank in ranks:
         failed = [c for c in rank["cases"] if not c["ok"]]

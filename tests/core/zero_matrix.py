@@ -1,4 +1,5 @@
-"""Every installed loss method (and NPO+KL with LoRA) under ZeRO-2 and ZeRO-3, in one launch.
+"""Every installed loss method (and NPO+KL with LoRA) under ZeRO-3, and one of each kind of data
+path under ZeRO-2 (ZERO2), in one launch.
 
 ``torchrun --nproc_per_node 2 zero_matrix.py MODEL DATA OUT`` runs each case for two steps with
 ``unlearn.run`` in the same two processes (one launch instead of one per case: DeepSpeed's start
@@ -19,6 +20,11 @@ from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM
 
 from unlearn import LossContext, RunConfig, get_host, hookimpl, run, token_logprobs
+
+# ZeRO-2 replicates the parameters, so only the data paths can differ by method there: plain (gd),
+# a reference every step (kl), cached reference log-probs (npo), hidden states (rmu), a schedule
+# (sugd), alternate answers with cached (dpo) and per-step (relearn) reference outputs.
+ZERO2 = {"gd", "kl", "npo", "rmu", "sugd", "dpo", "relearn"}
 
 
 class Empty(BaseModel):
@@ -66,7 +72,7 @@ def main(model: str, data: str, out: str) -> None:
     results = []
     for stage in (2, 3):
         for name, with_, settings, steps in cases:
-            if (name == "zero-probe" or steps == 1) and stage != 3:
+            if stage == 2 and (name == "zero-probe" or steps == 1 or (name not in ZERO2 and not with_)):
                 continue
             label = f"zero{stage}-{name}" + "".join(f"+{w}" for w in with_) + ("-kl-first-step" if steps == 1 else "")
             config = RunConfig.model_validate(
