@@ -345,6 +345,7 @@ def evaluate_model(
         load_baseline(baseline)  # a bad baseline fails now, not after the generation
     if reference is not None:
         load_reference(reference)
+    judge = nli_judge(str(nli), target) if nli is not None and ranks.is_main else None  # a bad folder fails now
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
     if is_lm_eval(utility_path) and ranks.world > 1:
@@ -394,7 +395,7 @@ def evaluate_model(
         utility_result = _utility_from_records(records, str(utility_path))
     answered = None
     if relearn and ranks.is_main:
-        answered = _answered(rows, generations, model, tokenizer, batch, nli_judge(str(nli), target) if nli else None)
+        answered = _answered(rows, generations, model, tokenizer, batch, judge)
     extra = {
         "model": str(model_dir),
         "data": {s: str(f) for s, f in files.items()},
