@@ -114,6 +114,8 @@ def _plugin(**register_kwargs):
         (_plugin(name="x", config=_Loose), "must forbid unknown keys"),
         (_plugin(name="x", config=_Cfg, kind="optimiser"), "kind 'optimiser' is not one of"),
         (_plugin(name="gd", config=_Cfg), "method 'gd' is already registered by plugin 'gd'"),
+        (_plugin(name="x", config=_Cfg, alternate="paraphrase"), "alternate must be None, 'refusal' or 'rewrite'"),
+        (_plugin(name="x", config=_Cfg, alternate="rewrite", alternates_per_row=0), "alternates_per_row >= 1"),
     ],
 )
 def test_bad_registrations_are_reported(host, plugin, message):
