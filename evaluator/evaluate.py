@@ -135,6 +135,21 @@ def _scores(rows: list[Row], generations: list[str], official: bool) -> list[flo
     return [row_score(r.id, r.output, g) for r, g in zip(rows, generations)]
 
 
+def _answer_records(
+    rows: dict[str, list[Row]], generations: dict[str, list[str]], known: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each row with its answer and, from ``known[split][id]``, the answer's ``ppl`` and ``nli``
+    label (None where there is none): the rows ReLearn's metrics read."""
+    return {
+        split: [
+            {"id": r.id, "question": r.input, "gold": r.output, "answer": g}
+            | {k: known[split].get(r.id, {}).get(k) for k in ("ppl", "nli")}
+            for r, g in zip(split_rows, generations[split])
+        ]
+        for split, split_rows in rows.items()
+    }
+
+
 def _answered(
     rows: dict[str, list[Row]],
     generations: dict[str, list[str]],
@@ -143,25 +158,20 @@ def _answered(
     batch_size: int,
     judge: Any = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each row with its answer, the answer's perplexity given the question under ``model``
-    (None for an empty answer) and, with an NLI ``judge``, ReLearn's NLI label of its QA rows."""
-    out = {}
+    """`_answer_records` with each answer's perplexity given the question under ``model`` (None for
+    an empty answer) and, with an NLI ``judge``, ReLearn's NLI label of its QA rows."""
+    known: dict[str, dict[str, dict[str, Any]]] = {}
     for split, split_rows in rows.items():
         asked = [(r, g) for r, g in zip(split_rows, generations[split]) if g.strip()]
         asked_rows = [Row(r.id, r.input, g, r.task) for r, g in asked]
         nlls = answer_nll(model, tokenizer, asked_rows, batch_size=batch_size, append_eos=False)  # as ReLearn
-        ppl = {r.id: math.exp(min(v, 700.0)) for (r, _), v in zip(asked, nlls)}
-        answered = [
-            {"id": r.id, "question": r.input, "gold": r.output, "answer": g, "ppl": ppl.get(r.id), "nli": None}
-            for r, g in zip(split_rows, generations[split])
-        ]
-        qa = [a for a in answered if "qa" in a["id"]]
+        known[split] = {r.id: {"ppl": math.exp(min(v, 700.0))} for (r, _), v in zip(asked, nlls)}
+        qa = [(r, g) for r, g in zip(split_rows, generations[split]) if "qa" in r.id]
         if judge is not None and qa:
-            pairs = [(a["answer"], a["gold"]) if split == "forget" else (a["gold"], a["answer"]) for a in qa]
-            for a, label in zip(qa, judge(pairs)):
-                a["nli"] = label
-        out[split] = answered
-    return out
+            pairs = [(g, r.output) if split == "forget" else (r.output, g) for r, g in qa]
+            for (r, _), label in zip(qa, judge(pairs)):
+                known[split].setdefault(r.id, {})["nli"] = label
+    return _answer_records(rows, generations, known)
 
 
 def _finish(
@@ -478,6 +488,8 @@ def rescore(
     mia = None
     if (generations_dir / "mia" / "member.jsonl").is_file():
         mia = tuple(_read_jsonl(generations_dir / "mia" / f"{n}.jsonl") for n in ("member", "nonmember"))
+    results_file = generations_dir / RESULTS
+    previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
     utility = None
     if (generations_dir / "utility" / "lm_eval.json").is_file():
         utility = json.loads((generations_dir / "utility" / "lm_eval.json").read_text(encoding="utf-8"))
@@ -485,7 +497,6 @@ def rescore(
         file = generations_dir / "utility" / "metrics.json"
         utility = {"value": read_metrics_json(file), "source": f"open-instruct metrics.json: {file}", "mmlu": True}
     elif (generations_dir / "utility" / "predictions.jsonl").is_file():
-        previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
         utility = _utility_from_records(
             _read_jsonl(generations_dir / "utility" / "predictions.jsonl"),
             previous.get("utility_source") or "saved predictions",
@@ -494,17 +505,9 @@ def rescore(
     answered = None
     if (generations_dir / "relearn" / "forget.jsonl").is_file():  # perplexities and NLI labels, as saved
         saved = {s: {r["id"]: r for r in _read_jsonl(generations_dir / "relearn" / f"{s}.jsonl")} for s in rows}
-        answered = {
-            s: [
-                {"id": r.id, "question": r.input, "gold": r.output, "answer": g}
-                | {k: saved[s].get(r.id, {}).get(k) for k in ("ppl", "nli")}
-                for r, g in zip(rows[s], generations[s])
-            ]
-            for s in rows
-        }
+        answered = _answer_records(rows, generations, saved)
     out = out.resolve()
     extra = {"rescored_from": str(generations_dir), "data": {s: str(f) for s, f in files.items()}}
     if answered is not None:
-        previous = json.loads((generations_dir / RESULTS).read_text()) if (generations_dir / RESULTS).is_file() else {}
         extra["nli"] = (previous.get("relearn") or {}).get("nli")
     return _finish(out, staging(out), rows, generations, mia, utility, baseline, extra, official, reference, answered)
