@@ -109,10 +109,12 @@ def choose_alternates(
     source = settings.source
     if source == "auto":
         source = "refusals" if want == "refusal" else "rows-or-rewrite"
-    refusals = read_refusals(settings.refusals)
-    # names are swapped for other names of the same rows, so a rewrite stays in the domain
-    names = sorted(set().union(*(_entities(r.input + " " + r.output) for r in rows)))
-    names = names if len(names) > 3 else ["Avery", "Morgan", "Quinn", "Rowan", "Sasha", "Tamsin"]
+    refusals = read_refusals(settings.refusals) if source != "rows" else []  # rewrites fall back to one
+    names: list[str] = []
+    if source in ("rewrite", "rows-or-rewrite"):
+        # names are swapped for other names of the same rows, so a rewrite stays in the domain
+        names = sorted(set().union(*(_entities(r.input + " " + r.output) for r in rows)))
+        names = names if len(names) > 3 else ["Avery", "Morgan", "Quinn", "Rowan", "Sasha", "Tamsin"]
     out: list[list[str]] = []
     counts = {"own": 0, "refusal": 0, "rewrite": 0, "fallback_refusal": 0}
     for row in rows:

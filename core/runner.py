@@ -179,7 +179,7 @@ def _check_paths(config: RunConfig, overwrite: bool) -> tuple[Path, Path]:
     if not (Path(config.model) / "config.json").is_file():
         raise ConfigError(f"model: {config.model}: not a Hugging Face model folder (no config.json)")
     ds = config.deepspeed if isinstance(config.deepspeed, Path) and config.deepspeed.exists() else None
-    inputs = [config.model, config.tokenizer, config.data, config.forget, config.retain, ds]
+    inputs = [config.model, config.tokenizer, config.data, config.forget, config.retain, ds, config.alternate.refusals]
     output = check_output(config.output_dir, "model", inputs, overwrite)
     return output, output.parent / f".{output.name}.partial"
 

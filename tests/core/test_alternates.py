@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unlearn import (
     REPORT_FILE,
     AlternateSettings,
+    ConfigError,
     DataError,
     PairedDataset,
     Row,
@@ -154,3 +155,13 @@ def test_a_run_learns_tofus_refusals_and_reports_where_its_alternates_came_from(
 def test_every_new_method_runs_with_lora_and_with_layers(host, make_config, method, with_):
     out = run(make_config(method=method, with_=[with_], trainer={"max_steps": 1}), host=host)
     assert (out / REPORT_FILE).is_file() and any(out.glob("*.safetensors"))
+
+
+def test_an_output_that_would_hold_the_refusal_file_is_refused(host, make_config, tmp_path):
+    folder = tmp_path / "refusals"
+    folder.mkdir()
+    (folder / "r.txt").write_text("No idea.\n")
+    config = make_config(method="idk", output_dir=str(folder), alternate={"refusals": str(folder / "r.txt")})
+    with pytest.raises(ConfigError, match="overlaps the input"):
+        run(config, host=host, overwrite=True)
+    assert (folder / "r.txt").read_text() == "No idea.\n"
