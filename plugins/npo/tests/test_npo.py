@@ -9,23 +9,15 @@ import torch
 from unlearn_plugin_npo import NPOConfig, compute_loss, npo_loss
 
 from unlearn import LossContext, ReferenceModel
-from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
-
-
-def _logits(p_label: float, vocab: int = 4, positions: int = 3, label: int = 1) -> torch.Tensor:
-    """Logits that give probability ``p_label`` to ``label`` and share the rest evenly."""
-    rest = (1 - p_label) / (vocab - 1)
-    row = torch.full((vocab,), math.log(rest))
-    row[label] = math.log(p_label)
-    return row.repeat(1, positions, 1)
+from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
 
 
 @pytest.mark.parametrize("variant", ["sequence", "batch_mean"])
 def test_npo_by_hand(variant):
     beta = 0.1
     batch = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])  # two answer tokens, both label 1
-    model = FixedLogits(_logits(0.25), _logits(0.25))
-    reference = ReferenceModel(lambda: FixedLogits(_logits(0.5), _logits(0.5)))
+    model = FixedLogits(label_logits(0.25), label_logits(0.25))
+    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.5), label_logits(0.5)))
     config = NPOConfig(beta=beta, variant=variant, retain_nll_weight=0.0)
     out = compute_loss(method="npo", config=config, ctx=LossContext(model, batch, 0, reference))
     # log-ratio: summed over the two tokens (sequence) or the mean token (batch_mean)
@@ -46,8 +38,8 @@ def test_npo_is_bounded_below_by_zero_where_ga_is_not():
 
 def test_retain_terms_add_with_their_weights():
     batch = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])
-    model = FixedLogits(_logits(0.25), _logits(0.25))
-    reference = ReferenceModel(lambda: FixedLogits(_logits(0.25), _logits(0.5)))
+    model = FixedLogits(label_logits(0.25), label_logits(0.25))
+    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.25), label_logits(0.5)))
     base = compute_loss(
         method="npo", config=NPOConfig(retain_nll_weight=0.0), ctx=LossContext(model, batch, 0, reference)
     )

@@ -22,10 +22,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, preference_loss
 
 
 class NPOConfig(Config):
@@ -43,8 +42,9 @@ class NPOConfig(Config):
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
-    """``-(2/beta) * logsigmoid(-beta * (logp - ref_logp))``, averaged over what is given."""
-    return (-(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp))).mean()
+    """``-(2/beta) * logsigmoid(-beta * (logp - ref_logp))``, averaged over what is given: the
+    core's preference loss with no "win" side."""
+    return preference_loss(None, logp - ref_logp, beta)
 
 
 @hookimpl

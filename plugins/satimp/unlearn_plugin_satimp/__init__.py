@@ -41,6 +41,6 @@ def compute_loss(method: str, config: SatImpConfig, ctx: LossContext) -> LossOut
     logp, mask = ctx.token_logprobs("forget")
     p = logp.detach().exp()
     weight = p**config.beta1 * (1 - p) ** config.beta2
-    forget = (weight * logp * mask).sum() / mask.sum().clamp(min=1)
+    forget = -nll_from_logprobs(weight * logp, mask)  # the weighted log-probs' token average
     out = LossOutput(config.forget_weight * forget, {"satimp": forget, "forget_nll": nll_from_logprobs(logp, mask)})
     return out.add_term("retain_nll", config.retain_nll_weight, lambda: ctx.nll("retain"))

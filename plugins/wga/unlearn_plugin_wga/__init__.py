@@ -39,6 +39,6 @@ def register_methods(register: Register) -> None:
 def compute_loss(method: str, config: WGAConfig, ctx: LossContext) -> LossOutput:
     logp, mask = ctx.token_logprobs("forget")
     weight = logp.detach().exp() ** config.beta
-    forget = (weight * logp * mask).sum() / mask.sum().clamp(min=1)
+    forget = -nll_from_logprobs(weight * logp, mask)  # the weighted log-probs' token average
     out = LossOutput(config.forget_weight * forget, {"wga": forget, "forget_nll": nll_from_logprobs(logp, mask)})
     return out.add_term("retain_nll", config.retain_nll_weight, lambda: ctx.nll("retain"))
