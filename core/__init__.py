@@ -43,6 +43,7 @@ from .host import Method, PluginHost, PluginInfo, command_group, get_host
 from .losses import (
     LossOutput,
     answer_positions,
+    answer_probe,
     kl_divergence,
     layer_output,
     nll_from_logprobs,
@@ -78,6 +79,7 @@ __all__ = [
     "nll_from_logprobs",
     "preference_loss",
     "answer_positions",
+    "answer_probe",
     "kl_divergence",
     "topk_kl_divergence",
     "shift",

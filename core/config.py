@@ -72,6 +72,34 @@ class TrainerSettings(Config):
         0, ge=0, description="Checkpoint every N steps so a crashed run resumes (0: only at the end of each epoch)."
     )
     progress: bool = Field(True, description="Show progress bars.")
+    eval_steps: int = Field(
+        0,
+        ge=0,
+        description="Every N steps compute the benchmark's cheap signals of the model being trained (answer "
+        "NLLs, the LOSS-attack AUC) on eval_split; also at step 0. 0: never.",
+    )
+    score_steps: int = Field(
+        0, ge=0, description="Every M steps also the generation-based signals (LUME: the official score). 0: never."
+    )
+    eval_benchmark: str = Field("lume", description="The benchmark whose signals are computed (its data: `data`).")
+    eval_split: Literal["validation", "train"] = Field(
+        "validation", description="validation: the held-out rows of `data`; train: the rows being unlearned."
+    )
+    eval_rows: int = Field(64, ge=1, description="At most this many rows (and documents) per file for the signals.")
+    stop_when: list[str] = Field(
+        default_factory=list,
+        description="Stop at the first evaluation where one of these holds, e.g. 'abs(mia_auc - 0.5) <= 0.05', "
+        "'forget_nll >= nonmember_nll', 'retain_nll > 1.5 * initial_retain_nll' (initial_: the input model's).",
+    )
+    best_by: str | None = Field(
+        None,
+        description="Keep the model of the evaluated step that is best by this expression of the signals (e.g. "
+        "'mia_score', 'score'), checkpointed when reached, instead of the last step.",
+    )
+    best_mode: Literal["max", "min"] = Field("max", description="Whether best_by is best at its largest or smallest.")
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard event files (loss, terms, signals) into the output's tensorboard/."
+    )
 
     @field_validator("max_steps")
     @classmethod
@@ -79,6 +107,30 @@ class TrainerSettings(Config):
         if value == 0:
             raise ValueError("0 steps would train nothing; give at least 1, or -1 to use epochs")
         return value
+
+    @field_validator("stop_when")
+    @classmethod
+    def _conditions(cls, value: list[str]) -> list[str]:
+        from .monitor import Expression
+
+        for i, text in enumerate(value):
+            Expression(text, f"item {i}")  # a bad expression is an error naming the field and item
+        return value
+
+    @field_validator("best_by")
+    @classmethod
+    def _criterion(cls, value: str | None) -> str | None:
+        from .monitor import Expression
+
+        if value is not None:
+            Expression(value, "expression")
+        return value
+
+    @model_validator(mode="after")
+    def _signals_measured(self) -> TrainerSettings:
+        if (self.stop_when or self.best_by) and not (self.eval_steps or self.score_steps):
+            raise ValueError("stop_when and best_by read the signals: set eval_steps (or score_steps) too")
+        return self
 
 
 class ReferenceSettings(Config):
@@ -177,7 +229,7 @@ def describe_error(exc: ValidationError, prefix: str = "", source: str = "") -> 
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "with_") or "(top level)"
         loc = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
         lines.append(f"{loc}: {msg}")

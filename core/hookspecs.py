@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .context import LossContext, PostContext, RunContext
     from .data import Encoded
     from .losses import LossOutput
+    from .monitor import SignalFn
 
 hookspec = pluggy.HookspecMarker("unlearn")
 hookimpl = pluggy.HookimplMarker("unlearn")
@@ -131,6 +132,15 @@ class Benchmark(Protocol):
     def rescore(self, folder: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
         """Recompute the results from the per-example files of an earlier evaluation in
         ``folder`` (this benchmark's own layout, ours or the benchmark authors'), with no model."""
+
+    # Optional: a benchmark that gives training signals lets runs evaluate while they train.
+    def signals(self, data: Path, split: str, tokenizer: Any, rows: int) -> tuple[set[str], SignalFn]:
+        """Prepare the signals of a model being trained (``trainer.eval_steps``): read ``split``
+        (``validation`` or ``train``) of the folder ``data``, at most ``rows`` rows per file, and
+        return the names of the signals and ``fn(model, full)``, which computes them for the model
+        as it is (in eval mode, without gradients; under several ranks every rank calls it) and,
+        with ``full``, the generation-based ones too. The names are what ``trainer.stop_when`` and
+        ``trainer.best_by`` may use. A benchmark without it gives no signals."""
 
 
 @hookspec

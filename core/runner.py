@@ -12,6 +12,7 @@ import shutil
 import socket
 import statistics
 import time
+from collections.abc import Sequence
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .data import PairCollator, PairedDataset, ScheduledDataset, encode, load_ro
 from .errors import ConfigError, NonFiniteLossError, RunError
 from .host import PluginHost, get_host
 from .losses import answer_probe
+from .monitor import build_monitor
 from .reference import ReferenceModel
 
 CONFIG_FILE = "unlearn_config.json"
@@ -247,6 +249,14 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
     )
 
 
+def tensorboard(work: Path) -> Any:
+    """HF's TensorBoard callback writing into ``work/tensorboard`` (published with the model)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(work / "tensorboard")))
+
+
 def _probe_output(folder: Path, batches: list[dict[str, torch.Tensor]], before: dict[str, float]) -> dict | None:
     """Probe the saved output (None for an adapter-only output, which does not load alone): refuse it if
     its weights are not finite, and warn if the run lost none of the probed answers the input model
@@ -272,8 +282,14 @@ def _probe_output(folder: Path, batches: list[dict[str, torch.Tensor]], before: 
     return after
 
 
-def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = False) -> Path:
-    """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder."""
+def run(
+    config: RunConfig, host: PluginHost | None = None, overwrite: bool = False, callbacks: Sequence[Any] = ()
+) -> Path:
+    """Unlearn ``config.model`` into ``config.output_dir``; returns the output folder.
+
+    ``callbacks`` are HF ``TrainerCallback`` objects added to the trainer (an application's hooks
+    into training, e.g. `unlearn tune` reporting the signals to its study); a callback with a
+    ``monitor`` attribute receives the run's `monitor.Monitor` (None without ``eval_steps``)."""
     from transformers import AutoTokenizer, set_seed
 
     from .trainer import UnlearnTrainer, last_checkpoint
@@ -308,6 +324,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    monitor = build_monitor(t, config.data, host, tokenizer) if t.eval_steps or t.score_steps else None
     forget_rows = load_rows(forget_src, "forget")
     forget = encode(forget_rows, tokenizer, t.max_length, t.append_eos)
     retain = (
@@ -372,10 +389,20 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
         method_config=method_configs[method.name],
         reference=reference,
         run=ctx,
+        callbacks=[c for c in (monitor, tensorboard(work) if t.tensorboard and is_main else None) if c],
     )
+    for callback in callbacks:
+        if hasattr(callback, "monitor"):
+            callback.monitor = monitor
+        trainer.add_callback(callback)
+    if monitor is not None:
+        monitor.trainer = trainer
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
     last = last_checkpoint(work / "checkpoints", clean=is_main)
     result = trainer.train(resume_from_checkpoint=last)
+    if trainer.state.best_model_checkpoint:  # best_by: the best evaluated step's weights, not the last
+        trainer._load_best_model()
+    monitored = monitor.report() if monitor is not None else None
     # What training really used: the optimiser's own tensors hold the master weights
     master = {str(p.dtype) for group in trainer.optimizer.param_groups for p in group["params"]}
     steps = trainer.clock.seconds
@@ -433,6 +460,7 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "resumed_from": last,
             "alternates": alternates_used,
             "train": result.metrics,
+            "monitor": monitored,
             "trainable_parameters": trainable,
             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
             **measured,
@@ -442,6 +470,8 @@ def run(config: RunConfig, host: PluginHost | None = None, overwrite: bool = Fal
             "forget_probe": {"rows": len(forget[:PROBE_ROWS]), "before": before, "after": after},
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        if (work / "tensorboard").is_dir():
+            shutil.move(work / "tensorboard", staging / "tensorboard")
         publish(staging, output, "model")
         shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -37,6 +37,11 @@ class Lume:
 
         return rescore(folder, data, out, **options)
 
+    def signals(self, data: Path, split: str, tokenizer: Any, rows: int) -> tuple[set[str], Any]:
+        from .signals import lume_signals
+
+        return lume_signals(data, split, tokenizer, rows)
+
 
 @hookimpl
 def register_benchmarks(register: Any) -> None:

@@ -86,9 +86,10 @@ def test_the_core_stays_small():
     # 1,841 lines when the applications moved out; the device policy and the reference model's
     # placement, caching and release for real hardware (GPUs, ZeRO-3) brought it to ~2,150, the
     # benchmark hook and its registry to ~2,250, alternate answers (the row field, refusal sets,
-    # rewrites, pairing each forget row with its alternates) to ~2,560.
+    # rewrites, pairing each forget row with its alternates) to ~2,560, evaluation during training
+    # (signals, stop_when, best_by, TensorBoard) to ~2,830.
     lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 2600, f"the core has {lines} lines"
+    assert lines < 2900, f"the core has {lines} lines"
 
 
 def test_the_evaluator_never_imports_the_trainer():
