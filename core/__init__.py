@@ -21,6 +21,7 @@ from .config import (
     describe_error,
     parse_value,
     read_config_file,
+    search,
 )
 from .context import LossContext, PostContext, RunContext
 from .data import (
@@ -52,6 +53,7 @@ from .losses import (
     token_logprobs,
     topk_kl_divergence,
 )
+from .monitor import Expression, Monitor
 from .params import decoder_layers, embedding_parameters, layer_index, train_only
 from .reference import ReferenceModel
 from .runner import CONFIG_FILE, REPORT_FILE, claim_device, free_port, resolve_device, run, run_identity
@@ -124,6 +126,9 @@ __all__ = [
     "command_group",
     "RunConfig",
     "TrainerSettings",
+    "search",
+    "Expression",
+    "Monitor",
     "ReferenceSettings",
     "build_config",
     "read_config_file",

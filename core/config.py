@@ -29,12 +29,36 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def search(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    log: bool = False,
+    step: float | None = None,
+    choices: list[Any] | None = None,
+) -> dict[str, Any]:
+    """A field's tuning range for `unlearn tune`, as pydantic field metadata::
+
+        beta: float = Field(0.1, gt=0, json_schema_extra=unlearn.search(0.01, 1.0, log=True))
+        variant: str = Field("a", json_schema_extra=unlearn.search(choices=["a", "b"]))
+
+    ``low``..``high`` both included (an int field draws ints; ``log``: uniform in log space;
+    ``step``: a grid), or ``choices``. `unlearn tune` checks it against the field's own bounds."""
+    spec = {"choices": choices} if choices is not None else {"low": low, "high": high, "log": log, "step": step}
+    return {"search": spec}
+
+
 class TrainerSettings(Config):
     """Optimisation settings shared by every method (the HF ``Trainer`` arguments we expose)."""
 
-    epochs: float = Field(1.0, gt=0, description="Passes over the forget set.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the forget set.", json_schema_extra=search(1, 12, step=1))
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimiser steps (-1: use epochs; not 0).")
-    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (SemEval baseline 1e-5).")
+    learning_rate: float = Field(
+        1e-5,
+        gt=0,
+        description="Peak learning rate (SemEval baseline 1e-5).",
+        json_schema_extra=search(1e-5, 3e-3, log=True),
+    )
     batch_size: int = Field(
         4, ge=1, description="Forget examples per device per step; each is paired with a retain example."
     )

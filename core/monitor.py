@@ -77,11 +77,12 @@ def parse_conditions(conditions: list[str], best_by: str | None) -> tuple[list[E
 
 
 class Monitor(TrainerCallback):
-    """Computes the signals at step 0 and every ``every`` steps (with the generation-based ones
-    every ``score_every``), logs them as ``eval_<name>`` through the trainer (console, TensorBoard,
-    the checkpointed log history, so a resumed run keeps its curve), stops training at the first
-    step where a ``stop_when`` condition holds, and marks the best step by ``best_by`` for a
-    checkpoint that the run loads at the end (HF's ``best_model_checkpoint``)."""
+    """Computes the signals at step 0, every ``every`` steps and at the last step (the
+    generation-based ones every ``score_every`` and at the last step), logs them as ``eval_<name>``
+    through the trainer (console, TensorBoard, the checkpointed log history, so a resumed run keeps
+    its curve), stops training at the first step where a ``stop_when`` condition holds, and marks
+    the best step by ``best_by`` for a checkpoint that the run loads at the end (HF's
+    ``best_model_checkpoint``; the last step, if best, needs none)."""
 
     def __init__(
         self,
@@ -132,7 +133,11 @@ class Monitor(TrainerCallback):
         if full or (self.every and step % self.every == 0):
             self._evaluate(state, control, model, full)
 
-    def _evaluate(self, state: Any, control: Any, model: torch.nn.Module, full: bool) -> None:
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.curve()[-1]["step"] != state.global_step:  # the curve ends at the trained model
+            self._evaluate(state, control, model, full=self.score_every > 0, last=True)
+
+    def _evaluate(self, state: Any, control: Any, model: torch.nn.Module, full: bool, last: bool = False) -> None:
         values = self._measure(model, full)
         self.trainer.log({f"{PREFIX}{k}": v for k, v in values.items()})
         step = state.global_step
@@ -146,6 +151,8 @@ class Monitor(TrainerCallback):
             if math.isfinite(value) and (state.best_metric is None or better(value, state.best_metric)):
                 state.best_metric, state.best_global_step = value, step
                 control.should_save = True  # the checkpoint HF keeps as best_model_checkpoint
+                if last:
+                    state.best_model_checkpoint = None  # the weights in hand are the best
         for expr in self.stop_when:
             if expr.names <= set(scope) and expr(scope):
                 self.stopped = {"step": step, "condition": expr.text}

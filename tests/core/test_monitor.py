@@ -187,3 +187,11 @@ def test_an_unknown_signal_is_an_error_naming_the_field(host, make_config, tiny_
     with pytest.raises(ConfigError, match=r"trainer.stop_when\[1\]: 'mia_acu' is not a signal of this run; signals: x"):
         run(cfg, host=host)
     assert not cfg.output_dir.exists()
+
+
+def test_the_curve_ends_at_the_trained_model(host, make_config):
+    host.register(ScriptedPlugin([3.0, 2.0, 1.0]), "scripted")
+    cfg = make_config(trainer={"max_steps": 3, "eval_steps": 2, "eval_benchmark": "scripted", "best_by": "-x"})
+    report = _report(run(cfg, host=host))["monitor"]
+    assert [(c["step"], c["x"]) for c in report["curve"]] == [(0, 3), (2, 2), (3, 1)]
+    assert report["best"]["step"] == 3  # the last step is best: its weights are the output, no checkpoint needed

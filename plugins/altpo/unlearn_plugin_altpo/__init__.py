@@ -17,15 +17,25 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, preference_loss
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, preference_loss, search
 
 
 class AltPOConfig(Config):
     """Settings of AltPO; defaults from the authors' TOFU command (beta 0.1, retain weight 1)."""
 
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the preference loss (paper: 0.1).")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Inverse temperature of the preference loss (paper: 0.1).",
+        json_schema_extra=search(0.01, 1, log=True),
+    )
     forget_weight: float = Field(1.0, ge=0, description="Weight of the alternate-over-forget preference loss.")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0: off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
     alternate_nll_weight: float = Field(
         0.0, ge=0, description="Weight of a plain NLL on the alternate (the authors' 'subnpo'-style positive term)."
     )

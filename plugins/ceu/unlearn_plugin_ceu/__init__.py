@@ -16,13 +16,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearn import IGNORE_INDEX, Config, LossContext, Register, answer_positions, hookimpl
+from unlearn import IGNORE_INDEX, Config, LossContext, Register, answer_positions, hookimpl, search
 
 
 class CEUConfig(Config):
     """Settings of CE-U; defaults from the paper (the first answer token is not unlearned)."""
 
-    ignore_first_n_answer_tokens: int = Field(1, ge=0, description="Answer tokens skipped at the start of each answer.")
+    ignore_first_n_answer_tokens: int = Field(
+        1, ge=0, description="Answer tokens skipped at the start of each answer.", json_schema_extra=search(0, 3)
+    )
 
 
 def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, skip: int = 1) -> torch.Tensor:

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, preference_loss
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, preference_loss, search
 
 
 class DPOConfig(Config):
     """Settings of DPO; defaults from TOFU's IdkDPO and open-unlearning (beta 0.1, weights 1)."""
 
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the preference loss (TOFU: 0.1).")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Inverse temperature of the preference loss (TOFU: 0.1).",
+        json_schema_extra=search(0.01, 1, log=True),
+    )
     forget_weight: float = Field(1.0, ge=0, description="Weight of the preference loss (open-unlearning: gamma).")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (alpha; 0: off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (alpha; 0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
     retain_kl_weight: float = Field(0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch.")
 
 

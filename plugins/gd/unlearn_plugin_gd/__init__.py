@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, search
 
 
 class GDConfig(Config):
     """Settings of gradient difference."""
 
     retain_weight: float = Field(
-        1.0, ge=0, description="lambda, the weight of the retain NLL (1.0 in TOFU and the SemEval baseline)."
+        1.0,
+        ge=0,
+        description="lambda, the weight of the retain NLL (1.0 in TOFU and the SemEval baseline).",
+        json_schema_extra=search(0.1, 10, log=True),
     )
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, search
 
 
 class IdkConfig(Config):
     """Settings of IdkNLL; TOFU weighs both terms 1."""
 
     forget_weight: float = Field(1.0, ge=0, description="Weight of the NLL of the refusal on forget prompts.")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0: off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
     retain_kl_weight: float = Field(0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch.")
 
 

@@ -15,13 +15,18 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from unlearn import IGNORE_INDEX, Config, LossContext, LossOutput, Register, hookimpl, shift
+from unlearn import IGNORE_INDEX, Config, LossContext, LossOutput, Register, hookimpl, search, shift
 
 
 class IHLConfig(Config):
     """Settings of the inverted hinge loss."""
 
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0 turns it off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 def inverted_hinge(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, search
 
 
 class KLConfig(Config):
     """Settings of KL minimisation."""
 
-    kl_weight: float = Field(1.0, ge=0, description="w, the weight of the retain KL (1.0 in TOFU).")
+    kl_weight: float = Field(
+        1.0,
+        ge=0,
+        description="w, the weight of the retain KL (1.0 in TOFU).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from unlearn import Config, PostContext, Register, RunContext, hookimpl
+from unlearn import Config, PostContext, Register, RunContext, hookimpl, search
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -27,8 +27,18 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 class LoRAConfig(Config):
     """Settings of the LoRA adapters; defaults are ZJUKLAB's (SemEval-2025 Task 4, 2nd) but rank 8."""
 
-    rank: int = Field(8, ge=1, description="r, the rank of each adapter (ZJUKLAB: 32, AILS-NTUA: 16).")
-    alpha: float = Field(16.0, gt=0, description="lora_alpha; the update is scaled by alpha / rank (ZJUKLAB: 32).")
+    rank: int = Field(
+        8,
+        ge=1,
+        description="r, the rank of each adapter (ZJUKLAB: 32, AILS-NTUA: 16).",
+        json_schema_extra=search(choices=[8, 16, 32]),
+    )
+    alpha: float = Field(
+        16.0,
+        gt=0,
+        description="lora_alpha; the update is scaled by alpha / rank (ZJUKLAB: 32).",
+        json_schema_extra=search(8, 64, log=True),
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (ZJUKLAB: 0.05).")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",

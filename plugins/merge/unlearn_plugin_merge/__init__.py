@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from unlearn import Config, ConfigError, PostContext, Register, hookimpl
+from unlearn import Config, ConfigError, PostContext, Register, hookimpl, search
 
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
@@ -39,7 +39,13 @@ class MergeConfig(Config):
     """How to merge; defaults are ZJUKLAB's TIES (density 0.8, weights 1, 1)."""
 
     merge_method: Literal["ties", "dare_ties", "task_arithmetic"] = Field("ties", description="The merge rule.")
-    density: float = Field(0.8, gt=0, le=1, description="Fraction of each task vector kept (TIES, DARE-TIES).")
+    density: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Fraction of each task vector kept (TIES, DARE-TIES).",
+        json_schema_extra=search(0.2, 1.0),
+    )
     weights: list[float] | None = Field(None, description="One weight per merged model, in order (default: 1 each).")
     models: list[str] = Field(default_factory=list, description="More model or LoRA-adapter folders to merge.")
     base: str | None = Field(None, description="The base of the task vectors (default: the run's input model).")

@@ -24,18 +24,28 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, preference_loss
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, preference_loss, search
 
 
 class NPOConfig(Config):
     """Settings of NPO; defaults from the paper (beta 0.1) with a retain NLL term (NPO-RT)."""
 
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the preference loss (paper: 0.1).")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Inverse temperature of the preference loss (paper: 0.1).",
+        json_schema_extra=search(0.01, 1, log=True),
+    )
     variant: Literal["sequence", "batch_mean"] = Field(
         "sequence", description="sequence: per-answer summed log-probs (paper); batch_mean: ZJUKLAB's batch-mean NLL."
     )
     npo_weight: float = Field(1.0, ge=0, description="Weight of the NPO forget loss.")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0 turns it off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
     retain_kl_weight: float = Field(
         0.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch (0 turns it off)."
     )

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, search
 
 
 class ReLearnConfig(Config):
     """Settings of ReLearn; the authors' default loss ``relearn_klr_gdr`` weighs every term 1."""
 
     forget_weight: float = Field(1.0, ge=0, description="Weight of the NLL of the augmented answers.")
-    retain_kl_weight: float = Field(1.0, ge=0, description="Weight of KL(p_ref || p_theta) on the retain batch.")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0: off).")
+    retain_kl_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of KL(p_ref || p_theta) on the retain batch.",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 @hookimpl

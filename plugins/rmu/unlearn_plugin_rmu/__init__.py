@@ -23,7 +23,17 @@ import zlib
 import torch
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, PairCollator, Register, decoder_layers, hookimpl, train_only
+from unlearn import (
+    Config,
+    LossContext,
+    LossOutput,
+    PairCollator,
+    Register,
+    decoder_layers,
+    hookimpl,
+    search,
+    train_only,
+)
 
 
 class RMUConfig(Config):
@@ -34,9 +44,17 @@ class RMUConfig(Config):
     )
     layers_below: int = Field(2, ge=0, description="Also train the layers this far below `layer` (WMDP: 2).")
     pattern: str = Field(r"mlp\.down_proj", description="Regex of the parameter names that train in those layers.")
-    steering_coeff: float = Field(20.0, gt=0, description="c, the norm of the forget target c*u (WMDP: 20).")
+    steering_coeff: float = Field(
+        20.0,
+        gt=0,
+        description="c, the norm of the forget target c*u (WMDP: 20).",
+        json_schema_extra=search(1, 100, log=True),
+    )
     alpha: float = Field(
-        100.0, ge=0, description="Weight of the retain representation loss (WMDP: 100; adaptive: 900)."
+        100.0,
+        ge=0,
+        description="Weight of the retain representation loss (WMDP: 100; adaptive: 900).",
+        json_schema_extra=search(1, 1000, log=True),
     )
     adaptive: bool = Field(False, description="One u per task, c from the activation norms (Mr. Snuffleupagus).")
     adaptive_scale: float = Field(5.0, gt=0, description="c = scale * mean activation norm (7B: 5, 1B: 3).")

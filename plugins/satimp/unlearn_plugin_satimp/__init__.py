@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, search
 
 
 class SatImpConfig(Config):
@@ -21,8 +21,18 @@ class SatImpConfig(Config):
 
     beta1: float = Field(5.0, ge=0, description="Saturation exponent: weight p**beta1.")
     beta2: float = Field(1.0, ge=0, description="Importance exponent: weight (1-p)**beta2.")
-    forget_weight: float = Field(0.1, ge=0, description="Weight of the reweighted ascent term (gamma).")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (alpha; 0: off).")
+    forget_weight: float = Field(
+        0.1,
+        ge=0,
+        description="Weight of the reweighted ascent term (gamma).",
+        json_schema_extra=search(0.01, 1, log=True),
+    )
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (alpha; 0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 @hookimpl

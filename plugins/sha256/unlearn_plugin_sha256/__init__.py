@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, train_only
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, search, train_only
 
 
 class SHA256Config(Config):
@@ -29,7 +29,7 @@ class SHA256Config(Config):
     )
     pattern: str = Field(r"\.mlp\.", description="Regex of the parameter names that train within those layers.")
     min_multiplier: float = Field(1.2, gt=0)
-    max_multiplier: float = Field(2.3, gt=0)
+    max_multiplier: float = Field(2.3, gt=0, json_schema_extra=search(1.5, 4))
 
 
 def multiplier(drift: float, low: float = 1.2, high: float = 2.3) -> float:

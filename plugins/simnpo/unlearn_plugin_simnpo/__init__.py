@@ -16,15 +16,22 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, search
 
 
 class SimNPOConfig(Config):
     """Settings of SimNPO; defaults are TOFU's (beta 2.5, gamma 0) with a retain NLL term."""
 
-    beta: float = Field(2.5, gt=0, description="Inverse temperature (TOFU: 2.5).")
-    gamma: float = Field(0.0, description="Reward margin (TOFU: 0).")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (0 turns it off).")
+    beta: float = Field(
+        2.5, gt=0, description="Inverse temperature (TOFU: 2.5).", json_schema_extra=search(0.5, 5, log=True)
+    )
+    gamma: float = Field(0.0, description="Reward margin (TOFU: 0).", json_schema_extra=search(0, 2))
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (0 turns it off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 def simnpo_loss(nll_per_token: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:

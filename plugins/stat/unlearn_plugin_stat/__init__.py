@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from unlearn import IGNORE_INDEX, Config, Encoded, LossContext, LossOutput, Register, RetainCycle, hookimpl
+from unlearn import IGNORE_INDEX, Config, Encoded, LossContext, LossOutput, Register, RetainCycle, hookimpl, search
 
 
 class STATConfig(Config):
@@ -25,8 +25,8 @@ class STATConfig(Config):
 
     forget_batches: int = Field(1, ge=1, description="Forget batches in a row before the retain ones.")
     retain_batches: int = Field(1, ge=0, description="Retain batches after each run of forget batches.")
-    forget_weight: float = Field(1.0, ge=0)
-    retain_weight: float = Field(1.0, ge=0)
+    forget_weight: float = Field(1.0, ge=0, json_schema_extra=search(0.1, 10, log=True))
+    retain_weight: float = Field(1.0, ge=0, json_schema_extra=search(0.1, 10, log=True))
 
 
 def random_labels(example: Encoded, pool: Sequence[int], rng: random.Random) -> Encoded:

@@ -30,6 +30,7 @@ from unlearn import (
     RetainCycle,
     decoder_layers,
     hookimpl,
+    search,
     train_only,
 )
 
@@ -38,10 +39,14 @@ class SUGDConfig(Config):
     """Settings of SUGD; defaults are AILS-NTUA's."""
 
     chunk_size: int = Field(32, ge=1, description="Forget examples per sequential chunk.")
-    epochs_per_chunk: int = Field(7, ge=1, description="Passes over one chunk before the next.")
+    epochs_per_chunk: int = Field(
+        7, ge=1, description="Passes over one chunk before the next.", json_schema_extra=search(1, 7)
+    )
     retain_per_forget: int = Field(7, ge=0, description="Retain examples after each forget example.")
     forget_weight: float = Field(1.0, ge=0, description="Weight of the forget NLL (ascended).")
-    retain_weight: float = Field(0.5, ge=0, description="Weight of the retain NLL (descended).")
+    retain_weight: float = Field(
+        0.5, ge=0, description="Weight of the retain NLL (descended).", json_schema_extra=search(0.1, 2, log=True)
+    )
     last_layers: int | None = Field(
         8, ge=1, description="Train only the last N decoder layers (None: every parameter)."
     )

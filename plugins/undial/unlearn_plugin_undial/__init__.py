@@ -17,15 +17,22 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, answer_positions, hookimpl
+from unlearn import Config, LossContext, LossOutput, Register, answer_positions, hookimpl, search
 
 
 class UndialConfig(Config):
     """Settings of UNDIAL; defaults from open-unlearning's UNDIAL config (beta 10, no retain term)."""
 
-    beta: float = Field(10.0, gt=0, description="How far the true token's logit is lowered in the target.")
+    beta: float = Field(
+        10.0,
+        gt=0,
+        description="How far the true token's logit is lowered in the target.",
+        json_schema_extra=search(1, 30, log=True),
+    )
     forget_weight: float = Field(1.0, ge=0, description="Weight of the self-distillation loss.")
-    retain_nll_weight: float = Field(0.0, ge=0, description="Weight of NLL on the retain batch (paper: none).")
+    retain_nll_weight: float = Field(
+        0.0, ge=0, description="Weight of NLL on the retain batch (paper: none).", json_schema_extra=search(0, 2)
+    )
 
 
 def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs
+from unlearn import Config, LossContext, LossOutput, Register, hookimpl, nll_from_logprobs, search
 
 
 class WGAConfig(Config):
     """Settings of WGA; defaults from the paper and open-unlearning (beta 1, weights 1)."""
 
-    beta: float = Field(1.0, ge=0, description="Exponent of the token weight p**beta (0: plain gradient ascent).")
+    beta: float = Field(
+        1.0,
+        ge=0,
+        description="Exponent of the token weight p**beta (0: plain gradient ascent).",
+        json_schema_extra=search(0.1, 3, log=True),
+    )
     forget_weight: float = Field(1.0, ge=0, description="Weight of the weighted ascent term (gamma).")
-    retain_nll_weight: float = Field(1.0, ge=0, description="Weight of NLL on the retain batch (alpha; 0: off).")
+    retain_nll_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of NLL on the retain batch (alpha; 0: off).",
+        json_schema_extra=search(0.1, 10, log=True),
+    )
 
 
 @hookimpl

@@ -1,0 +1,106 @@
+"""``unlearn tune``, registered through the ``register_commands`` hook like any plugin's command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from unlearn import ConfigError, apply_override, apply_sets, hookimpl, parse_value, read_config_file
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    out = Console()
+
+    @cli.command()
+    def tune(
+        output: Path = typer.Option(..., "--output", "-o", help="The study's folder (resumed when it exists)."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="A run config every trial starts from."),
+        model: str | None = typer.Option(None, help="Model folder to unlearn."),
+        data: Path | None = typer.Option(None, help="Benchmark folder (the tuning instance)."),
+        method: str | None = typer.Option(None, "--method", "-m", help="The loss method to tune."),
+        with_: list[str] = typer.Option([], "--with", "-w", help="Parameter-selection / post-processing methods."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Any base run field: --set trainer.batch_size=4"),
+        space: list[str] = typer.Option(
+            [], help="PATH={low=.., high=..[, log=true][, step=..]}, PATH=[choices], or PATH=false (not searched)."
+        ),
+        trials: int = typer.Option(20, help="Finished trials (completed or pruned) to aim at."),
+        jobs: int = typer.Option(1, help="Trials at once, each on its own cores with that many torch threads."),
+        storage: str | None = typer.Option(None, help="RDB URL to share the study (default: sqlite OUT/study.db)."),
+        study: str = typer.Option("unlearn", help="The study's name in the storage."),
+        objective: str = typer.Option("score", help="Expression of the last step's signals to optimise."),
+        minimize: bool = typer.Option(False, help="Minimise the objective instead."),
+        constraint: list[str] = typer.Option(
+            [], help="Must hold for a feasible trial (default: utility >= 0.75 * initial_utility)."
+        ),
+        report_epochs: float = typer.Option(2.0, help="Generation-based signals and a pruning report every N epochs."),
+        prune: bool = typer.Option(True, help="Median pruning on the intermediate values."),
+        startup_trials: int = typer.Option(5, help="Random trials before TPE and the pruner act."),
+        seed: int = typer.Option(0, help="Sampler seed."),
+        holdout_seeds: str = typer.Option(
+            "", help="Re-run the best and the base settings on these fresh seeds: 1,2,3."
+        ),
+        holdout_size: str = typer.Option("small", help="Size of the held-out instances: tiny | small | medium."),
+        target_set: list[str] = typer.Option([], help="Target setting of the held-out targets, e.g. hidden_size=96."),
+        keep_models: bool = typer.Option(False, help="Keep every trial's model."),
+        overwrite: bool = typer.Option(False, help="Discard the study in OUTPUT and start again."),
+        progress: bool = typer.Option(True, help="Show the progress bar."),
+    ) -> None:
+        """Search a method's settings with Optuna (TPE, median pruning, a resumable RDB study)."""
+        from unlearn.tune import TuneSettings, prepare, run_workers, write_outputs
+        from unlearn.tune.study import best_trial, holdout
+
+        base: dict[str, Any] = read_config_file(config) if config else {}
+        for field, value in (("model", model), ("data", data), ("method", method)):
+            if value is not None:
+                apply_override(base, field, str(value) if isinstance(value, Path) else value)
+        if with_:
+            base["with"] = list(with_)
+        apply_sets(base, set_)
+        base.pop("output_dir", None)
+        given = {}
+        for item in space:
+            path, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--space {item!r}: expected PATH=RANGE, e.g. config.npo.beta={{low=0.01, high=1}}")
+            given[path.strip()] = parse_value(value.strip())
+        seeds = [int(s) for s in holdout_seeds.replace(" ", "").split(",") if s]
+        settings = TuneSettings(
+            base=base,
+            trials=trials,
+            jobs=jobs,
+            storage=storage,
+            study=study,
+            objective=objective,
+            direction="minimize" if minimize else "maximize",
+            report_epochs=report_epochs,
+            prune=prune,
+            startup_trials=startup_trials,
+            seed=seed,
+            space=given,
+            keep_models=keep_models,
+            **({"constraints": constraint} if constraint else {}),
+        )
+        prepared = prepare(settings, output, overwrite=overwrite)
+        out.print(f"study {study!r} in {escape(prepared.url)}; space:")
+        for path, dim in prepared.space.items():
+            out.print(f"  {escape(path)}: {escape(dim.describe())}")
+        run_workers(prepared, progress=progress)
+        optuna_study = prepared.load()
+        best = best_trial(optuna_study)
+        held = None
+        if seeds and best is not None:
+            held = holdout(prepared, best.params, seeds, holdout_size, target_set, say=lambda s: out.print(escape(s)))
+        summary = write_outputs(prepared, optuna_study, held)
+        if summary["best"] is None:
+            out.print("[red]no trial was both complete and feasible[/red]; see report.md")
+        else:
+            b = summary["best"]
+            out.print(
+                f"[green]best trial #{b['number']}: {objective} = {b['value']:.4f}[/green] {escape(str(b['params']))}"
+            )
+        out.print(f"report: {prepared.out / 'report.md'}; best settings: {prepared.out / 'best.toml'}")
