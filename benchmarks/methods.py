@@ -6,6 +6,7 @@ on the default tiny target, beside the oracle (the same model retrained without 
     python benchmarks/methods.py --methods none --recipes zjuklab --variants npo+kl,npo+kl+lora
     python benchmarks/methods.py --methods gd,idk,relearn --variants none --recipes none --relearn
     python benchmarks/methods.py --benchmark tofu --methods ga,gd,npo,simnpo --variants none --recipes none
+    python benchmarks/methods.py --tuned --methods gd,npo   # tuned, on held-out seeds: benchmarks/tuned.py
 
 On LUME every evaluation takes the oracle's as `--reference` (its report gains the oracle column)
 and the table shows the gap of each final score to the oracle's. On TOFU and MUSE (work folder
@@ -106,6 +107,12 @@ def measure(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float, 
 
 
 def main() -> None:
+    if "--tuned" in sys.argv:  # the tuned, multi-seed table: benchmarks/tuned.py
+        sys.argv.remove("--tuned")
+        sys.path.insert(0, str(Path(__file__).parent))
+        import tuned
+
+        return tuned.main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default="lume", help="lume | tofu | muse (any installed benchmark).")
     parser.add_argument("--size", default="small", help="The benchmark's size: tiny | small | medium.")

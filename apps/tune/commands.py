@@ -45,6 +45,9 @@ def register_commands(cli: typer.Typer) -> None:
             "", help="Re-run the best and the base settings on these fresh seeds: 1,2,3."
         ),
         holdout_size: str = typer.Option("small", help="Size of the held-out instances: tiny | small | medium."),
+        holdout_dir: Path | None = typer.Option(
+            None, help="Held-out instances, shared by studies (default OUT/holdout)."
+        ),
         target_set: list[str] = typer.Option([], help="Target setting of the held-out targets, e.g. hidden_size=96."),
         keep_models: bool = typer.Option(False, help="Keep every trial's model."),
         overwrite: bool = typer.Option(False, help="Discard the study in OUTPUT and start again."),
@@ -94,7 +97,8 @@ def register_commands(cli: typer.Typer) -> None:
         best = best_trial(optuna_study)
         held = None
         if seeds and best is not None:
-            held = holdout(prepared, best.params, seeds, holdout_size, target_set, say=lambda s: out.print(escape(s)))
+            say = lambda s: out.print(escape(s))  # noqa: E731
+            held = holdout(prepared, best.params, seeds, holdout_size, holdout_dir, target_set, say=say)
         summary = write_outputs(prepared, optuna_study, held)
         if summary["best"] is None:
             out.print("[red]no trial was both complete and feasible[/red]; see report.md")

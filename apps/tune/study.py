@@ -571,34 +571,24 @@ def holdout(
     params: dict[str, Any],
     seeds: list[int],
     size: str,
+    instances: Path | None = None,
     target_settings: list[str] | None = None,
     say: Any = print,
 ) -> dict[str, Any]:
-    """Re-run the best settings and the untuned base on fresh instances of the embedded benchmark
-    (one synthetic benchmark and one target per seed, built with ``unlearn data synth`` and
-    ``unlearn target build`` as any user would, cached under ``OUT/holdout``), each evaluated
-    officially against its own target. Returns per-seed results of both."""
+    """Re-run the best settings and the untuned base on fresh instances of the embedded benchmark,
+    each evaluated officially against its own target, and return per-seed results of both.
+
+    An instance (``INSTANCES/seed-S/{data,target,eval_target}``, default ``OUT/holdout``) is one
+    synthetic benchmark and its target, built with ``unlearn data synth`` and ``unlearn target
+    build`` as any user would, once: several studies may share a folder of instances. The runs and
+    their evaluations go to ``OUT/holdout/seed-S/{tuned,untuned}``; finished ones are reused."""
     benchmark = study.host.benchmark(study.config.trainer.eval_benchmark)
+    instances = Path(instances or study.out / "holdout")
     results: dict[str, list[dict[str, Any]]] = {"tuned": [], "untuned": []}
     configs = {"tuned": best_config(study, params), "untuned": copy.deepcopy(study.settings.base)}
     for seed in seeds:
+        data, target, baseline = build_instance(instances / f"seed-{seed}", seed, size, benchmark, target_settings, say)
         where = study.out / "holdout" / f"seed-{seed}"
-        data, target = where / "data", where / "target"
-        cli = [sys.executable, "-m", "unlearn"]
-        if not (data / "forget.jsonl").is_file():
-            say(f"held-out seed {seed}: writing the benchmark")
-            synth = [*cli, "data", "synth", "--out", str(data), "--seed", str(seed), "--size", size]
-            _call([*synth, "--benchmark", benchmark.name], where)
-        if not (target / "config.json").is_file():
-            say(f"held-out seed {seed}: training its target")
-            sets = [a for s in target_settings or [] for a in ("--set", s)]
-            _call(
-                [*cli, "target", "build", "--data", str(data), "--out", str(target), "--set", f"seed={seed}", *sets],
-                where,
-            )
-        baseline = where / "eval_target"
-        if not (baseline / "evaluation_results.json").is_file():
-            benchmark.evaluate(target, data, baseline, progress=False)
         for name, config in configs.items():
             model, evaluation = where / name, where / f"eval_{name}"
             if not (evaluation / "evaluation_results.json").is_file():
@@ -615,7 +605,29 @@ def holdout(
             results[name].append(
                 {"seed": seed, **{k: found.get(k) for k in keys}, "gate": (found.get("utility_gate") or {}).get("pass")}
             )
-    return {"seeds": seeds, "size": size, "runs": results}
+    return {"seeds": seeds, "size": size, "instances": str(instances), "runs": results}
+
+
+def build_instance(
+    where: Path, seed: int, size: str, benchmark: Any, target_settings: list[str] | None, say: Any = print
+) -> tuple[Path, Path, Path]:
+    """``where/{data,target,eval_target}``: the embedded benchmark for ``seed``, its target and the
+    target's evaluation, built by the CLI unless there already."""
+    data, target, baseline = where / "data", where / "target", where / "eval_target"
+    cli = [sys.executable, "-m", "unlearn"]
+    if not (data / "unlearn_output.json").is_file():  # published whole, or not at all
+        say(f"seed {seed}: writing the benchmark")
+        synth = [*cli, "data", "synth", "--out", str(data), "--seed", str(seed), "--size", size]
+        _call([*synth, "--benchmark", benchmark.name], where)
+    if not (target / "config.json").is_file():
+        say(f"seed {seed}: training its target")
+        sets = [a for s in target_settings or [] for a in ("--set", s)]
+        _call(
+            [*cli, "target", "build", "--data", str(data), "--out", str(target), "--set", f"seed={seed}", *sets], where
+        )
+    if not (baseline / "evaluation_results.json").is_file():
+        benchmark.evaluate(target, data, baseline, progress=False)
+    return data, target, baseline
 
 
 def _call(command: list[str], where: Path) -> None:
