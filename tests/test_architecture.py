@@ -22,6 +22,7 @@ from unlearn import hookspecs
 APPLICATIONS = (
     "unlearn.cli",
     "unlearn.recipes",
+    "unlearn.tune",
     "unlearn.bench",
     "unlearn.compete",
     "unlearn.devkit",

@@ -115,6 +115,15 @@ def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckR
         return ""
 
     config_ok = _check(results, "config validates and round-trips", config_round_trip)
+
+    def search_space_valid() -> str:
+        from unlearn.tune import declared
+
+        space = declared(method.config, f"config.{method.name}")  # a bad range raises, naming the field
+        return ", ".join(f"{p.rsplit('.', 1)[-1]} {d.describe()}" for p, d in space.items()) or "none declared"
+
+    if config_ok:
+        _check(results, "search space (unlearn.search) is valid", search_space_valid)
     model_dir = cached_tiny_model()
     data_dir = write_tiny_data(workdir / "data")
 
