@@ -29,13 +29,25 @@ def register_commands(cli: typer.Typer) -> None:
         seed: int = typer.Option(0),
         set_: list[str] = typer.Option([], "--set", "-s", help="Run setting, e.g. --set trainer.epochs=4"),
         oracle: bool = typer.Option(True, help="Also build (cached) and compare with the retrained oracle."),
+        recipe: str = typer.Option(
+            "tuned_gd_layers", help="A built-in recipe run beside the method (default: the best tuned one); 'none'."
+        ),
     ) -> None:
         """The whole loop on the embedded default: benchmark, target and oracle (cached), evaluate,
-        unlearn, evaluate against both."""
+        unlearn with a method and a recipe (--set applies to the method), evaluate against both."""
         from unlearn.bench.demo import run_demo
 
         overrides = apply_sets({}, set_)
-        report = run_demo(out_dir, method=method, size=size, seed=seed, overrides=overrides, console=out, oracle=oracle)
+        report = run_demo(
+            out_dir,
+            method=method,
+            size=size,
+            seed=seed,
+            overrides=overrides,
+            console=out,
+            oracle=oracle,
+            recipe=None if recipe == "none" else recipe,
+        )
         out.print(f"[green]report written to[/green] {report}")
 
     @data.command("synth")

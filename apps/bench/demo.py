@@ -2,8 +2,9 @@
 
 Generate the benchmark, build the tiny target and the oracle (the same model retrained without
 the forget set; all cached in the output folder), evaluate both, unlearn the target with one
-method, evaluate again against the target's evaluation and the oracle's, and print and write a
-before/after/oracle report.
+method and with a built-in recipe (by default the best gate-passing setting `unlearn tune` found,
+`benchmarks/tuned.py`), evaluate each against the target's evaluation and the oracle's, and print
+and write a before/after/oracle report.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ DEMO_RUN: dict[str, dict[str, Any]] = {
     "ga": {"trainer": {"epochs": 2, "learning_rate": 1e-4}},
 }
 DEFAULT_RUN: dict[str, Any] = {"trainer": {"epochs": 5, "learning_rate": 1e-4}}
+# The built-in recipe shown beside the method: the best gate-passing setting found by tuning.
+DEMO_RECIPE = "tuned_gd_layers"
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -45,10 +48,12 @@ def run_demo(
     overrides: dict[str, Any] | None = None,
     console: Console | None = None,
     oracle: bool = True,
+    recipe: str | None = DEMO_RECIPE,
 ) -> Path:
-    """Run the demo into ``out``; returns the report folder."""
+    """Run the demo into ``out``; returns the report folder (the method's evaluation)."""
     from unlearn import run
     from unlearn.evaluator.evaluate import RESULTS, evaluate_model
+    from unlearn.recipes import find_recipe, load_recipe, run_recipe
 
     from .synth import generate
     from .target import build_target
@@ -100,18 +105,34 @@ def run_demo(
         False,
         lambda: evaluate_model(unlearned, data, after, baseline=before, reference=ideal),
     )
-
-    old, new = (json.loads((d / RESULTS).read_text()) for d in (before, after))
-    best = json.loads((ideal / RESULTS).read_text()) if ideal else None
-    table = Table(title=f"{method} on the tiny target: before -> after" + (", and the oracle" if best else ""))
-    for col in ("score", "before", "after", *(["oracle"] if best else []), "better when"):
+    columns = [("before", before), (method, after)]
+    if recipe:
+        steps, tuned = out / f"recipe_{recipe}", out / f"eval_{recipe}"
+        loaded = load_recipe(find_recipe(recipe), {"model": str(target), "data": str(data)})
+        final: list[Path] = []
+        step(
+            f"unlearn with the recipe {recipe}",
+            False,
+            lambda: final.append(run_recipe(loaded, steps, say=lambda _: None)),
+        )
+        step(
+            f"evaluate after {recipe}",
+            False,
+            lambda: evaluate_model(final[0], data, tuned, baseline=before, reference=ideal),
+        )
+        columns.append((recipe, tuned))
+    if ideal is not None:
+        columns.append(("oracle", ideal))
+    results = [json.loads((folder / RESULTS).read_text()) for _, folder in columns]
+    names = [n for n, _ in columns]
+    table = Table(title=f"on the tiny target: {' | '.join(names)}")
+    for col in ("score", *names, "better when"):
         table.add_column(col)
-    for task in sorted(k for k in new["forget-set"] if not k.startswith("overall")):
+    for task in sorted(k for k in results[1]["forget-set"] if not k.startswith("overall")):
         for split, better in (("forget-set", "lower"), ("retain-set", "higher")):
             for kind in ("regurgitation-score", "knowledge-score"):
                 name = f"{task} {split.split('-')[0]} {kind.split('-')[0]}"
-                values = [d[split][task][kind] for d in (old, new, *([best] if best else []))]
-                table.add_row(name, *(f"{v:.3f}" for v in values), better)
+                table.add_row(name, *(f"{d[split][task][kind]:.3f}" for d in results), better)
     for name, key, better in (
         ("task aggregate", "harmonic-mean-task-aggregate", "higher"),
         ("MIA LOSS AUC", "mia_loss_acc", "0.5"),
@@ -119,11 +140,12 @@ def run_demo(
         ("utility", "mmlu_average", "higher"),
         ("final score", "aggregate-score", "higher"),
     ):
-        values = [d.get(key, float("nan")) for d in (old, new, *([best] if best else []))]
-        table.add_row(name, *(f"{v:.3f}" for v in values), better)
+        table.add_row(name, *(f"{d.get(key, float('nan')):.3f}" for d in results), better)
     console.print(table)
-    gate = new.get("utility_gate", {})
-    console.print(f"utility gate (>= 75% of the target's): {'pass' if gate.get('pass') else 'FAIL'}")
+    for name, found in zip(names[1:], results[1:]):
+        if name != "oracle":
+            gate = found.get("utility_gate", {})
+            console.print(f"{name}: utility gate (>= 75% of the target's): {'pass' if gate.get('pass') else 'FAIL'}")
     console.print("time per step (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
 
     staging = out / ".report.partial"

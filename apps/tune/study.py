@@ -453,7 +453,7 @@ def write_outputs(study: Study, optuna_study: Any, holdout: dict[str, Any] | Non
         }
         write_text(out / "best_run.toml", tomli_w.dumps({**run_config, "output_dir": "unlearned"}))
         recipe = {
-            "name": f"tuned-{study.config.method}",
+            "name": "tuned_" + "_".join(study.config.methods()),
             "summary": f"{study.config.method} with settings found by unlearn tune (trial {best.number}, "
             f"{study.settings.objective} {best.value:.3f})",
             "notes": f"Study {study.settings.study!r} in {study.url}: "

@@ -1,6 +1,6 @@
 """`unlearn demo` end to end, its benchmark, target and oracle cached (built by the shared
 fixtures, the way `unlearn target build` builds them; the builds themselves are tested in
-test_target.py), then again with another method."""
+test_target.py), with GD and the tuned recipe, then again with another method and no recipe."""
 
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path, tiny_bench, ti
     assert results["oracle"]["aggregate-score"] == oracle["aggregate-score"] and "oracle" in res.stdout
     assert oracle["forget-set"]["overall-regurgitation-score"] < before["forget-set"]["overall-regurgitation-score"]
     assert "gap to oracle" in (report / "summary.md").read_text()
-    again = cli("demo", "--out", str(out), "--size", "tiny", "--method", "ga", "--set", "trainer.epochs=1")
+    tuned = json.loads((out / "eval_tuned_gd_layers" / "evaluation_results.json").read_text())  # the recipe beside it
+    assert tuned["oracle"]["aggregate-score"] == oracle["aggregate-score"] and "tuned_gd_layers" in res.stdout
+    assert tuned["forget-set"]["overall-regurgitation-score"] < before["forget-set"]["overall-regurgitation-score"]
+    args = ("--method", "ga", "--set", "trainer.epochs=1", "--recipe", "none")
+    again = cli("demo", "--out", str(out), "--size", "tiny", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "benchmark: cached" in again.stdout and "target model: cached" in again.stdout
     assert "oracle: the target retrained without the forget set: cached" in again.stdout
