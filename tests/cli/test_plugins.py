@@ -156,7 +156,7 @@ def test_check_passes_from_the_command_line():
     # method that learns alternate answers
     res = cli("plugins", "check", "idk")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "FAIL" not in res.stdout and res.stdout.count("pass") == 6
+    assert "FAIL" not in res.stdout and res.stdout.count("pass") == 7
 
 
 def test_new_plugin_skeleton_installs_passes_its_own_tests_and_uninstalls(tmp_path):
