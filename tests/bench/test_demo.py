@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path, tiny_bench, ti
         shutil.copytree(source, out / name)
     res = cli("demo", "--out", str(out), "--size", "tiny", "--set", "trainer.epochs=2")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "before -> after" in res.stdout and "final score" in res.stdout
+    assert "on the tiny target: before | gd | tuned_gd_layers | oracle" in res.stdout and "final score" in res.stdout
     report = out / "report"
     results = json.loads((report / "evaluation_results.json").read_text())
     before = json.loads((out / "eval_target" / "evaluation_results.json").read_text())

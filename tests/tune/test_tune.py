@@ -23,7 +23,7 @@ from unlearn.tune.study import GRACE_S, constraint_value, core_groups
 
 def test_every_installed_method_declares_a_valid_space(plugin_host: PluginHost):
     loss = [m for m in plugin_host.methods.values() if m.kind == "loss"]
-    assert len(loss) >= 19
+    assert len(loss) >= 18
     for method in loss:
         space = search_space(plugin_host, [method.name], {})
         assert {"trainer.learning_rate", "trainer.epochs"} <= set(space), method.name
