@@ -18,7 +18,6 @@ from .scoring import check_tasks, official_results
 
 CHEAP = ("forget_nll", "retain_nll", "forget_reproduced")
 MIA = ("member_nll", "nonmember_nll", "mia_auc", "mia_score")
-FULL = ("task_aggregate", "utility", "score")
 MAX_NEW_TOKENS = 256  # as `unlearn evaluate`, so the score is the evaluation's on these rows
 
 
