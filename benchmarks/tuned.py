@@ -64,7 +64,7 @@ def tune(name: str, method: str, extra: list[str], args: argparse.Namespace, hol
 
 def oracle_rows(args: argparse.Namespace, seeds: list[int]) -> dict[str, list[dict]]:
     """The target's and the oracle's official numbers on each held-out instance."""
-    from unlearn.bench.target import build_target
+    from unlearn.bench.target import TargetSettings, build_target
 
     lume = get_host().benchmark("lume")
     rows: dict[str, list[dict]] = {"(target)": [], "(oracle)": []}
@@ -73,8 +73,6 @@ def oracle_rows(args: argparse.Namespace, seeds: list[int]) -> dict[str, list[di
         data, target, baseline = build_instance(where, seed, "small", lume, None)
         oracle, ideal = where / "oracle", where / "eval_oracle"
         if not (oracle / "target_card.json").is_file():
-            from unlearn.bench.target import TargetSettings
-
             build_target(data, oracle, TargetSettings(seed=seed), overwrite=True, progress=False, oracle=True)
         if not (ideal / RESULTS).is_file():
             evaluate_model(oracle, data, ideal, progress=False)

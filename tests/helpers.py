@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from unlearn import Config, hookimpl
+
 REPO = Path(__file__).resolve().parents[1]
 # A target network that memorises the tiny benchmark in seconds (the default is sized for `small`).
 SMALL_NET = {"hidden_size": 96, "intermediate_size": 384, "layers": 2, "vocab_size": 1200}
@@ -113,3 +115,25 @@ def constant_nli_classifier(folder: Path, label: int) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class CrashOnce:
+    """A test plugin whose loss method ``crashy`` (GA, no retain set) raises at step 3 the first
+    time, like a killed job, and trains normally afterwards."""
+
+    def __init__(self) -> None:
+        self.crashed = False
+
+    @hookimpl
+    def register_methods(self, register):
+        class Empty(Config):
+            """No settings."""
+
+        register("crashy", config=Empty, kind="loss", uses_retain=False)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx):
+        if ctx.step == 3 and not self.crashed:
+            self.crashed = True
+            raise KeyboardInterrupt
+        return -ctx.nll("forget")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import json
 import math
 import os
@@ -182,6 +183,7 @@ class Study:
 
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
+    @functools.cached_property
     def steps_per_epoch(self) -> int:
         """Optimiser steps per epoch (forget items over the batch), the cadence of the reports."""
         t = self.config.trainer
@@ -195,7 +197,7 @@ class Study:
         data = copy.deepcopy(self.settings.base)
         for path, value in params.items():
             apply_override(data, path, value)
-        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch()))
+        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch))
         trainer = {"score_steps": every, "eval_split": "train", "eval_rows": 10**9, "progress": False}
         for key, value in trainer.items():
             apply_override(data, f"trainer.{key}", value)
@@ -363,13 +365,8 @@ def _update_bar(bar: Any, study: Any) -> None:
     if len(trials) == bar.n:
         return
     bar.n = min(len(trials), bar.total)
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible")]
-    if feasible:
-        best = (
-            max(feasible, key=lambda t: t.value)
-            if study.direction.name == "MAXIMIZE"
-            else min(feasible, key=lambda t: t.value)
-        )
+    best = best_trial(study)
+    if best is not None:
         bar.set_postfix(best=f"{best.value:.3f} (#{best.number})")
     bar.refresh()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CrashOnce
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,32 +133,12 @@ def test_best_by_keeps_the_best_steps_weights(host, make_config, tmp_path):
     assert not all(torch.equal(best[k], four[k]) for k in best)
 
 
-class CrashAtThree:
-    crashed = False
-
-    @hookimpl
-    def register_methods(self, register):
-        from pydantic import BaseModel, ConfigDict
-
-        class Empty(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-
-        register("crash3", config=Empty, kind="loss", uses_retain=False)
-
-    @hookimpl
-    def compute_loss(self, method, config, ctx):
-        if ctx.step == 3 and not CrashAtThree.crashed:
-            CrashAtThree.crashed = True
-            raise KeyboardInterrupt
-        return -ctx.nll("forget")
-
-
 def test_a_resumed_run_keeps_its_curve(host, make_config):
     plugin = ScriptedPlugin([6.0, 5.0, 4.0, 3.0, 5.0, 4.0, 3.0, 2.0])
     host.register(plugin, "scripted")
-    host.register(CrashAtThree(), "crash3")
+    host.register(CrashOnce(), "crashy")
     trainer = {"max_steps": 5, "save_steps": 2, "eval_steps": 1, "eval_benchmark": "scripted"}
-    cfg = make_config(method="crash3", trainer=trainer)
+    cfg = make_config(method="crashy", trainer=trainer)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, host=host)
     report = _report(run(cfg, host=host))

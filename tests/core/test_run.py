@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli, run_args
+from helpers import CrashOnce, cli, run_args
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -278,23 +278,6 @@ def test_output_and_input_overlap_and_existing_output_are_refused(host, make_con
     with pytest.raises(ConfigError, match="already holds a model; pass --overwrite"):
         run(cfg, host=host)
     run(cfg, host=host, overwrite=True)
-
-
-class CrashOnce:
-    """Raises at step 3 the first time, like a killed job; trains normally afterwards."""
-
-    crashed = False
-
-    @hookimpl
-    def register_methods(self, register):
-        register("crashy", config=Empty, kind="loss", uses_retain=False)
-
-    @hookimpl
-    def compute_loss(self, method, config, ctx):
-        if ctx.step == 3 and not CrashOnce.crashed:
-            CrashOnce.crashed = True
-            raise KeyboardInterrupt
-        return -ctx.nll("forget")
 
 
 def test_a_crashed_run_resumes_from_its_last_checkpoint(host, make_config):
