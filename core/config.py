@@ -4,6 +4,7 @@ the command line. Unknown keys and bad values are errors that name the field."""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -285,7 +286,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     base = path.parent
     for key in ("model", "tokenizer", "data", "forget", "retain", "output_dir", "deepspeed"):
         value = data.get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        preset = key == "deepspeed" and re.fullmatch(r"zero[0-3]", str(value)) and not (base / str(value)).exists()
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not preset:
             data[key] = str(base / value)  # paths in a file are relative to the file
     refusals = data.get("alternate", {}).get("refusals") if isinstance(data.get("alternate"), dict) else None
     if isinstance(refusals, str) and refusals and not Path(refusals).is_absolute():

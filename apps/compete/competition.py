@@ -26,9 +26,9 @@ from typing import Any
 from unlearn import ConfigError, PluginHost, RunError, check_output, get_host, load_rows, mark, write_json
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
-from .config import Competition, Entrant
-from .entrant import model_folder, readable_paths, run_entrant, write_split
-from .leaderboard import write_leaderboard
+from .config import Competition, Entrant, check_installed
+from .entrant import readable_paths, run_entrant, submission_entry, write_split
+from .leaderboard import SCORED, write_leaderboard
 from .sandbox import abi
 
 # -- the competition ----------------------------------------------------------------------------
@@ -87,12 +87,13 @@ def run_competition(
         if unknown:
             raise ConfigError(f"--entrant {unknown}: not in this competition ({', '.join(e.name for e in entrants)})")
         entrants = [e for e in entrants if e.name in only]
+    check_entrants(entrants, host)
     model = comp.model.resolve()
     if not (model / "config.json").is_file():
         raise ConfigError(f"model: {comp.model}: not a model folder (no config.json)")
     forget, retain = load_rows(comp.forget, "forget"), load_rows(comp.retain, "retain")
     inputs = [comp.model, comp.forget, comp.retain, comp.mia, comp.utility, comp.data, comp.reference]
-    inputs += [e.submission or (_recipe_file(e) if e.recipe else None) for e in entrants]
+    inputs += [e.submission or (_recipe_file(e) if e.recipe else None) for e in entrants] + [comp.wheelhouse]
     out = check_output(comp.output_dir, "competition", inputs, overwrite=None)  # resumed: results are cached
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "competition")
@@ -106,6 +107,11 @@ def run_competition(
         if landlock
         else "environment and folder only (this kernel has no Landlock)"
     )
+    if comp.network == "none":
+        isolation += "; no TCP" if landlock >= 4 else "; network open (Landlock here has no network rules)"
+    limits = [f"{k} {v:g}" for k, v in (("memory GB", comp.memory_gb), ("disk GB", comp.disk_gb)) if v is not None]
+    limits += [f"processes {comp.processes}"] if comp.processes is not None else []
+    isolation += f"; limits: {', '.join(limits)}" if limits else ""
     # The target is keyed by its files' sizes and times: hashing a 7B model at every start costs minutes.
     data_key = {
         "target": cache_key(model_stamp(model)),
@@ -163,31 +169,38 @@ def run_competition(
                     **data_key,
                     "code": hash_files([entrant.submission]) if entrant.submission else None,
                     "recipe": hash_files([_recipe_file(entrant)]) if entrant.recipe else None,
-                    "launcher": comp.launcher,
+                    "requirements": hash_files([entrant.requirements])
+                    if isinstance(entrant.requirements, Path)
+                    else None,
+                    "wheelhouse": hash_files([comp.wheelhouse]) if comp.wheelhouse and entrant.requirements else None,
+                    "launcher": entrant.launcher or comp.launcher,
                     "nproc": comp.nproc,
                     "deepspeed": comp.deepspeed,
                     "trainer": comp.trainer,
                     "seed": comp.seed,
                     "time_limit_s": comp.time_limit_s,
                     "stall_s": comp.stall_s,
+                    "limits": [comp.network, comp.memory_gb, comp.disk_gb, comp.processes],
                 }
             )
             cached = read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
-                if cached["status"] != "ok" or cached.get("eval_key") == scored_key:
+                if cached["status"] not in SCORED or cached.get("eval_key") == scored_key:
                     report.line(f"[{i}/{len(entrants)}] {entrant.name}: cached, {_summary(cached)}")
                     report.advance()
                     continue
                 result = cached  # the run is done; only its evaluation is missing or stale
             else:
                 report.line(f"[{i}/{len(entrants)}] {entrant.name} ({entrant.kind}, team {entrant.team_name}): started")
-                result = run_entrant(comp, entrant, folder, model, forget, retain, readable, landlock)
+                result = run_entrant(
+                    comp, entrant, folder, model, forget, retain, readable, landlock, out / "environments"
+                )
                 result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
                 if model_stamp(model) != stamp:
                     raise RunError(
                         f"the target model {model} changed during entrant {entrant.name!r}; the competition stops"
                     )
-            if result["status"] == "ok":
+            if result["status"] in SCORED:
                 result = _evaluate(
                     result, entrant, folder, eval_data, baseline, before, comp, eval_args, evaluate_model
                 )
@@ -201,6 +214,15 @@ def run_competition(
             signal.signal(signal.SIGTERM, previous)
     results = [r for r in (read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
     return write_leaderboard(comp, results, before, isolation, out)
+
+
+def check_entrants(entrants: list[Entrant], host: PluginHost) -> None:
+    """Before any work: the plugins the entrants name are installed, and each submission has its
+    entry file; one line naming the entrant otherwise."""
+    check_installed(entrants, host)
+    for entrant in entrants:
+        if entrant.submission is not None:
+            submission_entry(entrant)
 
 
 def headline(comp: Competition) -> dict[str, str]:
@@ -227,13 +249,14 @@ def _recipe_file(entrant: Entrant) -> Path:
 
 
 def _summary(result: dict[str, Any]) -> str:
-    if result["status"] != "ok":
+    if result["status"] not in SCORED:
         return f"{result['status']} ({result['reason']}) after {result['wall_time_s']:.0f} s"
     if "scores" in result:  # another benchmark than lume: its headline numbers
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items() if v is not None)
-        return f"ok, {shown}, {result['wall_time_s']:.0f} s"
+        return f"{result['status']}, {shown}, {result['wall_time_s']:.0f} s"
     gate = "pass" if result.get("gate") else "FAIL"
-    return f"ok, final score {result['final_score']:.3f} (gate {gate}), {result['wall_time_s']:.0f} s"
+    score = f"final score {result['final_score']:.3f} (gate {gate}), {result['wall_time_s']:.0f} s"
+    return f"{result['status']}, {score}"
 
 
 def _evaluate(
@@ -247,7 +270,7 @@ def _evaluate(
     eval_args: dict[str, Any],
     evaluate_model: Callable,
 ) -> dict[str, Any]:
-    scores = evaluate_model(model_folder(entrant, folder / "work"), eval_data, folder / "evaluation", **eval_args)
+    scores = evaluate_model(folder / result.get("model", "work/output"), eval_data, folder / "evaluation", **eval_args)
     if comp.benchmark != "lume":  # ranked by the benchmark's first headline number; no utility gate
         heads = headline(comp)
         result.update(scores={k: scores.get(k) for k in heads}, final_score=scores.get(next(iter(heads))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from unlearn import ConfigError, PluginHost, describe_error, read_config_file
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Launcher = Literal["python", "torchrun", "deepspeed"]
 
 
 class Entrant(BaseModel):
@@ -30,7 +32,26 @@ class Entrant(BaseModel):
     trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings over the competition's.")
     recipe: str | None = Field(None, description="A recipe file or built-in recipe name.")
     submission: Path | None = Field(
-        None, description="A .py file defining unlearn(input_model_path, output_dir, forget_dir, retain_dir)."
+        None,
+        description="A .py file defining unlearn(input_model_path, output_dir, forget_dir, retain_dir), or a "
+        "folder holding it (copied whole, so its own modules import).",
+    )
+    entry: str | None = Field(
+        None,
+        description="A folder submission's file that defines unlearn() (default: its only top-level .py "
+        "file that does).",
+    )
+    launcher: Launcher | None = Field(None, description="How this entrant is started (default: the competition's).")
+    python: str | None = Field(
+        None,
+        description='A submission\'s Python: a version ("3.12", found as python3.12 on PATH) or an interpreter '
+        "path (default: the organiser's).",
+    )
+    requirements: list[str] | Path | None = Field(
+        None,
+        description="A submission's extra packages: a list of requirement strings or a requirements file. The "
+        "organiser builds one environment per distinct declaration (cached), where they come before the "
+        "organiser's packages.",
     )
 
     @model_validator(mode="after")
@@ -40,6 +61,8 @@ class Entrant(BaseModel):
             raise ValueError(f"give exactly one of plugin, recipe, submission (got {kinds or 'none'})")
         if self.plugin is None and (self.with_ or self.config or self.trainer):
             raise ValueError("with, config and trainer are settings of plugin entrants")
+        if self.submission is None and (self.entry or self.python or self.requirements):
+            raise ValueError("entry, python and requirements are settings of submission entrants")
         return self
 
     @property
@@ -84,7 +107,8 @@ class Competition(BaseModel):
     entrants: list[str | Entrant] = Field(
         min_length=1,
         description='"all" (every installed loss plugin), a plugin name, "recipe:NAME", a recipe file '
-        "(.toml/.yaml/.json), a submission .py, or a table with name/team/plugin/recipe/submission.",
+        '(.toml/.yaml/.json), a submission .py or folder ("team_a/"), or a table with name/team/plugin/recipe/'
+        "submission and their settings.",
     )
     output_dir: Path = Field(
         Path("runs/competition"), description="Where entrants' folders, results and the leaderboard go."
@@ -96,11 +120,34 @@ class Competition(BaseModel):
         gt=0,
         description="End a run early as `hang` once its processes have used under 5% of a core for this long.",
     )
-    launcher: Literal["python", "torchrun", "deepspeed"] = Field(
-        "python", description="How plugin entrants are launched; deepspeed = torchrun with a DeepSpeed preset."
+    launcher: Launcher = Field(
+        "python",
+        description="How entrants are started: python (one process), torchrun (nproc processes with RANK, "
+        "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set), deepspeed (torchrun, and the DeepSpeed config: a plugin "
+        "trains with it, a submission finds its file in UNLEARN_DEEPSPEED_CONFIG and OUTPUT/../ds_config.json).",
     )
     nproc: int = Field(1, ge=1, description="Processes for torchrun / deepspeed.")
-    deepspeed: str = Field("zero2", description="The DeepSpeed preset or JSON file for launcher = deepspeed.")
+    deepspeed: str = Field(
+        "zero2", description="The DeepSpeed preset (zero0..zero3) or JSON file for launcher deepspeed."
+    )
+    network: Literal["none", "open"] = Field(
+        "none",
+        description="Entrants' TCP where the kernel's Landlock has network rules (ABI 4+): none (no bind or "
+        "connect; under torchrun/deepspeed only the rendezvous port and the ephemeral ports the ranks' "
+        "process group uses) or open. Rules name ports, not addresses; UDP is not covered.",
+    )
+    memory_gb: float | None = Field(
+        None, gt=0, description="Memory an entrant may use (RSS summed over its processes); past it: status memory."
+    )
+    disk_gb: float | None = Field(
+        None, gt=0, description="Bytes an entrant may write into its folder, no file larger; past it: status disk."
+    )
+    processes: int | None = Field(
+        None, ge=1, description="Processes an entrant may run at once; past it: status processes."
+    )
+    wheelhouse: Path | None = Field(
+        None, description="A folder of wheels for submissions' declared packages; the package index is not used."
+    )
     trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings for plugin entrants.")
     seed: int = 0
     gate: float = Field(0.75, ge=0, le=1, description="Utility must reach this fraction of the target's own.")
@@ -127,6 +174,12 @@ class Competition(BaseModel):
                 f"entrant_devices = {self.entrant_devices!r} lists {listed} GPU(s) "
                 f"for {self.nproc} ranks (nproc); list one per rank"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _deepspeed_file(self) -> Competition:
+        if not re.fullmatch(r"zero[0-3]", self.deepspeed) and not Path(self.deepspeed).is_file():
+            raise ValueError(f"deepspeed: {self.deepspeed}: neither a preset (zero0..zero3) nor a file")
         return self
 
     @model_validator(mode="after")
@@ -172,20 +225,36 @@ class Competition(BaseModel):
                 found.append(Entrant(name=Path(item).stem, submission=Path(item)))
             elif item.endswith((".toml", ".yaml", ".yml", ".json")):
                 found.append(Entrant(name=f"recipe_{Path(item).stem}", recipe=item))
-            elif item in host.methods:
-                found.append(Entrant(name=item, plugin=item))
+            elif "/" in item:  # a folder submission: "team_a/" or a path
+                found.append(Entrant(name=Path(item).name, submission=Path(item)))
+            elif re.fullmatch(_NAME, item):
+                found.append(Entrant(name=item, plugin=item))  # installed or not: see `check_installed`
             else:
-                raise ConfigError(f"entrants[{i}]: {item!r} is not an installed plugin, a recipe or a .py submission")
+                raise ConfigError(
+                    f"entrants[{i}]: {item!r} is not a plugin name, a recipe, a .py submission or a folder"
+                )
         names = [e.name for e in found]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"entrants: names used twice: {dupes}; give them distinct names")
-        for entrant in found:
-            if entrant.plugin is not None:
-                host.method(entrant.plugin, kinds=("loss",))
-                for name in entrant.with_:
-                    host.method(name, kinds=("parameters", "post-process"))
         return found
+
+
+def check_installed(entrants: list[Entrant], host: PluginHost) -> None:
+    """Every method these entrants name is installed, as the right kind; else one line saying how
+    to install it. Run on the entrants that will run, so a competition file naming a plugin this
+    machine lacks still runs its other entrants (``--entrant``)."""
+    for entrant in entrants:
+        if entrant.plugin is None:
+            continue
+        for name, kinds in ((entrant.plugin, ("loss",)), *((w, ("parameters", "post-process")) for w in entrant.with_)):
+            if name not in host.methods:
+                package = "unlearn-plugin-" + name.replace("_", "-")
+                raise ConfigError(
+                    f"entrant {entrant.name!r}: method {name!r} is not installed (install its plugin, e.g. "
+                    f"`pip install {package}`, or leave the entrant out with --entrant)"
+                )
+            host.method(name, kinds=kinds)
 
 
 def load_competition(
@@ -197,7 +266,7 @@ def load_competition(
         edit(data)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     base = path.parent
-    for key in ("mia", "utility", "data", "reference"):
+    for key in ("mia", "utility", "data", "reference", "wheelhouse"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     entrants = data.get("entrants")
@@ -209,10 +278,12 @@ def load_competition(
                 and not Path(item).is_absolute()
             ):
                 entrants[i] = str(base / item)
+            elif isinstance(item, str) and "/" in item and not Path(item).is_absolute():
+                entrants[i] = str(base / item)
             elif isinstance(item, dict):
-                for key in ("submission", "recipe"):
+                for key in ("submission", "recipe", "requirements"):
                     value = item.get(key)
-                    if isinstance(value, str) and (base / value).is_file():
+                    if isinstance(value, str) and (base / value).exists():
                         item[key] = str(base / value)
     try:
         return Competition.model_validate(data)

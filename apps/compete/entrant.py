@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from unlearn import free_port, write_json, write_jsonl
+from unlearn import ConfigError, free_port, write_json, write_jsonl
 
 from .checks import check_output
 from .config import Competition, Entrant
-from .supervise import supervise
+from .environments import BuildError, environment, python_of
+from .leaderboard import CHECKPOINT_SCORED
+from .supervise import Limits, supervise
 
 _SANDBOX = Path(__file__).with_name("sandbox.py")
+_HARNESS = Path(__file__).with_name("harness.py")
 
 
 def readable_paths() -> list[str]:
@@ -86,17 +90,79 @@ def entrant_env(work: Path, token: str, model: Path, launcher: str, devices: str
 
 
 def write_split(rows: list[Any], folder: Path, name: str) -> None:
+    """``NAME.jsonl`` and ``NAME.parquet`` in the organisers' five-column schema
+    (``id, input, output, task, split``; ``split`` is ``forget`` or ``retain``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = [{"id": r.id, "input": r.input, "output": r.output, "task": r.task} for r in rows]
+    records = [{"id": r.id, "input": r.input, "output": r.output, "task": r.task, "split": name} for r in rows]
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / f"{name}.jsonl", records)
     pq.write_table(pa.Table.from_pylist(records), folder / f"{name}.parquet")
 
 
-def entrant_command(comp: Competition, entrant: Entrant, work: Path) -> list[str]:
-    python = [sys.executable]
+def submission_entry(entrant: Entrant) -> Path:
+    """The file of a submission that defines ``unlearn()``: the file itself, a folder's ``entry``,
+    or a folder's only top-level ``.py`` file that defines it; else a one-line `ConfigError`."""
+    source = entrant.submission
+    assert source is not None
+    where = f"entrant {entrant.name!r}: submission {source}"
+    if source.is_file():
+        if source.suffix != ".py":
+            raise ConfigError(f"{where}: not a .py file")
+        return source
+    if not source.is_dir():
+        raise ConfigError(f"{where}: no such file or folder")
+    if entrant.entry is not None:
+        if not (source / entrant.entry).is_file():
+            raise ConfigError(f"{where}: entry {entrant.entry!r} is not a file in it")
+        return source / entrant.entry
+    defining = [f for f in sorted(source.glob("*.py")) if "def unlearn(" in f.read_text(errors="replace")]
+    if len(defining) != 1:
+        found = ", ".join(f.name for f in defining) or "none"
+        raise ConfigError(f"{where}: give entry = the file that defines unlearn() (top-level ones that do: {found})")
+    return defining[0]
+
+
+def copy_submission(entrant: Entrant, work: Path) -> Path:
+    """Copy the submission into ``work/submission/`` (a folder whole, links kept as links, so none
+    reaches outside what the sandbox lets it read); returns the entry file's copy."""
+    entry, dest = submission_entry(entrant), work / "submission"
+    source = entrant.submission
+    assert source is not None
+    if source.is_dir():
+        shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        return dest / entry.relative_to(source)
+    dest.mkdir()
+    shutil.copy2(entry, dest / entry.name)
+    return dest / entry.name
+
+
+def launched(comp: Competition, launcher: str, python: str, target: list[str]) -> list[str]:
+    """``target`` (a script and its arguments, or ``-m module ...``) under ``launcher``."""
+    if launcher == "python":
+        return [python, *target]
+    port = str(free_port())
+    run = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(comp.nproc)]
+    return [*run, "--master_addr", "127.0.0.1", "--master_port", port, *target]
+
+
+def submission_deepspeed(comp: Competition, work: Path) -> Path:
+    """The DeepSpeed config a submission is given under launcher ``deepspeed``: the competition's
+    file as is, or a preset with HF's ``auto`` sizes (what the HF Trainer and accelerate fill in)."""
+    path, preset = work / "ds_config.json", re.fullmatch(r"zero([0-3])", comp.deepspeed)
+    if preset and not Path(comp.deepspeed).exists():
+        sizes = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
+        config = {"zero_optimization": {"stage": int(preset[1])}, **dict.fromkeys(sizes, "auto")}
+        config["gradient_clipping"] = "auto"
+        write_json(path, config)
+    else:
+        shutil.copy2(comp.deepspeed, path)
+    return path
+
+
+def entrant_command(comp: Competition, entrant: Entrant, work: Path, python: str = sys.executable) -> list[str]:
+    launcher = entrant.launcher or comp.launcher
     model = str(comp.model.resolve())
     if entrant.kind == "plugin":
         run_config = {
@@ -110,32 +176,17 @@ def entrant_command(comp: Competition, entrant: Entrant, work: Path) -> list[str
             "seed": comp.seed,
             "trainer": {**comp.trainer, **entrant.trainer, "progress": False},
         }
-        if comp.launcher == "deepspeed":
+        if launcher == "deepspeed":
             run_config["deepspeed"] = comp.deepspeed
         write_json(work / "run.json", run_config)
-        cli = ["-m", "unlearn", "run", "--config", str(work / "run.json")]
-        if comp.launcher == "python":
-            return python + cli
-        return (
-            python
-            + [
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                str(comp.nproc),
-                "--master_addr",
-                "127.0.0.1",
-                "--master_port",
-                str(free_port()),
-            ]
-            + cli
-        )
+        return launched(comp, launcher, python, ["-m", "unlearn", "run", "--config", str(work / "run.json")])
     if entrant.kind == "recipe":
         from unlearn.recipes import find_recipe
 
         source = find_recipe(entrant.recipe)
         shutil.copy2(source, work / source.name)
-        return python + [
+        return [
+            python,
             "-m",
             "unlearn",
             "recipe",
@@ -150,24 +201,68 @@ def entrant_command(comp: Competition, entrant: Entrant, work: Path) -> list[str
             "-o",
             str(work / "output"),
         ]
-    shutil.copy2(entrant.submission, work / "submission.py")
-    return python + [
-        "-m",
-        "unlearn.compete.harness",
-        str(work / "submission.py"),
-        model,
-        str(work / "output"),
-        str(work / "forget"),
-        str(work / "retain"),
-    ]
+    entry = copy_submission(entrant, work)
+    # the harness runs as a file: it imports only the standard library, whatever the entrant's packages
+    folders = [str(work / "output"), str(work / "forget"), str(work / "retain")]
+    return launched(comp, launcher, python, [str(_HARNESS), str(entry), model, *folders])
 
 
-def model_folder(entrant: Entrant, work: Path) -> Path:
+def clear_stale_locks(extensions: Path) -> None:
+    """Remove torch's JIT-build ``lock`` files that no process holds open. A builder keeps its lock
+    open until it is done; one killed with its entrant (at the time limit, say) leaves the file,
+    and every later build of that op, in every later entrant, waits on it forever."""
+    locks = [p for p in extensions.glob("*/lock")] + [p for p in extensions.glob("*/*/lock")]
+    if not locks:
+        return
+    held = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            held.add(os.readlink(fd))
+        except OSError:
+            pass
+    for lock in locks:
+        if str(lock.resolve()) not in held:
+            lock.unlink(missing_ok=True)
+
+
+def allowed_ports(command: list[str], launcher: str) -> list[str]:
+    """The TCP ports a launch needs with no network: none for one process; for torchrun's ranks
+    the rendezvous port and the kernel's ephemeral range, where gloo and NCCL listen (port 0 is
+    how a socket asks for one of those)."""
+    if launcher == "python":
+        return []
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return [command[command.index("--master_port") + 1], "0", f"{low}-{high}"]
+
+
+def output_folder(entrant: Entrant, work: Path) -> Path:
+    """Where the entrant's model should be: ``output/``, or the model folder a recipe reports."""
     if entrant.kind == "recipe" and (work / "output" / "recipe.json").is_file():
         folder = Path(json.loads((work / "output" / "recipe.json").read_text())["model"]).resolve()
         if work.resolve() in folder.parents:
             return folder
     return work / "output"
+
+
+def find_model(output: Path, cut_short: bool = False) -> tuple[Path, str, str]:
+    """The model to score, with its `check_output` verdict.
+
+    A finished run: ``output`` when it holds weights, else the newest model one folder down that
+    passes the check (saved in ``output/final/``, a Trainer's ``checkpoint-N``). A run ``cut_short``
+    by the time limit: the newest model that passes, ``output`` included (one being written when
+    the run was killed fails the check, so the one before it is taken). Newest by its weights'
+    time. Nothing passes: ``output``'s own verdict.
+    """
+    inside = [d for d in output.iterdir() if d.is_dir()] if output.is_dir() else []
+    if not cut_short and any(output.glob("*.safetensors")):
+        return (output, *check_output(output))
+    saved = {d: max((f.stat().st_mtime for f in d.glob("*.safetensors")), default=None) for d in [output, *inside]}
+    saved = {d: t for d, t in saved.items() if t is not None}
+    for folder in sorted(saved, key=saved.__getitem__, reverse=True):
+        status, reason = check_output(folder)
+        if status == "ok":
+            return folder, status, reason
+    return (output, *check_output(output))
 
 
 def run_entrant(
@@ -179,7 +274,9 @@ def run_entrant(
     retain: list[Any],
     readable: list[str],
     landlock: int,
+    environments: Path,
 ) -> dict[str, Any]:
+    """Run one entrant in a fresh ``folder``; its result (status, reason, times, the model to score)."""
     if folder.exists():
         shutil.rmtree(folder)
     work = folder / "work"
@@ -187,9 +284,22 @@ def run_entrant(
         (work / sub).mkdir(parents=True)
     write_split(forget, work / "forget", "forget")
     write_split(retain, work / "retain", "retain")
+    log = folder / "log.txt"
+    result: dict[str, Any] = {"log": str(log.relative_to(folder.parent.parent)), "peak_memory_mb": None}
+    launcher = entrant.launcher or comp.launcher
+    try:
+        venv = environment(entrant, environments, comp.wheelhouse) if entrant.submission else None
+    except BuildError as exc:
+        log.write_text(f"environment: {exc}\n")
+        return {**result, "status": "environment", "reason": str(exc), "wall_time_s": 0.0, "exit_code": None}
+    python = str(python_of(venv)) if venv else sys.executable
     token = uuid.uuid4().hex
-    command = entrant_command(comp, entrant, work)
-    env = entrant_env(work, token, model, comp.launcher, comp.entrant_devices)
+    command = entrant_command(comp, entrant, work, python)
+    env = entrant_env(work, token, model, launcher, comp.entrant_devices)
+    if venv is not None:
+        env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+    if launcher == "deepspeed" and entrant.submission:
+        env["UNLEARN_DEEPSPEED_CONFIG"] = str(submission_deepspeed(comp, work))
     if landlock:
         writable = [str(work), "/dev/null", "/dev/shm"]
         if comp.entrant_devices != "cpu":  # CUDA opens its device files read-write
@@ -197,19 +307,35 @@ def run_entrant(
         if "TORCH_EXTENSIONS_DIR" in env:
             Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
             writable.append(env["TORCH_EXTENSIONS_DIR"])
-        sandbox = [sys.executable, str(_SANDBOX)] + [a for p in [*readable, str(model)] for a in ("--ro", p)]
-        command = sandbox + [a for p in writable for a in ("--rw", p)] + ["--"] + command
-    log = folder / "log.txt"
-    outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s)
-    result: dict[str, Any] = {
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "wall_time_s": outcome.wall_time_s,
-        "peak_memory_mb": outcome.peak_memory_mb,
-        "exit_code": outcome.exit_code,
-        "log": str(log.relative_to(folder.parent.parent)),
-    }
+        visible = [*readable, str(model), *([str(venv), str(Path(python).resolve().parent)] if venv else [])]
+        sandbox = [sys.executable, str(_SANDBOX)] + [a for p in visible for a in ("--ro", p)]
+        sandbox += [a for p in writable for a in ("--rw", p)]
+        if comp.network == "none" and landlock >= 4:
+            sandbox += ["--no-tcp", *(a for port in allowed_ports(command, launcher) for a in ("--tcp-port", port))]
+        command = [*sandbox, "--", *command]
+    if "TORCH_EXTENSIONS_DIR" in env:
+        clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
+    gb = lambda v: None if v is None else int(v * 2**30)  # noqa: E731
+    limits = Limits(memory=gb(comp.memory_gb), disk=gb(comp.disk_gb), processes=comp.processes)
+    outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s, limits=limits)
+    result.update(
+        status=outcome.status,
+        reason=outcome.reason,
+        wall_time_s=outcome.wall_time_s,
+        peak_memory_mb=outcome.peak_memory_mb,
+        exit_code=outcome.exit_code,
+    )
+    output = output_folder(entrant, work)
     if outcome.status == "ok":
-        status, reason = check_output(model_folder(entrant, work))
-        result.update(status=status, reason=reason)
+        found, status, reason = find_model(output)
+        result.update(status=status, reason=reason, model=str(found.relative_to(folder)))
+    elif outcome.status == "timeout":  # what the limit leaves: its newest complete checkpoint
+        found, status, _ = find_model(output, cut_short=True)
+        if status == "ok":
+            shown = found.relative_to(work)
+            result.update(
+                status=CHECKPOINT_SCORED,
+                reason=f"{outcome.reason}; scored {shown}, its newest complete model",
+                model=str(found.relative_to(folder)),
+            )
     return result

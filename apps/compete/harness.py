@@ -1,10 +1,13 @@
 """Run a SemEval-2025 Task 4 style submission unchanged: a ``.py`` file that defines
 ``unlearn(input_model_path, output_dir, forget_dir, retain_dir)``, the function the organisers'
 harness called (the task paper, arXiv:2504.02883, and the organisers' instructions). Each data
-folder holds ``forget.jsonl`` (or
-``retain.jsonl``) and the same rows as parquet.
+folder holds ``forget.jsonl`` (or ``retain.jsonl``) and the same rows as parquet, in the
+organisers' columns ``id, input, output, task, split``. The submission's folder comes first on
+``sys.path``, so it imports its own modules.
 
-    python -m unlearn.compete.harness SUBMISSION.py MODEL_DIR OUTPUT_DIR FORGET_DIR RETAIN_DIR
+Run as a file, under any launcher and any entrant's Python: it imports only the standard library.
+
+    python harness.py SUBMISSION.py MODEL_DIR OUTPUT_DIR FORGET_DIR RETAIN_DIR
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import importlib.util
 import sys
 from pathlib import Path
 
+MARK = "unlearn harness: "  # the organiser reads lines starting with this as the run's reason
+
 
 def run_submission(file: Path, model: str, output_dir: str, forget_dir: str, retain_dir: str) -> None:
     """Import ``file`` as a module and call its ``unlearn`` function with the four paths."""
     spec = importlib.util.spec_from_file_location("submission", file)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"{file}: cannot be imported as a Python module")
+        raise SystemExit(f"{MARK}{file.name} cannot be imported as a module")
     module = importlib.util.module_from_spec(spec)
     sys.modules["submission"] = module
-    sys.path.insert(0, str(file.resolve().parent))  # the submission may import its own helper files
+    sys.path.insert(0, str(file.resolve().parent))  # the submission imports its own helper modules
     spec.loader.exec_module(module)
     function = getattr(module, "unlearn", None)
     if not callable(function):
-        raise SystemExit(f"{file}: defines no function unlearn(input_model_path, output_dir, forget_dir, retain_dir)")
+        raise SystemExit(f"{MARK}no unlearn() in {file.name}")
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     function(model, output_dir, forget_dir, retain_dir)
 

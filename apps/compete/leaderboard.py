@@ -12,7 +12,10 @@ from unlearn import write_json, write_text
 
 from .config import Competition
 
-STATUSES = ("ok", "crash", "hang", "timeout", "nan", "no model", "unloadable", "pickle")
+CHECKPOINT_SCORED = "timeout (checkpoint scored)"  # cut by the limit; its newest complete model was scored
+SCORED = ("ok", CHECKPOINT_SCORED)
+STATUSES = (*SCORED, "crash", "hang", "timeout", "nan", "memory", "disk", "processes", "no model", "unloadable")
+STATUSES += ("pickle", "environment")
 # -- the leaderboard ----------------------------------------------------------------------------
 
 _COLUMNS = (
@@ -32,45 +35,60 @@ _COLUMNS = (
 )
 
 
-def rank(results: list[dict[str, Any]], direction: str = "higher") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every entrant in order (valid first: status ok and gate passed, by final score, which is
-    better ``higher``, ``lower`` or nearer ``zero``), with ranks for the valid ones; and each team's
-    best entry (its best valid one, else its best other)."""
+def rank(
+    results: list[dict[str, Any]], direction: str = "higher", target: float | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every entrant in order (valid first: scored and gate passed, by final score, which is better
+    ``higher``, ``lower`` or nearer ``zero``), with ranks for the valid ones, equal scores sharing a
+    rank (1, 1, 3); and each team's best entry (its best valid one, else its best other), ranked
+    the same way. A scored row whose final score equals the ``target``'s says so in its reason."""
 
     def worse(score: float | None) -> float:
         if score is None:
             return float("inf")
         return -score if direction == "higher" else score if direction == "lower" else abs(score)
 
+    def valid(r: dict[str, Any]) -> bool:
+        return r["status"] in SCORED and r.get("gate") is not False
+
     def order(r: dict[str, Any]) -> tuple:
-        valid = r["status"] == "ok" and r.get("gate") is not False
-        return (not valid, r["status"] != "ok", worse(r.get("final_score")), r["name"])
+        return (not valid(r), r["status"] not in SCORED, worse(r.get("final_score")), r["name"])
 
     rows = []
-    position = 0
     for r in sorted(results, key=order):
-        valid = r["status"] == "ok" and r.get("gate") is not False
-        position += valid
+        reason = r.get("reason") or ""
+        if target is not None and r["status"] in SCORED and r.get("final_score") == target:
+            reason = "; ".join(x for x in (reason, "final score equals the target's") if x)
         rows.append(
             {
-                "rank": position if valid else None,
+                "rank": valid(r),  # replaced by `_ranked`
                 "team": r["team"],
                 "entrant": r["name"],
                 "kind": r["kind"],
                 **{k: r.get(k) for k in _COLUMNS[4:]},
+                "reason": reason,
                 **(r.get("scores") or {}),
             }
         )
     teams: dict[str, dict[str, Any]] = {}
     for row in rows:  # already best first
         teams.setdefault(row["team"], row)
-    best = list(teams.values())
-    ordered = []
-    position = 0
-    for row in best:
-        position += row["rank"] is not None
-        ordered.append({**row, "rank": position if row["rank"] is not None else None})
-    return rows, ordered
+    best = [dict(t) for t in teams.values()]
+    return _ranked(rows), _ranked(best)
+
+
+def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Competition ranking of the valid rows (already best first): a row with the same final score
+    as the one before it shares its rank."""
+    position, previous = 0, None
+    for n, row in enumerate(r for r in rows if r["rank"]):
+        if previous is None or row["final_score"] != previous["final_score"]:
+            position = n + 1
+        row["rank"], previous = position, row
+    for row in rows:
+        if row["rank"] is False:
+            row["rank"] = None
+    return rows
 
 
 def _cell(value: Any, key: str) -> str:
@@ -99,7 +117,7 @@ def write_leaderboard(
     """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written."""
     if comp.benchmark != "lume":
         return _benchmark_leaderboard(comp, results, before, isolation, out)
-    rows, teams = rank(results)
+    rows, teams = rank(results, target=before.get("aggregate-score"))
     target = {
         "final_score": before.get("aggregate-score"),
         "task_aggregate": before.get("harmonic-mean-task-aggregate"),
@@ -196,14 +214,14 @@ def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [r for r in rows if r["status"] == "ok"]
+    scored = [r for r in rows if r["status"] in SCORED]
     fig, (bars, scatter) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.3 * len(rows) + 1.5)))
     names = [r["entrant"] for r in rows][::-1]
     values = [r["final_score"] or 0.0 for r in rows][::-1]
-    colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] == "ok" else "tab:gray" for r in rows][::-1]
+    colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] in SCORED else "tab:gray" for r in rows][::-1]
     bars.barh(names, values, color=colours)
     for y, r in enumerate(rows[::-1]):
-        if r["status"] != "ok":
+        if r["status"] not in SCORED:
             bars.text(0.01, y, r["status"], va="center", fontsize=8)
     if target["final_score"] is not None:
         bars.axvline(target["final_score"], color="black", linestyle="--", linewidth=1, label="target")

@@ -3,8 +3,9 @@
 ``python sandbox.py --ro PATH ... --rw PATH ... -- COMMAND ...`` restricts itself to reading
 (and executing) under the ``--ro`` paths and writing under the ``--rw`` paths, then execs
 COMMAND; every process COMMAND starts inherits the restriction. Anything else (the organiser's
-evaluation, MIA and utility data, other entrants' folders) cannot be opened. Signals to
-processes outside the sandbox are blocked where the kernel supports it (Landlock ABI 6).
+evaluation, MIA and utility data, other entrants' folders) cannot be opened. With ``--no-tcp``
+(Landlock ABI 4+) it can neither bind nor connect a TCP socket, except on ``--tcp-port`` ports.
+Signals to processes outside the sandbox are blocked where the kernel supports it (ABI 6).
 
 Run as a file, not as ``-m unlearn.sandbox``, so the launcher does not import torch. Where the
 kernel has no Landlock, ``abi()`` is 0 and the organiser falls back to a scrubbed environment
@@ -20,7 +21,8 @@ import sys
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # the same on x86_64 and arm64
 _PR_SET_NO_NEW_PRIVS = 38
-_RULE_PATH_BENEATH = 1
+_RULE_PATH_BENEATH, _RULE_NET_PORT = 1, 2
+BIND_TCP, CONNECT_TCP = 1 << 0, 1 << 1  # network rights, ABI 4+
 _CREATE_RULESET_VERSION = 1
 _SCOPE_SIGNAL = 1 << 1
 
@@ -40,6 +42,11 @@ class _RulesetAttr(ctypes.Structure):
 class _PathBeneathAttr(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _NetPortAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
 def _libc() -> ctypes.CDLL:
@@ -72,18 +79,27 @@ def _handled(version: int) -> int:
     return rights
 
 
-def restrict(read_only: list[str], read_write: list[str]) -> int:
-    """Restrict this process (and its future children) to the given paths; returns the ABI used."""
+def restrict(read_only: list[str], read_write: list[str], tcp_ports: list[int] | None = None) -> int:
+    """Restrict this process (and its future children) to the given paths, and with ``tcp_ports``
+    (ABI 4+) TCP to binding and connecting on those ports only (``[]``: no TCP at all); returns the
+    ABI used. Landlock's network rules name ports, not addresses, and cover TCP only."""
     version = abi()
     if version == 0:
         raise OSError("Landlock is not available on this kernel")
+    if tcp_ports is not None and version < 4:
+        raise OSError(f"Landlock ABI {version} has no network rules (4+ has)")
     libc = _libc()
     handled = _handled(version)
-    attr = _RulesetAttr(handled, 0, _SCOPE_SIGNAL if version >= 6 else 0)
-    size = ctypes.sizeof(_RulesetAttr) if version >= 6 else 8  # older kernels know only the first field
+    net = BIND_TCP | CONNECT_TCP if tcp_ports is not None else 0
+    attr = _RulesetAttr(handled, net, _SCOPE_SIGNAL if version >= 6 else 0)
+    size = 24 if version >= 6 else 16 if version >= 4 else 8  # older kernels know only the first field(s)
     fd = libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    for port in tcp_ports or []:
+        rule = _NetPortAttr(net, port)
+        if libc.syscall(_SYS_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(_RULE_NET_PORT), ctypes.byref(rule), 0) < 0:
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for TCP port {port}")
     reading = (EXECUTE | READ_FILE | READ_DIR | IOCTL_DEV) & handled
     for paths, rights in ((read_only, reading), (read_write, handled)):
         for path in paths:
@@ -113,16 +129,24 @@ def restrict(read_only: list[str], read_write: list[str]) -> int:
     return version
 
 
+def _ports(spec: str) -> range:
+    low, _, high = spec.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ro", action="append", default=[], help="Readable (and executable) path.")
     parser.add_argument("--rw", action="append", default=[], help="Readable and writable path.")
+    parser.add_argument("--no-tcp", action="store_true", help="No TCP, except on the --tcp-port ports.")
+    parser.add_argument("--tcp-port", action="append", default=[], help="A TCP port (or LOW-HIGH) allowed.")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
-    restrict(args.ro, args.rw)
+    ports = [p for spec in args.tcp_port for p in _ports(spec)]
+    restrict(args.ro, args.rw, ports if args.no_tcp else None)
     os.execvp(command[0], command)
 
 

@@ -12,6 +12,46 @@ from pathlib import Path
 
 
 @dataclass
+class Limits:
+    """Per-entrant resource limits (None: none). ``memory``: bytes of RSS summed over the entrant's
+    processes, polled; ``disk``: bytes written into its folder, polled, and no single file larger
+    (``RLIMIT_FSIZE``); ``processes``: how many it may run at once, polled, with ``RLIMIT_NPROC``
+    as a backstop against a fork faster than the poll (ignored for root)."""
+
+    memory: int | None = None
+    disk: int | None = None
+    processes: int | None = None
+
+    def apply(self) -> None:
+        """In the child, before exec: the kernel-enforced parts."""
+        import resource
+
+        if self.disk is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.disk, self.disk))
+        if self.processes is not None:  # RLIMIT_NPROC counts all of this user's processes
+            mine = sum(1 for e in os.listdir("/proc") if e.isdigit() and _owner(e) == os.getuid())
+            resource.setrlimit(resource.RLIMIT_NPROC, (mine + self.processes, mine + self.processes))
+
+
+def _owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@dataclass
 class Outcome:
     """How an entrant's process ended."""
 
@@ -56,6 +96,15 @@ def _members(pgid: int, token: str) -> dict[int, tuple[float, int]]:
     return found
 
 
+# A training loss logged as NaN or infinite: HF's `{'loss': nan, ...}`, `loss: nan`, `loss=inf`, ...
+_NAN_LOSS = re.compile(rb"""loss['"]?\s*[:=]\s*['"]?[-+]?(nan|inf)\b""", re.IGNORECASE)
+# What torchrun raises when a worker failed: the worker's own exception is the one to report.
+_LAUNCHER_ERRORS = {"ChildFailedError"}
+# What harness.py prints when it, not the submission, ends the run; only these forms are taken, so
+# an entrant cannot put its own text (the forget set) into the leaderboard this way.
+_HARNESS = re.compile(r"^unlearn harness: (no unlearn\(\) in [\w.-]+\.py|[\w.-]+\.py cannot be imported as a module)$")
+
+
 def _signal_all(pgid: int, token: str, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -78,16 +127,19 @@ def supervise(
     token: str,
     stall: float = 300.0,
     poll: float = 0.25,
+    limits: Limits | None = None,
 ) -> Outcome:
     """Run ``command`` as its own process group under a time limit; none of its processes survive.
 
     A run idle for ``stall`` seconds (under 5% of one core) is ended early as ``hang``; one still
-    busy at the limit as ``timeout``.
+    busy at the limit as ``timeout``; one past a `Limits` value as ``memory``, ``disk`` or
+    ``processes``; one whose log shows a NaN loss as ``nan``.
     """
     import subprocess
 
-    started = time.time()
-    peak = 0
+    limits = limits or Limits()
+    started, checked_disk, over = time.time(), 0.0, ""
+    peak, read = 0, 0  # `read`: how much of the log has been searched for NaN losses
     cpu_seen: list[tuple[float, float]] = []
     cpu_by_pid: dict[int, float] = {}  # processes that ended keep their last reading
     status = None
@@ -100,15 +152,30 @@ def supervise(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=limits.apply,
         )
         try:
             while proc.poll() is None:
                 members = _members(proc.pid, token)
-                peak = max(peak, sum(rss for _, rss in members.values()))
+                rss = sum(rss for _, rss in members.values())
+                peak = max(peak, rss)
                 now = time.time()
+                if limits.disk is not None and now - checked_disk > 1.0:
+                    checked_disk, written = now, _folder_bytes(cwd)
+                    if written > limits.disk:
+                        over = f"disk: {written / 2**30:.2f} GB written, over the {limits.disk / 2**30:g} GB limit"
+                if limits.memory is not None and rss > limits.memory:
+                    over = f"memory: {rss / 2**30:.2f} GB in use, over the {limits.memory / 2**30:g} GB limit"
+                if limits.processes is not None and len(members) > limits.processes:
+                    over = f"processes: {len(members)} running, over the limit of {limits.processes}"
                 cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
                 cpu_seen.append((now, sum(cpu_by_pid.values())))
-                if now - started > stall and _idle(cpu_seen, stall):
+                read, nan = _nan_loss(log, read)
+                if over:
+                    status = over.split(":")[0]
+                elif nan:
+                    status = "nan"
+                elif now - started > stall and _idle(cpu_seen, stall):
                     status = "hang"
                 elif now - started > time_limit:
                     status = "hang" if _idle(cpu_seen, min(stall, time_limit / 2)) else "timeout"
@@ -129,14 +196,43 @@ def supervise(
         return Outcome(
             status, f"killed after {wall:.0f} s; it had used almost no CPU for {stall:g} s", wall, mb, proc.returncode
         )
+    if over:
+        return Outcome(status, f"{over.split(': ', 1)[1]}; ended after {wall:.0f} s", wall, mb, proc.returncode)
+    if status == "nan":
+        reason = f"the log shows a NaN or infinite loss; ended after {wall:.0f} s"
+        return Outcome(status, reason, wall, mb, proc.returncode)
     if status == "timeout":
         return Outcome(status, f"killed at the {time_limit:g} s limit; it was still working", wall, mb, proc.returncode)
     if proc.returncode != 0:
         text = log.read_text(errors="replace")
+        # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG (errno 27) instead
+        if limits.disk is not None and (
+            proc.returncode == -signal.SIGXFSZ or "SIGXFSZ" in text or "[Errno 27] File too large" in text
+        ):
+            return Outcome("disk", f"a file grew past the {limits.disk / 2**30:g} GB limit", wall, mb, proc.returncode)
+        if limits.processes is not None and "[Errno 11] Resource temporarily unavailable" in text:
+            reason = f"could not start another process under the limit of {limits.processes}"
+            return Outcome("processes", reason, wall, mb, proc.returncode)
+        if limits.memory is not None and re.search(r"^(\[\w+\]:\s?)?MemoryError\b", text, flags=re.MULTILINE):
+            reason = f"out of memory (MemoryError) under the {limits.memory / 2**30:g} GB limit"
+            return Outcome("memory", reason, wall, mb, proc.returncode)
         if "non-finite loss" in text or "NonFiniteLossError" in text:
             return Outcome("nan", "the loss became NaN or infinite", wall, mb, proc.returncode)
         return Outcome("crash", f"exit code {proc.returncode}: {_error_kind(text)}", wall, mb, proc.returncode)
     return Outcome("ok", "", wall, mb, 0)
+
+
+def _nan_loss(log: Path, start: int) -> tuple[int, bool]:
+    """Search the log's new bytes for a NaN or infinite loss; returns where to search from next
+    (the last line may be incomplete, so it is searched again)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(start)
+            chunk = f.read()
+    except OSError:
+        return start, False
+    complete = chunk.rfind(b"\n") + 1
+    return start + complete, bool(_NAN_LOSS.search(chunk[:complete]))
 
 
 def _idle(cpu_seen: list[tuple[float, float]], window: float) -> bool:
@@ -147,10 +243,18 @@ def _idle(cpu_seen: list[tuple[float, float]], window: float) -> bool:
 
 
 def _error_kind(log: str) -> str:
-    """The exception class of the last traceback, never its message (it may quote the data)."""
+    """The harness's own message if it ended the run, else the exception class of the last
+    traceback (after any launcher prefix such as ``[rank0]: ``), never its message (it may quote
+    the data)."""
+    log = re.sub(r"^\[(?:rank|default)\d+\]:\s?", "", log, flags=re.MULTILINE)
+    mine = [m[1] for m in map(_HARNESS.match, log.splitlines()) if m]
+    if mine:
+        return mine[-1]
     names = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))\b", log, flags=re.MULTILINE)
+    names = [n.rsplit(".", 1)[-1] for n in names]
+    workers = [n for n in names if n not in _LAUNCHER_ERRORS]  # the launcher's own report comes last
     if names:
-        return names[-1].rsplit(".", 1)[-1]
+        return (workers or names)[-1]
     if re.search(r"^error: ", log, flags=re.MULTILINE):
         return "unlearn error (see the log)"
     return "no traceback (see the log)"

@@ -15,8 +15,9 @@ from helpers import cli
 from unlearn import ConfigError, PluginHost
 from unlearn.compete import Competition, load_competition, rank
 from unlearn.compete.checks import check_output
+from unlearn.compete.config import check_installed
 from unlearn.compete.sandbox import abi
-from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, build_tiny_model, write_rows
+from unlearn.devkit import FORGET_ROWS
 
 pytestmark = pytest.mark.heavy
 
@@ -116,47 +117,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def arena(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("arena")
-    build_tiny_model(root / "target", memorise=FORGET_ROWS + RETAIN_ROWS, steps=60)
-    private = root / "private"
-    write_rows(private / "forget.jsonl", FORGET_ROWS)
-    write_rows(private / "retain.jsonl", RETAIN_ROWS)
-    docs = lambda rows: [{"id": r.id, "document": r.input + r.output} for r in rows]  # noqa: E731
-    for name, rows in (("mia_member", FORGET_ROWS), ("mia_nonmember", RETAIN_ROWS)):
-        (private / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs(rows)))
-    write_rows(private / "utility.jsonl", RETAIN_ROWS[:2])
-    return root
-
-
-def _competition_file(arena: Path, folder: Path, entrants: list, limit: float = 60) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    private = arena / "private"
-    path = folder / "competition.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": "test",
-                "model": str(arena / "target"),
-                "forget": str(private / "forget.jsonl"),
-                "retain": str(private / "retain.jsonl"),
-                "mia": str(private),
-                "utility": str(private / "utility.jsonl"),
-                "output_dir": "out",
-                "time_limit_s": limit,
-                "grace_s": 3,
-                "stall_s": 6,
-                "max_new_tokens": 24,
-                "entrant_devices": "cpu",
-                "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3},
-                "entrants": entrants,
-            }
-        )
-    )
-    return path
-
-
 def _alive(marker: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -169,7 +129,7 @@ def _alive(marker: str) -> list[int]:
     return found
 
 
-def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
+def test_good_and_bad_entrants(arena, competition_file, tmp_path, monkeypatch):
     secret = arena / "private" / "mia_member.jsonl"
     monkeypatch.setenv("UNLEARN_TEST_SECRET", str(secret))  # set for the organiser, must not reach entrants
     (tmp_path / "gd_submission.py").write_text(GD_SUBMISSION)
@@ -184,7 +144,7 @@ def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
         {"name": "gd_submission", "team": "gd", "submission": "gd_submission.py"},
         *[f"{name}.py" for name in BAD],
     ]
-    config = _competition_file(arena, tmp_path, entrants, limit=20)
+    config = competition_file(tmp_path, entrants, limit=20)
     total = len(plugins) + 1 + len(BAD)
     res = cli("compete", "--config", str(config), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -220,7 +180,7 @@ def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
 
     # a re-run with an added entrant does only that entrant
     entrants.append("recipe:ynu")
-    _competition_file(arena, tmp_path, entrants, limit=20)
+    competition_file(tmp_path, entrants, limit=20)
     again = cli("compete", "--config", str(config), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     output = again.stderr + again.stdout
@@ -230,11 +190,19 @@ def test_good_and_bad_entrants(arena, tmp_path, monkeypatch):
     assert "baseline: cached" in output
 
 
-def test_competition_file_errors(arena, tmp_path):
-    path = _competition_file(arena, tmp_path, ["gd", "no_such_method"])
-    comp = load_competition(path)
-    with pytest.raises(ConfigError, match="entrants\\[1\\]: 'no_such_method'"):
-        comp.expand(PluginHost())
+def test_competition_file_errors(arena, competition_file, tmp_path):
+    path = competition_file(tmp_path, ["gd", "no_such_method"])
+    comp, host = load_competition(path), PluginHost()
+    entrants = comp.expand(host)  # a plugin this machine lacks is only an error for entrants that run
+    check_installed(entrants[:1], host)
+    with pytest.raises(
+        ConfigError,
+        match="entrant 'no_such_method': method 'no_such_method' is not installed "
+        "\\(install its plugin, e.g. `pip install unlearn-plugin-no-such-method`",
+    ):
+        check_installed(entrants, host)
+    with pytest.raises(ConfigError, match="entrants\\[1\\]: 'no such' is not a plugin name"):
+        load_competition(path, {"entrants": ["gd", "no such"]}).expand(host)
     with pytest.raises(ConfigError, match="names used twice"):
         load_competition(path, {"entrants": ["gd", "gd"]}).expand(PluginHost())
     with pytest.raises(ConfigError, match="exactly one of plugin, recipe, submission"):
@@ -254,8 +222,8 @@ def test_competition_file_errors(arena, tmp_path):
     assert load_competition(path, {"launcher": "torchrun", "nproc": 2, "entrant_devices": "0,1"}).nproc == 2
 
 
-def test_all_expands_to_every_installed_loss_plugin(arena, tmp_path):
-    comp: Competition = load_competition(_competition_file(arena, tmp_path, ["all", "recipe:ynu"]))
+def test_all_expands_to_every_installed_loss_plugin(arena, competition_file, tmp_path):
+    comp: Competition = load_competition(competition_file(tmp_path, ["all", "recipe:ynu"]))
     host = PluginHost()
     names = [e.name for e in comp.expand(host)]
     assert names == sorted(n for n, e in host.methods.items() if e.kind == "loss") + ["recipe_ynu"]
@@ -270,14 +238,19 @@ def test_ranking_keeps_each_teams_best_valid_entry():
     )
     assert [(r["entrant"], r["rank"]) for r in rows] == [("b", 1), ("a1", 2), ("a2", None), ("c", None)]
     assert [(t["team"], t["entrant"], t["rank"]) for t in teams] == [("B", "b", 1), ("A", "a1", 2), ("C", "c", None)]
+    # equal scores share a rank (1, 1, 3); a score equal to the target's says so
+    rows, teams = rank([row("x", "X", 0.6), row("y", "Y", 0.6), row("z", "Z", 0.5)], target=0.5)
+    assert [(r["entrant"], r["rank"]) for r in rows] == [("x", 1), ("y", 1), ("z", 3)]
+    assert [t["rank"] for t in teams] == [1, 1, 3]
+    assert rows[2]["reason"] == "final score equals the target's" and rows[0]["reason"] == ""
 
 
-def test_check_output_accepts_only_loadable_safetensors(arena, tmp_path):
+def test_check_output_accepts_only_loadable_safetensors(arena, competition_file, tmp_path):
     assert check_output(arena / "target") == ("ok", "")
     assert check_output(tmp_path)[0] == "no model"
 
 
-def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, tmp_path):
+def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competition_file, tmp_path):
     """A MUSE competition: entrants get the benchmark's forget/retain rows, the organiser scores
     them with MUSE's own evaluation against the oracle, and the leaderboard ranks by its first
     headline number (VerbMem, lower is better) with no utility gate."""
@@ -309,7 +282,8 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, tmp_pat
     assert board["benchmark"] == "muse" and board["ranked_by"] == "verbmem_f"
     assert board["baseline"]["privleak"] == 0.0  # the target is its own reference here
     scores = [row["verbmem_f"] for row in board["entrants"]]
-    assert [row["rank"] for row in board["entrants"]] == [1, 2] and scores == sorted(scores)
+    assert scores == sorted(scores)  # equal scores share a rank
+    assert [row["rank"] for row in board["entrants"]] == ([1, 1] if scores[0] == scores[1] else [1, 2])
     assert {row["entrant"] for row in board["entrants"]} == {"ga", "gd_fast"}
     assert "ranked by verbmem_f" in (tmp_path / "c" / "out" / "leaderboard.md").read_text()
     path.write_text(json.dumps({**spec, "mia": str(data)}))

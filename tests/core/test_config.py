@@ -30,6 +30,11 @@ def test_toml_and_yaml_files_load_with_paths_relative_to_the_file(tmp_path):
     assert a == b
     assert a.model == str(tmp_path / "model") and a.trainer.learning_rate == 2e-5
     assert a.config == {"gd": {"retain_weight": 2.0}}
+    # a DeepSpeed preset stays a preset name; a file is relative to the config like any path
+    (tmp_path / "ds.toml").write_text('deepspeed = "zero3"\n')
+    assert read_config_file(tmp_path / "ds.toml")["deepspeed"] == "zero3"
+    (tmp_path / "ds.toml").write_text('deepspeed = "ds.json"\n')
+    assert read_config_file(tmp_path / "ds.toml")["deepspeed"] == str(tmp_path / "ds.json")
 
 
 @pytest.mark.parametrize(
