@@ -27,7 +27,8 @@ from unlearn import ConfigError, PluginHost, RunError, check_output, get_host, l
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant, check_installed
-from .entrant import readable_paths, run_entrant, submission_entry, write_split
+from .engines import run_all
+from .entrant import readable_paths, submission_entry, write_split
 from .leaderboard import SCORED, write_leaderboard
 from .sandbox import abi
 
@@ -161,59 +162,80 @@ def run_competition(
         before = json.loads((baseline / RESULTS).read_text())
         stamp = model_stamp(model)
         readable = readable_paths()
-        for i, entrant in enumerate(entrants, start=1):
+        position = {e.name: i for i, e in enumerate(entrants, start=1)}
+        tag = lambda e: f"[{position[e.name]}/{len(entrants)}] {e.name}"  # noqa: E731
+
+        def finish(entrant: Entrant, result: dict[str, Any]) -> None:
             folder = out / "entrants" / entrant.name
-            run_key = cache_key(
-                {
-                    "entrant": entrant.model_dump(mode="json", by_alias=True),
-                    **data_key,
-                    "code": hash_files([entrant.submission]) if entrant.submission else None,
-                    "recipe": hash_files([_recipe_file(entrant)]) if entrant.recipe else None,
-                    "requirements": hash_files([entrant.requirements])
-                    if isinstance(entrant.requirements, Path)
-                    else None,
-                    "wheelhouse": hash_files([comp.wheelhouse]) if comp.wheelhouse and entrant.requirements else None,
-                    "launcher": entrant.launcher or comp.launcher,
-                    "nproc": comp.nproc,
-                    "deepspeed": comp.deepspeed,
-                    "trainer": comp.trainer,
-                    "seed": comp.seed,
-                    "time_limit_s": comp.time_limit_s,
-                    "stall_s": comp.stall_s,
-                    "limits": [comp.network, comp.memory_gb, comp.disk_gb, comp.processes],
-                }
-            )
+            if result["status"] in SCORED:
+                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
+                result["eval_key"] = scored_key
+            write_json(folder / RESULT_FILE, result)
+            report.line(f"{tag(entrant)}: {_summary(result)}")
+            report.advance()
+
+        tasks = []
+        for entrant in entrants:
+            folder = out / "entrants" / entrant.name
+            run_key = _run_key(comp, entrant, data_key)
             cached = read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
                 if cached["status"] not in SCORED or cached.get("eval_key") == scored_key:
-                    report.line(f"[{i}/{len(entrants)}] {entrant.name}: cached, {_summary(cached)}")
+                    report.line(f"{tag(entrant)}: cached, {_summary(cached)}")
                     report.advance()
-                    continue
-                result = cached  # the run is done; only its evaluation is missing or stale
-            else:
-                report.line(f"[{i}/{len(entrants)}] {entrant.name} ({entrant.kind}, team {entrant.team_name}): started")
-                result = run_entrant(
-                    comp, entrant, folder, model, forget, retain, readable, landlock, out / "environments"
+                else:
+                    finish(entrant, cached)  # the run is done; only its evaluation is missing or stale
+                continue
+            args = (comp, entrant, folder, model, forget, retain, readable, landlock, out / "environments")
+            tasks.append(((entrant, run_key), args))
+
+        def started(key: tuple[Entrant, str]) -> None:
+            entrant = key[0]
+            report.line(f"{tag(entrant)} ({entrant.kind}, team {entrant.team_name}): started")
+
+        ran = []
+        for (entrant, run_key), result in run_all(comp, tasks, out / "engine", started):
+            result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
+            if model_stamp(model) != stamp:
+                raise RunError(
+                    f"the target model {model} changed during entrant {entrant.name!r}; the competition stops"
                 )
-                result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
-                if model_stamp(model) != stamp:
-                    raise RunError(
-                        f"the target model {model} changed during entrant {entrant.name!r}; the competition stops"
-                    )
-            if result["status"] in SCORED:
-                result = _evaluate(
-                    result, entrant, folder, eval_data, baseline, before, comp, eval_args, evaluate_model
-                )
-                result["eval_key"] = scored_key
-            write_json(folder / RESULT_FILE, result)
-            report.line(f"[{i}/{len(entrants)}] {entrant.name}: {_summary(result)}")
-            report.advance()
+            if comp.engine == "sequential":
+                finish(entrant, result)
+            else:  # scored once every run is over, so no evaluation competes with a run for cores
+                write_json(out / "entrants" / entrant.name / RESULT_FILE, result)
+                report.line(f"{tag(entrant)}: run ended, {result['status']}")
+                ran.append((entrant, result))
+        for entrant, result in ran:
+            finish(entrant, result)
     finally:
         report.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     results = [r for r in (read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
     return write_leaderboard(comp, results, before, isolation, out)
+
+
+def _run_key(comp: Competition, entrant: Entrant, data_key: dict[str, Any]) -> str:
+    """Everything that affects an entrant's run: a cached result with another key is run again."""
+    return cache_key(
+        {
+            "entrant": entrant.model_dump(mode="json", by_alias=True),
+            **data_key,
+            "code": hash_files([entrant.submission]) if entrant.submission else None,
+            "recipe": hash_files([_recipe_file(entrant)]) if entrant.recipe else None,
+            "requirements": hash_files([entrant.requirements]) if isinstance(entrant.requirements, Path) else None,
+            "wheelhouse": hash_files([comp.wheelhouse]) if comp.wheelhouse and entrant.requirements else None,
+            "launcher": entrant.launcher or comp.launcher,
+            "nproc": comp.nproc,
+            "deepspeed": comp.deepspeed,
+            "trainer": comp.trainer,
+            "seed": comp.seed,
+            "time_limit_s": comp.time_limit_s,
+            "stall_s": comp.stall_s,
+            "limits": [comp.network, comp.memory_gb, comp.disk_gb, comp.processes],
+        }
+    )
 
 
 def check_entrants(entrants: list[Entrant], host: PluginHost) -> None:
@@ -261,7 +283,6 @@ def _summary(result: dict[str, Any]) -> str:
 
 def _evaluate(
     result: dict[str, Any],
-    entrant: Entrant,
     folder: Path,
     eval_data: Path,
     baseline: Path,

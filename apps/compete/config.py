@@ -145,6 +145,17 @@ class Competition(BaseModel):
     processes: int | None = Field(
         None, ge=1, description="Processes an entrant may run at once; past it: status processes."
     )
+    engine: Literal["sequential", "local", "slurm"] = Field(
+        "sequential",
+        description="Where entrants run: one after another here; local (submitit's local executor: `parallel` "
+        "at once, each pinned to its share of the cores and GPUs); slurm (one Slurm job each, through submitit).",
+    )
+    parallel: int = Field(1, ge=1, description="Entrants running at once (engines local and slurm).")
+    slurm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="submitit's Slurm parameters for each entrant's job, e.g. slurm_partition, gpus_per_node, "
+        "cpus_per_task, mem_gb.",
+    )
     wheelhouse: Path | None = Field(
         None, description="A folder of wheels for submissions' declared packages; the package index is not used."
     )

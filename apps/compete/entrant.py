@@ -275,8 +275,14 @@ def run_entrant(
     readable: list[str],
     landlock: int,
     environments: Path,
+    cores: list[int] | None = None,
+    devices: str | None = None,
 ) -> dict[str, Any]:
-    """Run one entrant in a fresh ``folder``; its result (status, reason, times, the model to score)."""
+    """Run one entrant in a fresh ``folder``; its result (status, reason, times, the model to score).
+
+    ``cores``: pin every process of the run to these CPU cores, with a matching torch thread count
+    (divided between a launcher's ranks); ``devices``: its GPUs, instead of ``entrant_devices``.
+    """
     if folder.exists():
         shutil.rmtree(folder)
     work = folder / "work"
@@ -295,14 +301,18 @@ def run_entrant(
     python = str(python_of(venv)) if venv else sys.executable
     token = uuid.uuid4().hex
     command = entrant_command(comp, entrant, work, python)
-    env = entrant_env(work, token, model, launcher, comp.entrant_devices)
+    devices = devices or comp.entrant_devices
+    env = entrant_env(work, token, model, launcher, devices)
+    if cores:  # oversubscribed OpenMP threads slow torch several-fold: one thread per core given
+        threads = str(max(1, len(cores) // (1 if launcher == "python" else comp.nproc)))
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     if venv is not None:
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
     if launcher == "deepspeed" and entrant.submission:
         env["UNLEARN_DEEPSPEED_CONFIG"] = str(submission_deepspeed(comp, work))
     if landlock:
         writable = [str(work), "/dev/null", "/dev/shm"]
-        if comp.entrant_devices != "cpu":  # CUDA opens its device files read-write
+        if devices != "cpu":  # CUDA opens its device files read-write
             writable += sorted(str(p) for p in Path("/dev").glob("nvidia*"))
         if "TORCH_EXTENSIONS_DIR" in env:
             Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -316,7 +326,7 @@ def run_entrant(
     if "TORCH_EXTENSIONS_DIR" in env:
         clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
     gb = lambda v: None if v is None else int(v * 2**30)  # noqa: E731
-    limits = Limits(memory=gb(comp.memory_gb), disk=gb(comp.disk_gb), processes=comp.processes)
+    limits = Limits(memory=gb(comp.memory_gb), disk=gb(comp.disk_gb), processes=comp.processes, cores=cores)
     outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s, limits=limits)
     result.update(
         status=outcome.status,

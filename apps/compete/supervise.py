@@ -21,11 +21,14 @@ class Limits:
     memory: int | None = None
     disk: int | None = None
     processes: int | None = None
+    cores: list[int] | None = None  # CPU affinity, inherited by every process of the run
 
     def apply(self) -> None:
         """In the child, before exec: the kernel-enforced parts."""
         import resource
 
+        if self.cores:
+            os.sched_setaffinity(0, self.cores)
         if self.disk is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.disk, self.disk))
         if self.processes is not None:  # RLIMIT_NPROC counts all of this user's processes
