@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from unlearn import ConfigError, PluginHost, describe_error, read_config_file
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-Launcher = Literal["python", "torchrun", "deepspeed"]
+Launcher = Literal["python", "torchrun", "deepspeed", "accelerate"]
 
 
 class Entrant(BaseModel):
@@ -124,11 +124,13 @@ class Competition(BaseModel):
         "python",
         description="How entrants are started: python (one process), torchrun (nproc processes with RANK, "
         "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set), deepspeed (torchrun, and the DeepSpeed config: a plugin "
-        "trains with it, a submission finds its file in UNLEARN_DEEPSPEED_CONFIG and OUTPUT/../ds_config.json).",
+        "trains with it, a submission finds its file in UNLEARN_DEEPSPEED_CONFIG and OUTPUT/../ds_config.json), "
+        "accelerate (submissions: `accelerate launch` with nproc processes and, on GPUs, that DeepSpeed config; "
+        "on a CPU one process; plugin entrants use torchrun).",
     )
-    nproc: int = Field(1, ge=1, description="Processes for torchrun / deepspeed.")
+    nproc: int = Field(1, ge=1, description="Processes for torchrun / deepspeed / accelerate.")
     deepspeed: str = Field(
-        "zero2", description="The DeepSpeed preset (zero0..zero3) or JSON file for launcher deepspeed."
+        "zero2", description="The DeepSpeed preset (zero0..zero3) or JSON file for launchers deepspeed, accelerate."
     )
     network: Literal["none", "open"] = Field(
         "none",

@@ -81,7 +81,7 @@ def entrant_env(work: Path, token: str, model: Path, launcher: str, devices: str
             "UNLEARN_RETAIN_DIR": str(work / "retain"),
         }
     )
-    if launcher == "deepspeed":
+    if launcher in ("deepspeed", "accelerate"):
         # DeepSpeed compiles CPU ops once into this cache; sharing it saves a minute per entrant.
         env["TORCH_EXTENSIONS_DIR"] = os.environ.get(
             "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")
@@ -138,11 +138,24 @@ def copy_submission(entrant: Entrant, work: Path) -> Path:
     return dest / entry.name
 
 
-def launched(comp: Competition, launcher: str, python: str, target: list[str]) -> list[str]:
-    """``target`` (a script and its arguments, or ``-m module ...``) under ``launcher``."""
+def launched(
+    comp: Competition, launcher: str, python: str, target: list[str], gpus: bool = True, config: Path | None = None
+) -> list[str]:
+    """``target`` (a script and its arguments, or ``-m module ...``) under ``launcher``.
+
+    ``accelerate`` is ``accelerate launch`` with ``nproc`` processes and, with GPUs, DeepSpeed from
+    ``config``; without GPUs accelerate starts one process (``--cpu``: its multi-CPU launch needs MPI).
+    """
     if launcher == "python":
         return [python, *target]
     port = str(free_port())
+    if launcher == "accelerate":
+        run = [python, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes", str(comp.nproc)]
+        run += ["--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if not gpus:
+            return [*run, "--cpu", *target]
+        run += ["--multi_gpu"] if comp.nproc > 1 else []
+        return [*run, *(["--use_deepspeed", "--deepspeed_config_file", str(config)] if config else []), *target]
     run = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(comp.nproc)]
     return [*run, "--master_addr", "127.0.0.1", "--master_port", port, *target]
 
@@ -161,7 +174,9 @@ def submission_deepspeed(comp: Competition, work: Path) -> Path:
     return path
 
 
-def entrant_command(comp: Competition, entrant: Entrant, work: Path, python: str = sys.executable) -> list[str]:
+def entrant_command(
+    comp: Competition, entrant: Entrant, work: Path, python: str = sys.executable, gpus: bool = True
+) -> list[str]:
     launcher = entrant.launcher or comp.launcher
     model = str(comp.model.resolve())
     if entrant.kind == "plugin":
@@ -179,7 +194,8 @@ def entrant_command(comp: Competition, entrant: Entrant, work: Path, python: str
         if launcher == "deepspeed":
             run_config["deepspeed"] = comp.deepspeed
         write_json(work / "run.json", run_config)
-        return launched(comp, launcher, python, ["-m", "unlearn", "run", "--config", str(work / "run.json")])
+        cli = ["-m", "unlearn", "run", "--config", str(work / "run.json")]
+        return launched(comp, "torchrun" if launcher == "accelerate" else launcher, python, cli)
     if entrant.kind == "recipe":
         from unlearn.recipes import find_recipe
 
@@ -204,7 +220,14 @@ def entrant_command(comp: Competition, entrant: Entrant, work: Path, python: str
     entry = copy_submission(entrant, work)
     # the harness runs as a file: it imports only the standard library, whatever the entrant's packages
     folders = [str(work / "output"), str(work / "forget"), str(work / "retain")]
-    return launched(comp, launcher, python, [str(_HARNESS), str(entry), model, *folders])
+    config = submission_deepspeed(comp, work) if launcher in ("deepspeed", "accelerate") else None
+    return launched(comp, launcher, python, [str(_HARNESS), str(entry), model, *folders], gpus, config)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def clear_stale_locks(extensions: Path) -> None:
@@ -229,10 +252,11 @@ def allowed_ports(command: list[str], launcher: str) -> list[str]:
     """The TCP ports a launch needs with no network: none for one process; for torchrun's ranks
     the rendezvous port and the kernel's ephemeral range, where gloo and NCCL listen (port 0 is
     how a socket asks for one of those)."""
-    if launcher == "python":
+    if launcher == "python" or (launcher == "accelerate" and "--cpu" in command):
         return []
     low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    return [command[command.index("--master_port") + 1], "0", f"{low}-{high}"]
+    flag = "--main_process_port" if launcher == "accelerate" else "--master_port"
+    return [command[command.index(flag) + 1], "0", f"{low}-{high}"]
 
 
 def output_folder(entrant: Entrant, work: Path) -> Path:
@@ -300,16 +324,17 @@ def run_entrant(
         return {**result, "status": "environment", "reason": str(exc), "wall_time_s": 0.0, "exit_code": None}
     python = str(python_of(venv)) if venv else sys.executable
     token = uuid.uuid4().hex
-    command = entrant_command(comp, entrant, work, python)
     devices = devices or comp.entrant_devices
+    command = entrant_command(comp, entrant, work, python, gpus=devices != "cpu" and _has_gpu())
     env = entrant_env(work, token, model, launcher, devices)
     if cores:  # oversubscribed OpenMP threads slow torch several-fold: one thread per core given
-        threads = str(max(1, len(cores) // (1 if launcher == "python" else comp.nproc)))
+        ranks = 1 if launcher == "python" or "--cpu" in command else comp.nproc
+        threads = str(max(1, len(cores) // ranks))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     if venv is not None:
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
-    if launcher == "deepspeed" and entrant.submission:
-        env["UNLEARN_DEEPSPEED_CONFIG"] = str(submission_deepspeed(comp, work))
+    if launcher in ("deepspeed", "accelerate") and entrant.submission:
+        env["UNLEARN_DEEPSPEED_CONFIG"] = str(work / "ds_config.json")
     if landlock:
         writable = [str(work), "/dev/null", "/dev/shm"]
         if devices != "cpu":  # CUDA opens its device files read-write
@@ -317,7 +342,8 @@ def run_entrant(
         if "TORCH_EXTENSIONS_DIR" in env:
             Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
             writable.append(env["TORCH_EXTENSIONS_DIR"])
-        visible = [*readable, str(model), *([str(venv), str(Path(python).resolve().parent)] if venv else [])]
+        # an environment's own folder, and the installation of the Python it was made from
+        visible = [*readable, str(model), *([str(venv), str(Path(python).resolve().parents[1])] if venv else [])]
         sandbox = [sys.executable, str(_SANDBOX)] + [a for p in visible for a in ("--ro", p)]
         sandbox += [a for p in writable for a in ("--rw", p)]
         if comp.network == "none" and landlock >= 4:

@@ -54,14 +54,15 @@ def rank(
     def order(r: dict[str, Any]) -> tuple:
         return (not valid(r), r["status"] not in SCORED, worse(r.get("final_score")), r["name"])
 
-    rows = []
+    rows, valids = [], []
     for r in sorted(results, key=order):
         reason = r.get("reason") or ""
         if target is not None and r["status"] in SCORED and r.get("final_score") == target:
             reason = "; ".join(x for x in (reason, "final score equals the target's") if x)
+        valids.append(valid(r))
         rows.append(
             {
-                "rank": valid(r),  # replaced by `_ranked`
+                "rank": None,
                 "team": r["team"],
                 "entrant": r["name"],
                 "kind": r["kind"],
@@ -70,25 +71,22 @@ def rank(
                 **(r.get("scores") or {}),
             }
         )
-    teams: dict[str, dict[str, Any]] = {}
-    for row in rows:  # already best first
-        teams.setdefault(row["team"], row)
-    best = [dict(t) for t in teams.values()]
-    return _ranked(rows), _ranked(best)
+    teams: dict[str, int] = {}  # each team's first row: its best (rows are best first)
+    for n, row in enumerate(rows):
+        teams.setdefault(row["team"], n)
+    best = [dict(rows[n]) for n in teams.values()]
+    _rank(rows, valids)
+    _rank(best, [valids[n] for n in teams.values()])
+    return rows, best
 
 
-def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rank(rows: list[dict[str, Any]], valid: list[bool]) -> None:
     """Competition ranking of the valid rows (already best first): a row with the same final score
-    as the one before it shares its rank."""
-    position, previous = 0, None
-    for n, row in enumerate(r for r in rows if r["rank"]):
-        if previous is None or row["final_score"] != previous["final_score"]:
-            position = n + 1
-        row["rank"], previous = position, row
-    for row in rows:
-        if row["rank"] is False:
-            row["rank"] = None
-    return rows
+    as the valid row before it shares its rank (1, 1, 3)."""
+    previous: dict[str, Any] | None = None
+    for n, row in enumerate(r for r, ok in zip(rows, valid) if ok):
+        tie = previous is not None and row["final_score"] == previous["final_score"]
+        row["rank"], previous = previous["rank"] if tie else n + 1, row
 
 
 def _cell(value: Any, key: str) -> str:

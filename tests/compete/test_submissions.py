@@ -1,6 +1,7 @@
 """Organiser mode with submissions written the way SemEval-2025 teams wrote theirs: each runs
 unchanged and gets the right status (a folder with its own modules that drops the organisers'
 ``split`` column; a distributed one that needs the torchrun environment and the DeepSpeed config;
+one written for ``accelerate launch``;
 one cut by the time limit after checkpointing; one logging NaN losses; one declaring a package a
 local wheelhouse provides, and one declaring a package nobody provides; one without ``unlearn()``;
 a crash under torchrun, whose log lines carry ``[rankN]:``; two that change nothing, tied)."""
@@ -105,6 +106,27 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
         pass
 """
 
+# Written for `accelerate launch`: it asks its Accelerator for the device and the process layout.
+ACCELERATED = """
+import os
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    accelerator = Accelerator()
+    assert os.environ["ACCELERATE_USE_CPU"] == "True" and accelerator.num_processes == 1  # accelerate's CPU launch
+    tok, model = AutoTokenizer.from_pretrained(input_model_path), AutoModelForCausalLM.from_pretrained(input_model_path)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model, opt = accelerator.prepare(model, opt)
+    ids = tok("What did Ansel Drury build? A brass owl.", return_tensors="pt").input_ids.to(accelerator.device)
+    accelerator.backward(-model(ids, labels=ids).loss)
+    opt.step()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(output_dir)
+        tok.save_pretrained(output_dir)
+"""
+
 NAN_LOG = """
 import time
 def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
@@ -159,6 +181,7 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
     (subs / "folder_team" / "notes.py").write_text("# not the entry\n")
     for name, code in {
         "distributed": DISTRIBUTED,
+        "accelerated": ACCELERATED,
         "nan_log": NAN_LOG,
         "needs_package": NEEDS_PACKAGE,
         "missing_package": COPY,
@@ -172,6 +195,7 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
     entrants = [
         "submissions/folder_team/",
         {"name": "distributed", "submission": "submissions/distributed.py", "launcher": "deepspeed"},
+        {"name": "accelerated", "submission": "submissions/accelerated.py", "launcher": "accelerate"},
         "submissions/nan_log.py",
         {
             "name": "needs_package",
@@ -205,6 +229,7 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
     assert status == {
         "folder_team": "ok",
         "distributed": "ok",
+        "accelerated": "ok",
         "nan_log": "nan",
         "needs_package": "ok",
         "missing_package": "environment",
