@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
 import textwrap
 import zipfile
 from pathlib import Path
@@ -189,6 +190,8 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
         "rank_crash": RANK_CRASH,
         "copy_a": COPY,
         "copy_b": COPY,
+        "own_python": COPY,
+        "old_python": COPY,
     }.items():
         (subs / f"{name}.py").write_text(textwrap.dedent(code))
     make_wheel(tmp_path / "wheels", "unlearn_test_extra", "0.1", "VALUE = 42\n")
@@ -208,6 +211,12 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
             "requirements": ["unlearn-test-missing==1.0"],
         },
         "submissions/no_unlearn.py",
+        {
+            "name": "own_python",
+            "submission": "submissions/own_python.py",
+            "python": str(Path(sys.executable).resolve()),
+        },
+        {"name": "old_python", "submission": "submissions/old_python.py", "python": "9.9"},
         {"name": "rank_crash", "submission": "submissions/rank_crash.py", "launcher": "torchrun"},
         "submissions/copy_a.py",
         "submissions/copy_b.py",
@@ -237,6 +246,8 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
         "rank_crash": "crash",
         "copy_a": "ok",
         "copy_b": "ok",
+        "own_python": "ok",
+        "old_python": "environment",
     }, {n: (r["status"], r["reason"]) for n, r in by_name.items()}
 
     # the folder was copied whole; the data came in the organisers' five columns
@@ -248,8 +259,10 @@ def test_submissions_in_the_teams_styles_run_unchanged(arena, competition_file, 
     # NaN losses end the run as soon as they show, long before the limit
     assert "NaN or infinite loss" in by_name["nan_log"]["reason"] and by_name["nan_log"]["wall_time_s"] < 20
     # the declared package came from the wheelhouse into an environment built once, kept for reruns
+    # (and one for the Python declared by path, with no packages)
     built = [d for d in (out / "environments").iterdir() if d.is_dir()]
-    assert len(built) == 1 and (built[0] / ".ready").is_file()
+    assert len(built) == 2 and all((d / ".ready").is_file() for d in built)
+    assert by_name["old_python"]["reason"] == "python '9.9': no such interpreter on this machine"
     assert by_name["missing_package"]["reason"].startswith("pip failed: ERROR: ")
     assert "unlearn-test-missing==1.0" in by_name["missing_package"]["reason"]
     # the harness's own message, and the worker's exception behind torchrun's [rankN]: prefixes
