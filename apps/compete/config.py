@@ -135,7 +135,7 @@ class Competition(BaseModel):
     network: Literal["none", "open"] = Field(
         "none",
         description="Entrants' TCP where the kernel's Landlock has network rules (ABI 4+): none (no bind or "
-        "connect; under torchrun/deepspeed only the rendezvous port and the ephemeral ports the ranks' "
+        "connect; with several processes only the rendezvous port and the ephemeral ports the ranks' "
         "process group uses) or open. Rules name ports, not addresses; UDP is not covered.",
     )
     memory_gb: float | None = Field(
