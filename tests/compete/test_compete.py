@@ -258,24 +258,19 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competi
 
     data = tmp_path / "muse"
     Muse().synthesize(data, seed=0, size="tiny")
-    path = tmp_path / "c" / "competition.json"
-    path.parent.mkdir()
-    spec = {
+    muse = {
         "name": "muse-test",
         "benchmark": "muse",
-        "model": str(arena / "target"),
         "forget": str(data / "forget.jsonl"),
         "retain": str(data / "retain.jsonl"),
         "data": str(data),
         "reference": str(arena / "target"),
-        "output_dir": "out",
-        "time_limit_s": 120,
+        "mia": None,  # LUME's, refused here
+        "utility": None,
         "max_new_tokens": 8,
-        "entrant_devices": "cpu",
-        "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3},
-        "entrants": ["ga", {"name": "gd_fast", "plugin": "gd", "trainer": {"learning_rate": 1e-2}}],
     }
-    path.write_text(json.dumps(spec))
+    entrants = ["ga", {"name": "gd_fast", "plugin": "gd", "trainer": {"learning_rate": 1e-2}}]
+    path = competition_file(tmp_path / "c", entrants, limit=120, **muse)
     res = cli("compete", "--config", str(path))
     assert res.returncode == 0, res.stderr[-3000:]
     board = json.loads((tmp_path / "c" / "out" / "leaderboard.json").read_text())
@@ -286,6 +281,6 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competi
     assert [row["rank"] for row in board["entrants"]] == ([1, 1] if scores[0] == scores[1] else [1, 2])
     assert {row["entrant"] for row in board["entrants"]} == {"ga", "gd_fast"}
     assert "ranked by verbmem_f" in (tmp_path / "c" / "out" / "leaderboard.md").read_text()
-    path.write_text(json.dumps({**spec, "mia": str(data)}))
+    path = competition_file(tmp_path / "c", entrants, limit=120, **{**muse, "mia": str(data)})
     res = cli("compete", "--config", str(path))
     assert res.returncode != 0 and "mia: a lume setting; the muse benchmark does not take it" in res.stderr
