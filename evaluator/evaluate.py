@@ -33,6 +33,7 @@ from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
 from .official import PRESET, mmlu_threshold, read_metrics_json, through_csv, write_official
 from .ranks import launched
+from .reference import CARD_KEY, check_reference, model_card
 from .relearn import nli_judge, relearn_metrics
 from .report import summary_markdown, write_figure
 from .scoring import check_tasks, official_results
@@ -355,6 +356,7 @@ def evaluate_model(
         load_baseline(baseline)  # a bad baseline fails now, not after the generation
     if reference is not None:
         load_reference(reference)
+        check_reference(reference, data, RESULTS)
     judge = nli_judge(str(nli), target) if nli is not None and ranks.is_main else None  # a bad folder fails now
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
@@ -408,6 +410,7 @@ def evaluate_model(
         answered = _answered(rows, generations, model, tokenizer, batch, judge)
     extra = {
         "model": str(model_dir),
+        CARD_KEY: model_card(model_dir),
         "data": {s: str(f) for s, f in files.items()},
         "dtype": dtype,
         "device": str(target),
@@ -464,6 +467,7 @@ def rescore(
         load_baseline(baseline)
     if reference is not None:
         load_reference(reference)
+        check_reference(reference, data, RESULTS)
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():

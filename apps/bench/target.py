@@ -10,7 +10,6 @@ Hugging Face folder with a card of its memorisation figures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -22,20 +21,21 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from unlearn import (
-    DataError,
     Encoded,
     PairCollator,
-    Row,
     check_output,
     encode,
     load_rows,
     nll_from_logprobs,
     publish,
     resolve_device,
+    rows_digest,
     token_logprobs,
+    training_rows,
 )
+from unlearn.evaluator import TARGET_CARD
 
-CARD_JSON = "target_card.json"
+CARD_JSON = TARGET_CARD
 CARD_MD = "README.md"
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
@@ -61,33 +61,6 @@ class TargetSettings(BaseModel):
         1.0, gt=0, le=1, description="Stop when this fraction of rows is reproduced exactly under teacher forcing."
     )
     seed: int = 0
-
-
-def training_rows(data: Path) -> tuple[list[Row], dict[str, int]]:
-    """Every forget, retain and utility row of a benchmark folder, and the rows per file.
-
-    Reads ``{forget,retain}_{train,validation}.jsonl`` (ours and the public LUME layout) or
-    ``{forget,retain}.jsonl``, plus ``utility.jsonl`` if present. Non-member files are never read.
-    """
-    if not data.is_dir():
-        raise DataError(f"{data}: not a folder")
-    names = [f"{split}_{part}.jsonl" for split in ("forget", "retain") for part in ("train", "validation")]
-    names += ["forget.jsonl", "retain.jsonl", "utility.jsonl"]
-    files = [data / n for n in names if (data / n).is_file()]
-    if not any(f.name.startswith(("forget", "retain")) for f in files):
-        raise DataError(f"{data}: no forget/retain files (expected forget_train.jsonl, retain_train.jsonl, ...)")
-    rows: list[Row] = []
-    counts: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    for file in files:
-        part = load_rows(file)
-        for row in part:
-            if row.id in seen:
-                raise DataError(f"{file}: id {row.id!r} also appears in {seen[row.id]}")
-            seen[row.id] = file.name
-        rows += part
-        counts[file.name] = len(part)
-    return rows, counts
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
@@ -155,13 +128,6 @@ def teacher_forced_exact(model: torch.nn.Module, encoded: list[Encoded], pad_id:
     return exact / len(encoded)
 
 
-def _digest(rows: list[Row]) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps([r.id, r.input, r.output, r.task]).encode())
-    return h.hexdigest()
-
-
 def build_target(
     data: Path,
     out: Path,
@@ -194,7 +160,7 @@ def build_target(
     learned = kept if oracle else rows
     # When to stop is not part of what is trained: raising max_epochs resumes an earlier build.
     stopping = {"max_epochs", "check_every", "target_accuracy"}
-    fingerprint = {"settings": settings.model_dump(exclude=stopping), "data": _digest(rows), "oracle": oracle}
+    fingerprint = {"settings": settings.model_dump(exclude=stopping), "data": rows_digest(rows), "oracle": oracle}
     work = out.parent / f".{out.name}.partial"
     state_file = work / "state.pt"
     if work.exists() and (overwrite or json.loads((work / "build.json").read_text()) != fingerprint):

@@ -20,7 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from unlearn import ConfigError, DataError, check_output, hookimpl, publish, write_json, write_text
-from unlearn.evaluator import RESULTS, auc, document_scores, greedy_generate, load_model, rouge, staging
+from unlearn.evaluator import (
+    CARD_KEY,
+    RESULTS,
+    auc,
+    check_reference,
+    document_scores,
+    greedy_generate,
+    load_model,
+    model_card,
+    rouge,
+    staging,
+)
 
 from .prompts import cut_answer, knowmem_prompts
 from .synth import synthesize
@@ -127,6 +138,8 @@ class Muse:
         started = time.time()
         files = {key: read_json(data, key) for key in FILES}
         out = check_output(out, "evaluation", [model, data, reference], overwrite=None)
+        if reference is not None:
+            check_reference(reference, data, RESULTS)
         retrained = _reference_auc(reference)
         net, tok = load_model(model, dtype, device)
         verb_tokens, know_tokens = max_new_tokens or 128, max_new_tokens or 32
@@ -151,13 +164,16 @@ class Muse:
             retrained = mink_auc(
                 *(_leak_scores(oracle, oracle_tok, files[f"privleak_{s}"], batch_size) for s in ("forget", "holdout"))
             )
-        extra = {"model": str(model), "data": str(data), "reference": None if reference is None else str(reference)}
+        extra = {"model": str(model), CARD_KEY: model_card(model), "data": str(data)}
+        extra["reference"] = None if reference is None else str(reference)
         extra |= {"dtype": dtype, "seconds": round(time.time() - started, 2)}
         return _write(out, log, leak, retrained, extra)
 
     def rescore(self, folder: Path, data: Path, out: Path, reference: Path | None = None) -> dict[str, Any]:
         """Recompute every number from an earlier evaluation's ``log.json`` (no model)."""
         out = check_output(out, "evaluation", [folder, reference], overwrite=None)
+        if reference is not None:
+            check_reference(reference, data, RESULTS)
         retrained = _reference_auc(reference)
         if reference is not None and retrained is None:
             raise ConfigError(f"{reference}: rescoring needs the retrained model's evaluation, not its model folder")

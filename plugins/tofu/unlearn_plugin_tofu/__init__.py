@@ -19,11 +19,14 @@ from typing import Any
 
 from unlearn import ConfigError, DataError, Row, check_output, hookimpl, publish, read_records, write_json, write_text
 from unlearn.evaluator import (
+    CARD_KEY,
     RESULTS,
     answer_losses,
+    check_reference,
     greedy_generate,
     ks_pvalue,
     load_model,
+    model_card,
     rouge,
     staging,
     truth_ratio,
@@ -297,6 +300,8 @@ class Tofu:
             path = find_file(data, stem or f"{forget}_perturbed")
             sets[file] = (path, load_split(path, true_key)[:max_rows], true_key)
         out = check_output(out, "evaluation", [model, data, reference], overwrite=None)
+        if reference is not None:
+            check_reference(reference, data, RESULTS)
         ref_stats = _reference_stats(reference)
         net, tokenizer = load_model(model, dtype, device)
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "generate": True}
@@ -307,6 +312,7 @@ class Tofu:
             ref_stats = example_stats(oracle, oracle_tok, rows, key, tags, **{**options, "generate": False})
         extra = {
             "model": str(model),
+            CARD_KEY: model_card(model),
             "data": {f: str(p) for f, (p, _, _) in sets.items()},
             "reference": None if reference is None else str(reference),
             "dtype": dtype,
@@ -318,6 +324,8 @@ class Tofu:
         """Aggregate the per-example files in ``folder`` again (``data`` is not read: the files hold
         every statistic TOFU aggregates)."""
         out = check_output(out, "evaluation", [folder, reference], overwrite=None)
+        if reference is not None:
+            check_reference(reference, data, RESULTS)
         ref_stats = _reference_stats(reference)
         if reference is not None and ref_stats is None:
             raise ConfigError(f"{reference}: rescoring needs the retrained model's evaluation, not its model folder")
