@@ -50,11 +50,15 @@ def mean_std(values: list[float]) -> str:
 
 def tune(name: str, method: str, extra: list[str], args: argparse.Namespace, holdout: bool) -> float:
     """One `unlearn tune` call for the entry ``name``; returns its wall seconds."""
-    command = [sys.executable, "-m", "unlearn", "tune", "-o", str(args.work / "tuned" / name), "--no-progress"]
+    command = [sys.executable, "-m", "unlearn", "tune", "-o", str(args.studies / name), "--no-progress"]
     command += ["--model", str(args.bench / "target"), "--data", str(args.bench / "data"), "--method", method]
     command += [*SHARED, *extra, "--trials", str(args.trials), "--jobs", str(args.jobs)]
+    command += ["--holdout-dir", str(args.work / "holdout")]
+    command += [a for c in args.constraint for a in ("--constraint", c)]
+    if args.instance_seeds:
+        command += ["--instance-seeds", args.instance_seeds]
     if holdout:
-        command += ["--holdout-seeds", args.seeds, "--holdout-dir", str(args.work / "holdout")]
+        command += ["--holdout-seeds", args.seeds]
     started = time.time()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -89,8 +93,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seeds", default="1,2,3", help="Held-out seeds.")
     parser.add_argument("--work", type=Path, default=Path("runs"))
+    parser.add_argument(
+        "--instance-seeds", default="", help="More tuning instances beside seed 0 (every trial runs on each): 4"
+    )
+    parser.add_argument("--constraint", action="append", default=[], help="Instead of the utility gate (repeatable).")
+    parser.add_argument("--studies", type=Path, help="Where the studies live (default WORK/tuned).")
     args = parser.parse_args()
     args.bench = args.work / "bench"
+    args.studies = args.studies or args.work / "tuned"
     host = get_host()
     names = (
         args.methods.split(",")
@@ -110,7 +120,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " | | | | | | |")
     for name in names:
         method, extra = VARIANTS.get(name, (name, []))
-        folder = args.work / "tuned" / name
+        folder = args.studies / name
         timing = folder / "tuning_wall_s.json"
         if not timing.is_file():
             json.dump({"wall_s": tune(name, method, extra, args, holdout=False)}, timing.open("w"))

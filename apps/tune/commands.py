@@ -44,9 +44,17 @@ def register_commands(cli: typer.Typer) -> None:
         holdout_seeds: str = typer.Option(
             "", help="Re-run the best and the base settings on these fresh seeds: 1,2,3."
         ),
-        holdout_size: str = typer.Option("small", help="Size of the held-out instances: tiny | small | medium."),
+        instance: list[str] = typer.Option(
+            [], help="MODEL_DIR,DATA_DIR: one more tuning instance; every trial runs on each (mean objective)."
+        ),
+        instance_seeds: str = typer.Option(
+            "", help="More tuning instances of the embedded benchmark (built like the held-out ones): 10,11."
+        ),
+        holdout_size: str = typer.Option(
+            "small", help="Size of the held-out and --instance-seeds instances: tiny | small | medium."
+        ),
         holdout_dir: Path | None = typer.Option(
-            None, help="Held-out instances, shared by studies (default OUT/holdout)."
+            None, help="Instances (held-out and --instance-seeds), shared by studies (default OUT/holdout)."
         ),
         target_set: list[str] = typer.Option([], help="Target setting of the held-out targets, e.g. hidden_size=96."),
         keep_models: bool = typer.Option(False, help="Keep every trial's model."),
@@ -72,6 +80,25 @@ def register_commands(cli: typer.Typer) -> None:
                 raise ConfigError(f"--space {item!r}: expected PATH=RANGE, e.g. config.npo.beta={{low=0.01, high=1}}")
             given[path.strip()] = parse_value(value.strip())
         seeds = [int(s) for s in holdout_seeds.replace(" ", "").split(",") if s]
+        tuning_seeds = [int(s) for s in instance_seeds.replace(" ", "").split(",") if s]
+        if set(seeds) & set(tuning_seeds):
+            raise ConfigError(f"seeds {sorted(set(seeds) & set(tuning_seeds))} are both tuning and held-out instances")
+        instances = []
+        for item in instance:
+            model_dir, sep, data_dir = item.rpartition(",")
+            if not sep or not model_dir or not data_dir:
+                raise ConfigError(f"--instance {item!r}: expected MODEL_DIR,DATA_DIR")
+            instances.append({"model": model_dir, "data": data_dir})
+        if tuning_seeds and holdout_dir is None:
+            raise ConfigError("--instance-seeds: give --holdout-dir, the folder of instances (outside the study's)")
+        for s in tuning_seeds:  # the embedded benchmark's instance for seed s, built once, shared with held-out
+            from unlearn import get_host
+            from unlearn.tune.study import build_instance
+
+            benchmark = get_host().benchmark(base.get("trainer", {}).get("eval_benchmark", "lume"))
+            where = holdout_dir / f"seed-{s}"
+            data_dir, target_dir, _ = build_instance(where, s, holdout_size, benchmark, target_set, say=out.print)
+            instances.append({"model": str(target_dir), "data": str(data_dir)})
         settings = TuneSettings(
             base=base,
             trials=trials,
@@ -86,6 +113,7 @@ def register_commands(cli: typer.Typer) -> None:
             seed=seed,
             space=given,
             keep_models=keep_models,
+            instances=instances,
             **({"constraints": constraint} if constraint else {}),
         )
         prepared = prepare(settings, output, overwrite=overwrite)

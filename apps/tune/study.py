@@ -52,7 +52,16 @@ from .space import Dimension, search_space
 
 SETTINGS_FILE = "tune.json"
 KIND = "tuning study"
+WORKER_ERROR = "unlearn tune worker: "  # how a worker's last log line gives its error
+MAX_FAILED = 3  # a worker stops after this many failed trials in a row (the error is not the drawn settings)
 HEARTBEAT_S, GRACE_S = 5, 15  # a trial whose process stopped beating this long ago is failed and retried
+
+
+class Instance(Config):
+    """One more tuning instance: a model to unlearn and its benchmark folder."""
+
+    model: str = Field(description="The model folder (e.g. that instance's target).")
+    data: str = Field(description="Its benchmark folder.")
 
 
 class TuneSettings(Config):
@@ -79,6 +88,12 @@ class TuneSettings(Config):
         default_factory=dict, description="Ranges by path (trainer.X, config.METHOD.X), or false to fix a field."
     )
     keep_models: bool = Field(False, description="Keep every trial's model (default: only its results).")
+    instances: list[Instance] = Field(
+        default_factory=list,
+        description="More tuning instances beside the base's model and data: every trial runs on each, the "
+        "objective is its mean over all of them and each constraint must hold on every one (settings that "
+        "fit one instance's noise are not what generalises).",
+    )
 
 
 def constraint_value(expr: Expression, scope: dict[str, float]) -> float:
@@ -121,6 +136,10 @@ class Study:
         names, _ = benchmark.signals(Path(self.config.data), "train", tokenizer, 1)
         for expr in [self.objective, *self.constraints]:
             expr.check(set(names))
+        for i, other in enumerate(self.settings.instances):
+            found, _ = benchmark.signals(Path(other.data), "train", tokenizer, 1)
+            if not set(names) <= set(found):
+                raise ConfigError(f"tune: instances[{i}]: {other.data} lacks signals {sorted(set(names) - set(found))}")
         return set(names)
 
     def load(self) -> Any:
@@ -160,7 +179,7 @@ class Study:
         theirs = study.user_attrs.get("unlearn_tune")
         if theirs is None:
             study.set_user_attr("unlearn_tune", mine)
-        elif theirs != mine:
+        elif _same(theirs) != mine:
             raise ConfigError(
                 f"study {self.settings.study!r} in {self.url} was started with other settings; "
                 "give the same ones to resume or join it, or another --study name"
@@ -183,67 +202,97 @@ class Study:
 
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
-    @functools.cached_property
-    def steps_per_epoch(self) -> int:
+    @functools.cache  # noqa: B019 - one Study per process, a handful of folders
+    def steps_per_epoch(self, forget: Path) -> int:
         """Optimiser steps per epoch (forget items over the batch), the cadence of the reports."""
         t = self.config.trainer
-        rows = len(load_rows(resolve_split(self.config.forget or self.config.data, "forget")))
+        rows = len(load_rows(resolve_split(forget, "forget")))
         method = self.host.methods[self.config.method]
         per_row = (self.config.alternate.per_row or method.alternates_per_row) if method.alternate else 1
         return max(1, math.ceil(rows * per_row / (t.batch_size * t.gradient_accumulation_steps)))
 
-    def trial_config(self, params: dict[str, Any], folder: Path) -> Any:
-        """The run config of one trial: the base, the drawn settings, and the signals it reports."""
+    def trial_config(self, params: dict[str, Any], folder: Path, instance: int = 0) -> Any:
+        """The run config of one trial on one instance (0: the base's model and data; k: the k-th of
+        ``instances``): the base, the drawn settings, and the signals it reports."""
         data = copy.deepcopy(self.settings.base)
         for path, value in params.items():
             apply_override(data, path, value)
-        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch))
+        if instance:
+            other = self.settings.instances[instance - 1]
+            data |= {"model": other.model, "data": other.data}
+            for key in ("tokenizer", "forget", "retain"):
+                data.pop(key, None)  # the instance's own, from its folders
+        data["output_dir"] = str(folder / ("model" if not instance else f"model-{instance}"))
+        config = build_config(data, source=f"tune: trial settings {params}")
+        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch(config.forget or config.data)))
         trainer = {"score_steps": every, "eval_split": "train", "eval_rows": 10**9, "progress": False}
         for key, value in trainer.items():
             apply_override(data, f"trainer.{key}", value)
-        data["output_dir"] = str(folder / "model")
         return build_config(data, source=f"tune: trial settings {params}")
 
     def objective_fn(self, trial: Any) -> float:
-        """Run one trial; its value is the objective at the last step, its constraints the gate."""
+        """Run one trial on every instance; its value is the mean of the objective at their last
+        steps, each constraint's gap the worst over them. The pruner follows the first instance."""
         import optuna
 
         params = {d.path: d.suggest(trial) for d in self.space.values()}
         if "folder" not in trial.user_attrs:  # a retry of a trial cut short inherits it, and resumes its run
             trial.set_user_attr("folder", str(self.out / "trials" / f"{trial.number:04d}"))
         folder = Path(trial.user_attrs["folder"])
-        config = self.trial_config(params, folder)
-        reporter = Reporter(trial, self.objective, self.settings.prune)
         started = time.time()
-        output = config.output_dir
-        if not (output / "unlearn_run.json").is_file():  # else: finished before the process was cut short
-            output = run(config, host=self.host, callbacks=[reporter])  # a retry resumes its checkpoint
-        report = json.loads((output / "unlearn_run.json").read_text())
-        curve = report["monitor"]["curve"]
-        scope = {**{f"initial_{k}": v for k, v in curve[0].items()}, **curve[-1]}
-        value = float(self.objective(scope))
-        constraints = [constraint_value(c, scope) for c in self.constraints]
+        results, pruned = [], False
+        for instance in range(1 + len(self.settings.instances)):
+            config = self.trial_config(params, folder, instance)
+            # the pruner's intermediate values are the first instance's (one value per step)
+            reporters = [Reporter(trial, self.objective, self.settings.prune)] if instance == 0 else []
+            done = folder / f"instance-{instance}.json"  # a retry keeps the instances already run
+            if not done.is_file():
+                output = config.output_dir
+                if not (output / "unlearn_run.json").is_file():  # else: finished before the process was cut
+                    output = run(config, host=self.host, callbacks=reporters)  # a retry resumes its checkpoint
+                curve = json.loads((output / "unlearn_run.json").read_text())["monitor"]["curve"]
+                scope = {**{f"initial_{k}": v for k, v in curve[0].items()}, **curve[-1]}
+                write_json(
+                    done,
+                    {
+                        "model": str(config.model),
+                        "value": float(self.objective(scope)),
+                        "constraints": [constraint_value(c, scope) for c in self.constraints],
+                        "pruned": any(r.pruned for r in reporters),
+                        "final": curve[-1],
+                        "initial": curve[0],
+                        "curve": curve,
+                    },
+                )
+                if not self.settings.keep_models:
+                    shutil.rmtree(output)
+            results.append(json.loads(done.read_text(encoding="utf-8")))
+            pruned = results[-1]["pruned"]
+            if pruned:
+                break  # pruned on the first instance: the others are not run
+        value = statistics.mean(r["value"] for r in results)
+        constraints = [max(r["constraints"][i] for r in results) for i in range(len(self.constraints))]
         summary = {
             "number": trial.number,
             "params": params,
             "value": value,
             "constraints": constraints,
             "feasible": all(c <= 0 for c in constraints),
-            "pruned_at": curve[-1]["step"] if reporter.pruned else None,
-            "final": curve[-1],
-            "initial": curve[0],
+            "pruned_at": results[0]["final"]["step"] if pruned else None,
+            "final": results[0]["final"],
+            "initial": results[0]["initial"],
             "wall_s": round(time.time() - started, 1),
             "folder": str(folder),
         }
+        if self.settings.instances:
+            summary["instances"] = [{k: v for k, v in r.items() if k != "curve"} for r in results]
         for key in ("constraints", "feasible", "final", "wall_s", "pruned_at"):
             trial.set_user_attr(key, summary[key])
         for i, gap in enumerate(constraints):
             trial.set_constraint(f"c{i}", gap)
-        write_json(folder / "trial.json", summary | {"curve": curve})
-        if not self.settings.keep_models:
-            shutil.rmtree(output)
-        if reporter.pruned:
-            raise optuna.TrialPruned(f"pruned at step {curve[-1]['step']}")
+        write_json(folder / "trial.json", summary | {"curve": results[0]["curve"]})
+        if pruned:
+            raise optuna.TrialPruned(f"pruned at step {summary['pruned_at']}")
         return value
 
 
@@ -270,16 +319,29 @@ class Reporter(TrainerCallback):
             control.should_training_stop = True
 
 
+def _same(saved: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings as this version dumps them: a field added since has its default, so a study
+    started before it resumes."""
+    try:
+        return TuneSettings.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        return saved
+
+
 def prepare(settings: TuneSettings, out: Path, overwrite: bool = False) -> Study:
     """Check the settings, create or reuse ``out`` (resuming the study it holds when the settings
     are the same), and return the study."""
     config = build_config({**settings.base, "output_dir": str(out / "trials")}, source="tune: base")
     inputs = [config.model, config.tokenizer, config.data, config.forget, config.retain]
+    for i, other in enumerate(settings.instances):
+        if not Path(other.data).is_dir() or not Path(other.model).is_dir():
+            raise ConfigError(f"tune: instances[{i}]: {other.model} and {other.data} must be folders")
+        inputs += [Path(other.model), Path(other.data)]
     out = Path(out).resolve()
     saved = out / SETTINGS_FILE
     if saved.is_file() and not overwrite:
         previous = json.loads(saved.read_text(encoding="utf-8"))
-        if previous != settings.model_dump(mode="json"):
+        if _same(previous) != settings.model_dump(mode="json"):
             raise ConfigError(f"{out}: holds a study with other settings; give the same ones to resume, or --overwrite")
         check_output(out, KIND, inputs, overwrite=None)  # the same kind, still no input inside it
     else:
@@ -355,6 +417,8 @@ def run_workers(study: Study, progress: bool = True) -> None:
     failed = [j for j, p in enumerate(procs) if p.returncode != 0]
     if failed:
         tail = (logs / f"worker-{failed[0]}.log").read_text(errors="replace").strip().splitlines()[-3:]
+        if tail and tail[-1].startswith(WORKER_ERROR):  # the worker's own error, one line
+            raise RunError(f"tune worker {failed[0]}: {tail[-1].removeprefix(WORKER_ERROR)}")
         raise RunError(f"tune worker {failed[0]} failed (exit {procs[failed[0]].returncode}): {' | '.join(tail)}")
 
 
@@ -384,8 +448,24 @@ def worker(out: Path) -> None:
     study = Study(settings, Path(out))
     optuna_study = study.load()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    failed: list[str] = []  # this worker's failures in a row: a fault every trial meets ends it
+
+    def objective(trial: Any) -> float:
+        try:
+            value = study.objective_fn(trial)
+        except UnlearnError as exc:
+            failed.append(str(exc))
+            raise
+        except optuna.TrialPruned:
+            failed.clear()
+            raise
+        failed.clear()
+        return value
+
     while study.counted(optuna_study) < settings.trials:
-        optuna_study.optimize(study.objective_fn, n_trials=1, catch=(UnlearnError,))
+        optuna_study.optimize(objective, n_trials=1, catch=(UnlearnError,))
+        if len(failed) >= MAX_FAILED:
+            raise RunError(f"{MAX_FAILED} trials in a row failed; the last: {failed[-1]}")
 
 
 def best_trial(study: Any) -> Any | None:

@@ -2,7 +2,12 @@
 
 import sys
 
-from unlearn.tune.study import worker
+from unlearn import UnlearnError
+from unlearn.tune.study import WORKER_ERROR, worker
 
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    try:
+        worker(sys.argv[1])
+    except UnlearnError as exc:  # one line the study reports as it is
+        print(f"{WORKER_ERROR}{exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,3 +134,61 @@ def test_a_study_resumes_after_its_process_is_killed(tiny_bench, tiny_target, tm
         again = cli("recipe", "run", str(out / "best.toml"), "--model", str(target), "--data", str(tiny_bench),
                     "-o", str(tmp_path / "again"))  # fmt: skip
         assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.heavy
+def test_every_trial_runs_on_every_instance(tiny_bench, tiny_target, tiny_oracle, tmp_path):
+    """With a second tuning instance (here the oracle of the same folder, which unlearns from
+    another start), a trial's value is the mean of its instances' and each constraint the worst."""
+    target, oracle = tiny_target[0], tiny_oracle[0]
+    out = tmp_path / "study"
+    args = ["tune", "-o", str(out), "--model", str(target), "--data", str(tiny_bench), "--method", "gd"]
+    args += ["--set", "trainer.batch_size=4", "--set", "trainer.learning_rate=1e-3", "--set", "trainer.epochs=1"]
+    args += ["--space", "trainer.epochs=false", "--space", "trainer.learning_rate=false", "--trials", "2"]
+    args += ["--startup-trials", "2", "--report-epochs", "1", "--instance", f"{oracle},{tiny_bench}", "--no-progress"]
+    res = cli(*args, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    trials = [json.loads(f.read_text()) for f in sorted(out.glob("trials/*/trial.json"))]
+    assert len(trials) == 2
+    for trial in trials:
+        first, second = trial["instances"]
+        assert first["model"] == str(target) and second["model"] == str(oracle)
+        assert first["initial"]["score"] != second["initial"]["score"]  # two instances, not one twice
+        assert trial["value"] == pytest.approx((first["value"] + second["value"]) / 2)
+        assert trial["constraints"] == [max(first["constraints"][0], second["constraints"][0])]
+        assert trial["feasible"] == (trial["constraints"][0] <= 0)
+    stored = {t.number: t for t in _trials(out / "study.db")}
+    assert [stored[t["number"]].value for t in trials] == [t["value"] for t in trials]
+    assert not list(out.glob("trials/*/model*"))  # only results are kept
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--instance", "only-one-folder"], "--instance 'only-one-folder': expected MODEL_DIR,DATA_DIR"),
+        (["--instance-seeds", "4"], "--instance-seeds: give --holdout-dir"),
+        (["--instance-seeds", "4", "--holdout-seeds", "4,5", "--holdout-dir", "x"], "both tuning and held-out"),
+        (["--instance", "no/such/model,no/such/data"], "instances[0]: no/such/model and no/such/data must be folders"),
+    ],
+)
+def test_bad_instances_are_one_clear_line(tiny_model, tiny_bench, tmp_path, extra, message):
+    args = ["tune", "-o", str(tmp_path / "study"), "--model", str(tiny_model), "--data", str(tiny_bench)]
+    res = cli(*args, "--method", "gd", *extra)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "study").exists()
+
+
+def test_trials_that_all_fail_end_the_study_with_their_error(tiny_model, tiny_bench, tmp_path):
+    """A fault every trial meets (here weights cut short) stops the worker after three failures in
+    a row instead of failing trials forever; the error says why."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "study"
+    res = cli("tune", "-o", str(out), "--model", str(broken), "--data", str(tiny_bench), "--method", "gd",
+              "--trials", "5", "--no-progress", timeout=300)  # fmt: skip
+    assert res.returncode != 0
+    assert "3 trials in a row failed; the last:" in res.stderr and "cannot be loaded" in res.stderr, res.stderr
+    states = [t.state.name for t in _trials(out / "study.db")]
+    assert states == ["FAIL"] * 3
