@@ -92,6 +92,18 @@ def test_evaluate_a_model_and_rescore_its_log(tmp_path, tiny_model):
     assert res.returncode == 0, res.stderr
     rescored = json.loads((again / "evaluation_results.json").read_text())
     assert {k: rescored[k] for k in Muse.headline} == {k: results[k] for k in Muse.headline}
+    # Against the AUC MUSE published for its retrained News model (constants.py: 0.4772).
+    published = tmp_path / "published"
+    res = _cli("evaluate", "--generations", str(out), "--benchmark", "muse", "-d", str(data), "-o", str(published),
+               "--reference", "published:news")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    found = json.loads((published / "evaluation_results.json").read_text())
+    auc = results["muse"]["forget_holdout_Min-40%"]
+    assert found["muse"]["auc_retrained"] == 0.4772
+    assert found["privleak"] == pytest.approx((auc - 0.4772) / 0.4772 * 100)
+    res = _cli("evaluate", "--generations", str(out), "--benchmark", "muse", "-d", str(data), "-o",
+               str(tmp_path / "y"), "--reference", "published:wiki")  # fmt: skip
+    assert res.returncode != 0 and "MUSE publishes the retrained AUC of published:news, published:books" in res.stderr
     res = _cli(
         "evaluate",
         str(tiny_model),

@@ -133,12 +133,13 @@ class Muse:
         progress: bool = True,
     ) -> dict[str, Any]:
         """Evaluate ``model`` on MUSE's files in ``data``. ``max_new_tokens`` overrides both of
-        MUSE's budgets (128 VerbMem, 32 KnowMem). ``reference`` is the retrained model's folder or
-        its saved MUSE evaluation (its forget/holdout AUC)."""
+        MUSE's budgets (128 VerbMem, 32 KnowMem). ``reference`` is the retrained model's folder, its
+        saved MUSE evaluation (its forget/holdout AUC), or ``published:news`` / ``published:books``
+        (the AUC MUSE published for its retrained models on the released corpora)."""
         started = time.time()
         files = {key: read_json(data, key) for key in FILES}
         out = check_output(out, "evaluation", [model, data, reference], overwrite=None)
-        if reference is not None:
+        if reference is not None and _published(reference) is None:
             check_reference(reference, data, RESULTS)
         retrained = _reference_auc(reference)
         net, tok = load_model(model, dtype, device)
@@ -172,7 +173,7 @@ class Muse:
     def rescore(self, folder: Path, data: Path, out: Path, reference: Path | None = None) -> dict[str, Any]:
         """Recompute every number from an earlier evaluation's ``log.json`` (no model)."""
         out = check_output(out, "evaluation", [folder, reference], overwrite=None)
-        if reference is not None:
+        if reference is not None and _published(reference) is None:
             check_reference(reference, data, RESULTS)
         retrained = _reference_auc(reference)
         if reference is not None and retrained is None:
@@ -216,8 +217,31 @@ def _write(
     return results
 
 
+# The forget/holdout Min-40% AUC of MUSE's own retrained models on the released corpora (Shi et al.
+# 2024, swj0419/muse_bench `constants.py`, AUC_RETRAIN): PrivLeak on MUSE-News or MUSE-Books without a
+# retrained model, as MUSE's own evaluation computes it. `--reference published:news`.
+PUBLISHED = "published:"
+AUC_RETRAIN = {"news": 0.4772, "books": 0.5393}
+
+
+def _published(reference: Path | None) -> str | None:
+    """The corpus of ``published:CORPUS``, or None for a folder."""
+    text = str(reference) if reference is not None else ""
+    if not text.startswith(PUBLISHED):
+        return None
+    corpus = text.removeprefix(PUBLISHED)
+    if corpus not in AUC_RETRAIN:
+        choices = ", ".join(PUBLISHED + c for c in AUC_RETRAIN)
+        raise ConfigError(f"--reference {text}: MUSE publishes the retrained AUC of {choices} only")
+    return corpus
+
+
 def _reference_auc(reference: Path | None) -> float | None:
-    """The retrained model's forget/holdout AUC from its saved MUSE evaluation; None for a model."""
+    """The retrained model's forget/holdout AUC: MUSE's published one (``published:news``), or
+    from the retrained model's saved MUSE evaluation; None for a model folder."""
+    corpus = _published(reference)
+    if corpus is not None:
+        return AUC_RETRAIN[corpus]
     if reference is None or (Path(reference) / "config.json").is_file():
         return None
     file = Path(reference) / RESULTS
