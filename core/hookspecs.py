@@ -114,6 +114,10 @@ class Benchmark(Protocol):
     name: str
     summary: str
     headline: dict[str, Direction]
+    # Optional: the headline number ("higher" is better) that measures what unlearning must keep,
+    # e.g. TOFU's ``model_utility``. Organiser mode gates on it: an entrant is ranked only when it
+    # keeps at least the competition's ``gate`` fraction of the target's.
+    utility: str | None
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         """Write the embedded default in this benchmark's layout into the new folder ``out``:

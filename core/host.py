@@ -179,6 +179,9 @@ class PluginHost:
             raise PluginError(f"benchmark {name!r} lacks {missing or ['summary']} (see unlearn.hookspecs.Benchmark)")
         if not isinstance(headline, dict) or not headline or set(headline.values()) - set(DIRECTIONS):
             raise PluginError(f"benchmark {name!r}: headline must map each number to one of {DIRECTIONS}")
+        utility = getattr(benchmark, "utility", None)
+        if utility is not None and headline.get(utility) != "higher":
+            raise PluginError(f"benchmark {name!r}: utility {utility!r} must be a headline number that is 'higher'")
         if name in self.benchmarks:
             raise PluginError(f"benchmark {name!r} is already registered by plugin {self.benchmarks[name][0]!r}")
         self.benchmarks[name] = (info.name, benchmark)

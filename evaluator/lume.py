@@ -21,6 +21,7 @@ class Lume:
         "mia_final_score": "higher",
         "mmlu_average": "higher",
     }
+    utility = "mmlu_average"
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         from unlearn.bench.synth import generate

@@ -247,11 +247,6 @@ def check_entrants(entrants: list[Entrant], host: PluginHost) -> None:
             submission_entry(entrant)
 
 
-def headline(comp: Competition) -> dict[str, str]:
-    """The competition's benchmark's headline numbers and their directions."""
-    return get_host().benchmark(comp.benchmark).headline
-
-
 def _stop_on_sigterm() -> Any:
     """Turn SIGTERM into an exception so the running entrant's processes are killed on the way out."""
     import threading
@@ -292,17 +287,21 @@ def _evaluate(
     evaluate_model: Callable,
 ) -> dict[str, Any]:
     scores = evaluate_model(folder / result.get("model", "work/output"), eval_data, folder / "evaluation", **eval_args)
-    if comp.benchmark != "lume":  # ranked by the benchmark's first headline number; no utility gate
-        heads = headline(comp)
+    bench = get_host().benchmark(comp.benchmark)
+    key = getattr(bench, "utility", None)  # the gate: at least comp.gate x the target's utility
+    utility, base = (scores.get(key), before.get(key)) if key else (None, None)
+    gate = None if utility is None or base is None else utility >= comp.gate * base
+    if comp.benchmark != "lume":  # ranked by the benchmark's first headline number
+        heads = bench.headline
         result.update(scores={k: scores.get(k) for k in heads}, final_score=scores.get(next(iter(heads))))
+        result.update(utility=utility, gate=gate)
         return result
-    utility, base = scores.get("mmlu_average"), before.get("mmlu_average")
     result.update(
         final_score=scores["aggregate-score"],
         task_aggregate=scores["harmonic-mean-task-aggregate"],
         mia_auc=scores.get("mia_loss_acc"),
         mia_score=scores.get("mia_final_score"),
         utility=utility,
-        gate=None if utility is None or base is None else utility >= comp.gate * base,
+        gate=gate,
     )
     return result

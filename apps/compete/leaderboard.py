@@ -112,83 +112,69 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 def write_leaderboard(
     comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
 ) -> Path:
-    """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written."""
-    if comp.benchmark != "lume":
-        return _benchmark_leaderboard(comp, results, before, isolation, out)
-    rows, teams = rank(results, target=before.get("aggregate-score"))
-    target = {
-        "final_score": before.get("aggregate-score"),
-        "task_aggregate": before.get("harmonic-mean-task-aggregate"),
-        "mia_score": before.get("mia_final_score"),
-        "utility": before.get("mmlu_average"),
-    }
+    """``leaderboard.md``, ``.csv`` and ``.json`` in ``out`` (and ``.png`` on LUME); no data text is
+    ever written. LUME ranks by the official final score behind the utility gate; another
+    benchmark by the first of its headline numbers, in its direction, with those as columns."""
     counts = {s: sum(r["status"] == s for r in results) for s in STATUSES if any(r["status"] == s for r in results)}
-    facts = {
+    facts: dict[str, Any] = {
         "competition": comp.name,
+        "benchmark": comp.benchmark,
         "target": str(comp.model),
         "entrants": len(results),
         "statuses": counts,
         "time_limit_s": comp.time_limit_s,
         "launcher": f"{comp.launcher} x{comp.nproc}",
         "isolation": isolation,
-        "utility_gate": f"{comp.gate:g} x target utility {target['utility']}",
     }
-    team_cols = ("rank", "team", "entrant", "final_score", "task_aggregate", "mia_score", "utility", "gate", "status")
+    limits = f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
+    if comp.benchmark == "lume":
+        rows, teams = rank(results, target=before.get("aggregate-score"))
+        baseline = {
+            "final_score": before.get("aggregate-score"),
+            "task_aggregate": before.get("harmonic-mean-task-aggregate"),
+            "mia_score": before.get("mia_final_score"),
+            "utility": before.get("mmlu_average"),
+        }
+        columns = _COLUMNS
+        team_cols = ("rank", "team", "entrant", "final_score", "task_aggregate", "mia_score", "utility", "gate")
+        facts |= {"ranked_by": "final_score", "utility_gate": f"{comp.gate:g} x target utility {baseline['utility']}"}
+        intro = (
+            f"Target `{Path(comp.model).name}`: final score {_cell(baseline['final_score'], '')}, task aggregate "
+            f"{_cell(baseline['task_aggregate'], '')}, MIA score {_cell(baseline['mia_score'], '')}, "
+            f"utility {_cell(baseline['utility'], '')}. {limits}isolation: {isolation}; "
+            f"utility gate: {comp.gate:g} x the target's."
+        )
+        teams_title = "each team's best valid entry"
+    else:
+        from unlearn import get_host
+
+        bench = get_host().benchmark(comp.benchmark)
+        headline, utility = bench.headline, getattr(bench, "utility", None)
+        first = next(iter(headline))
+        rows, teams = rank(results, direction=headline[first])
+        baseline = {k: before.get(k) for k in headline}
+        gate = ("gate",) if utility else ()
+        columns = ("rank", "team", "entrant", "kind", *headline, *gate, "wall_time_s", "peak_memory_mb")
+        columns += ("status", "reason")
+        team_cols = ("rank", "team", "entrant", *headline, *gate)
+        facts["ranked_by"] = first
+        shown = ", ".join(f"{k} {_cell(v, k)} ({headline[k]} is better)" for k, v in baseline.items())
+        gated = f"; utility gate: {utility} at least {comp.gate:g} x the target's" if utility else ""
+        if utility:
+            facts["utility_gate"] = f"{comp.gate:g} x target {utility} {baseline[utility]}"
+        intro = (
+            f"Benchmark {comp.benchmark}, ranked by {first}. Target `{Path(comp.model).name}`: {shown}. "
+            f"{limits}isolation: {isolation}{gated}."
+        )
+        teams_title = "each team's best valid entry" if utility else "each team's best entry"
     md = [
         f"# Leaderboard: {comp.name}",
         "",
-        f"Target `{Path(comp.model).name}`: final score {_cell(target['final_score'], '')}, task aggregate "
-        f"{_cell(target['task_aggregate'], '')}, MIA score {_cell(target['mia_score'], '')}, "
-        f"utility {_cell(target['utility'], '')}. "
-        f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
-        f"isolation: {isolation}; "
-        f"utility gate: {comp.gate:g} x the target's.",
+        intro,
         "",
-        "## Teams (each team's best valid entry)",
+        f"## Teams ({teams_title})",
         "",
-        _table(teams, team_cols),
-        "",
-        "## Every entrant",
-        "",
-        _table(rows, _COLUMNS),
-        "",
-    ]
-    write_text(out / "leaderboard.md", "\n".join(md))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*_COLUMNS, "team_best"])
-    writer.writeheader()
-    best = {(t["team"], t["entrant"]) for t in teams}
-    for row in rows:
-        writer.writerow({**row, "team_best": (row["team"], row["entrant"]) in best})
-    write_text(out / "leaderboard.csv", buffer.getvalue())
-    write_json(out / "leaderboard.json", {**facts, "baseline": target, "teams": teams, "entrants": rows})
-    _figure(out / "leaderboard.png", rows, target, comp.name)
-    return out
-
-
-def _benchmark_leaderboard(
-    comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
-) -> Path:
-    """The leaderboard of a benchmark other than LUME: its headline numbers as columns, ranked by
-    the first in its direction (no utility gate)."""
-    from unlearn import get_host
-
-    headline = get_host().benchmark(comp.benchmark).headline
-    first = next(iter(headline))
-    rows, teams = rank(results, direction=headline[first])
-    columns = ("rank", "team", "entrant", "kind", *headline, "wall_time_s", "peak_memory_mb", "status", "reason")
-    target = {k: before.get(k) for k in headline}
-    shown = ", ".join(f"{k} {_cell(v, k)} ({headline[k]} is better)" for k, v in target.items())
-    md = [
-        f"# Leaderboard: {comp.name}",
-        "",
-        f"Benchmark {comp.benchmark}, ranked by {first}. Target `{Path(comp.model).name}`: {shown}. "
-        f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
-        f"isolation: {isolation}.",
-        "",
-        "## Teams (each team's best entry)",
-        "",
-        _table(teams, ("rank", "team", "entrant", *headline, "status")),
+        _table(teams, (*team_cols, "status")),
         "",
         "## Every entrant",
         "",
@@ -197,13 +183,47 @@ def _benchmark_leaderboard(
     ]
     write_text(out / "leaderboard.md", "\n".join(md))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=[*columns, "team_best"], extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    best = {(t["team"], t["entrant"]) for t in teams}
+    for row in rows:
+        writer.writerow({**row, "team_best": (row["team"], row["entrant"]) in best})
     write_text(out / "leaderboard.csv", buffer.getvalue())
-    facts = {"competition": comp.name, "benchmark": comp.benchmark, "ranked_by": first, "entrants": len(results)}
-    write_json(out / "leaderboard.json", {**facts, "baseline": target, "teams": teams, "entrants": rows})
+    write_json(out / "leaderboard.json", {**facts, "baseline": baseline, "teams": teams, "entrants": rows})
+    if comp.benchmark == "lume":
+        _figure(out / "leaderboard.png", rows, baseline, comp.name)
+    else:
+        _headline_figure(out / "leaderboard.png", rows, baseline, facts["ranked_by"], comp)
     return out
+
+
+def _headline_figure(
+    path: Path, rows: list[dict[str, Any]], baseline: dict[str, Any], first: str, comp: Competition
+) -> None:
+    """Another benchmark's leaderboard as bars of the number it is ranked by, the target's marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, bars = plt.subplots(figsize=(7, max(3.0, 0.3 * len(rows) + 1.5)))
+    names = [r["entrant"] for r in rows][::-1]
+    values = [r.get(first) or 0.0 for r in rows][::-1]
+    colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] in SCORED else "tab:gray" for r in rows][::-1]
+    bars.barh(names, values, color=colours)
+    for y, r in enumerate(rows[::-1]):
+        if r["status"] not in SCORED:
+            bars.text(0.0, y, f" {r['status']}", va="center", fontsize=8)
+    if baseline.get(first) is not None:
+        bars.axvline(baseline[first], color="black", linestyle="--", linewidth=1, label="target")
+        bars.legend(loc="lower right", fontsize=8)
+    bars.set_xlabel(f"{first} (green: ranked, orange: scored, not ranked, grey: no score)")
+    bars.set_title(f"{comp.name} ({comp.benchmark})")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], title: str) -> None:

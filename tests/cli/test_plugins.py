@@ -376,3 +376,26 @@ def test_a_benchmark_missing_a_method_is_refused():
     host = PluginHost(load_entry_points=False)
     info = host.register(Plugin(), "half")
     assert "lacks ['evaluate', 'rescore']" in info.error and "half" not in host.benchmarks
+
+
+@pytest.mark.parametrize("utility", ["missing", "loss"])
+def test_a_benchmark_utility_must_be_a_headline_number_that_is_higher(utility):
+    class Gated:
+        name, summary, headline = "gated", "x", {"score": "higher", "loss": "lower"}
+
+        def synthesize(self, out, seed, size):
+            return {}
+
+        evaluate = rescore = synthesize
+
+    Gated.utility = utility
+
+    class Plugin:
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(Gated())
+
+    host = PluginHost(load_entry_points=False)
+    info = host.register(Plugin(), "gated")
+    assert f"utility {utility!r} must be a headline number that is 'higher'" in info.error
+    assert "gated" not in host.benchmarks

@@ -253,7 +253,7 @@ def test_check_output_accepts_only_loadable_safetensors(arena, competition_file,
 def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competition_file, tmp_path):
     """A MUSE competition: entrants get the benchmark's forget/retain rows, the organiser scores
     them with MUSE's own evaluation against the oracle, and the leaderboard ranks by its first
-    headline number (VerbMem, lower is better) with no utility gate."""
+    headline number (VerbMem, lower is better), gated on its utility (KnowMem on the retain set)."""
     from unlearn_plugin_muse import Muse
 
     data = tmp_path / "muse"
@@ -276,11 +276,19 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competi
     board = json.loads((tmp_path / "c" / "out" / "leaderboard.json").read_text())
     assert board["benchmark"] == "muse" and board["ranked_by"] == "verbmem_f"
     assert board["baseline"]["privleak"] == 0.0  # the target is its own reference here
-    scores = [row["verbmem_f"] for row in board["entrants"]]
-    assert scores == sorted(scores)  # equal scores share a rank
-    assert [row["rank"] for row in board["entrants"]] == ([1, 1] if scores[0] == scores[1] else [1, 2])
+    base = board["baseline"]["knowmem_r"]  # the gate: MUSE's utility, KnowMem on the retain set
+    assert board["utility_gate"] == f"0.75 x target knowmem_r {base}"
+    for row in board["entrants"]:
+        assert row["status"] == "ok" and row["gate"] == (row["knowmem_r"] >= 0.75 * base)
+        assert (row["rank"] is not None) == row["gate"]  # ranked only when the gate holds
+    ranked = [row for row in board["entrants"] if row["rank"]]
+    assert [r["verbmem_f"] for r in ranked] == sorted(r["verbmem_f"] for r in ranked)
+    if len(ranked) == 2:  # equal scores share a rank
+        assert [r["rank"] for r in ranked] == ([1, 1] if ranked[0]["verbmem_f"] == ranked[1]["verbmem_f"] else [1, 2])
     assert {row["entrant"] for row in board["entrants"]} == {"ga", "gd_fast"}
-    assert "ranked by verbmem_f" in (tmp_path / "c" / "out" / "leaderboard.md").read_text()
+    text = (tmp_path / "c" / "out" / "leaderboard.md").read_text()
+    assert "ranked by verbmem_f" in text and "utility gate: knowmem_r at least 0.75 x the target's" in text
+    assert (tmp_path / "c" / "out" / "leaderboard.png").stat().st_size > 0
     path = competition_file(tmp_path / "c", entrants, limit=120, **{**muse, "mia": str(data)})
     res = cli("compete", "--config", str(path))
     assert res.returncode != 0 and "mia: a lume setting; the muse benchmark does not take it" in res.stderr

@@ -114,6 +114,7 @@ class Muse:
     name = "muse"
     summary = "MUSE (Shi et al. 2024): VerbMem, KnowMem forget/retain, PrivLeak against the retrained model"
     headline = {"verbmem_f": "lower", "knowmem_f": "lower", "knowmem_r": "higher", "privleak": "zero"}
+    utility = "knowmem_r"  # KnowMem on the retain set: MUSE's utility preservation
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         if size not in ("tiny", "small", "medium"):

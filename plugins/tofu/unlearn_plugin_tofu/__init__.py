@@ -268,6 +268,7 @@ class Tofu:
     name = "tofu"
     summary = "TOFU (Maini et al. 2024): forget quality against the retrained model, model utility"
     headline = {"forget_quality": "higher", "model_utility": "higher", "forget_rougeL": "lower"}
+    utility = "model_utility"
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         if size not in SIZES:
