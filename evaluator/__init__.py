@@ -7,6 +7,7 @@ from .generation import greedy_generate
 from .likelihood import answer_losses, answer_nll
 from .metrics import auc, exact_match, ks_pvalue, rouge, rouge_l_recall, truth_ratio
 from .mia import ATTACKS, attack_aucs, document_scores
+from .ranks import SINGLE, Ranks, launched, rank_device
 from .reference import CARD_KEY, TARGET_CARD, check_reference, model_card
 
 __all__ = [
@@ -29,4 +30,8 @@ __all__ = [
     "CARD_KEY",
     "model_card",
     "check_reference",
+    "Ranks",
+    "SINGLE",
+    "launched",
+    "rank_device",
 ]

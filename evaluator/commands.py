@@ -105,6 +105,8 @@ def register_commands(cli: typer.Typer) -> None:
             else:
                 common["device"] = device
                 results = bench.evaluate(model, data, out_dir, **_taken(bench.evaluate, common, benchmark))
+                if not results:
+                    return  # another rank of a multi-process evaluation: rank 0 reports
             out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k in bench.headline and v is not None)
             out.print(f"{benchmark}: {shown}; results in {out_dir}")

@@ -32,7 +32,7 @@ from .metrics import exact_match, row_score
 from .mia import attack_aucs, document_scores, load_documents
 from .mmlu import STYLES, evaluate_mmlu, mmlu_summary
 from .official import PRESET, mmlu_threshold, read_metrics_json, through_csv, write_official
-from .ranks import launched
+from .ranks import launched, rank_device
 from .reference import CARD_KEY, check_reference, model_card
 from .relearn import nli_judge, relearn_metrics
 from .report import summary_markdown, write_figure
@@ -325,7 +325,6 @@ def evaluate_model(
     evaluates a share of the rows on its own device and rank 0 writes the same result one process
     would (`ranks`); the other ranks return an empty dict.
     """
-    import torch
 
     started = time.time()
     if official:
@@ -337,11 +336,7 @@ def evaluate_model(
     if mmlu_style not in STYLES:
         raise ConfigError(f"mmlu style {mmlu_style!r}: choose one of {', '.join(STYLES)}")
     ranks = launched()
-    target = resolve_device(device)
-    if ranks.world > 1 and target.type == "cuda":
-        if target.index is not None:
-            raise ConfigError(f"device {device!r}: each rank takes its own GPU (LOCAL_RANK); use --device cuda")
-        target = torch.device("cuda", torch.cuda.current_device())
+    target = rank_device(device, ranks)
     files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():

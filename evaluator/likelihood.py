@@ -10,6 +10,8 @@ import torch
 
 from unlearn import Encoded, PairCollator, Row, encode, nll_from_logprobs, pad_token_id, token_logprobs
 
+from .ranks import SINGLE, Ranks
+
 
 def _batched_logprobs(
     model: torch.nn.Module, pad_id: int, encoded: Sequence[Encoded], batch_size: int
@@ -33,16 +35,26 @@ def _batched_logprobs(
 
 
 def answer_losses(
-    model: torch.nn.Module, tokenizer: Any, rows: Sequence[Row], max_length: int = 512, batch_size: int = 8
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Row],
+    max_length: int = 512,
+    batch_size: int = 8,
+    ranks: Ranks = SINGLE,
 ) -> list[tuple[float, int]]:
     """``(summed NLL, answer tokens)`` of each row's ``output`` given its ``input``, EOS included
     (TOFU's ``gt_loss`` and ``num_token_gt``; their ratio is its ``avg_gt_loss``). Rows are padded
-    on the right in batches of ``batch_size``."""
-    values: list[tuple[float, int]] = []
+    on the right in batches of ``batch_size``; under several ``ranks`` each computes its share of
+    the batches (the same batches as one process) and every rank gets every row."""
     encoded = encode(rows, tokenizer, max_length)
-    for logp, mask in _batched_logprobs(model, pad_token_id(tokenizer), encoded, batch_size):
-        values += [(float(s), int(c)) for s, c in zip(-(logp * mask).sum(-1), mask.sum(-1))]
-    return values
+    pad = pad_token_id(tokenizer)
+
+    def batch(start: int) -> dict[int, list[tuple[float, int]]]:
+        logp, mask = next(_batched_logprobs(model, pad, encoded[start : start + batch_size], batch_size))
+        return {start: [(float(s), int(c)) for s, c in zip(-(logp * mask).sum(-1), mask.sum(-1))]}
+
+    done = ranks.share(range(0, len(encoded), batch_size), batch)
+    return [value for start in sorted(done) for value in done[start]]
 
 
 def answer_nll(

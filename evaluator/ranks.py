@@ -92,3 +92,16 @@ def launched() -> Ranks:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if gpu else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def rank_device(device: Any, ranks: Ranks) -> torch.device:
+    """This rank's device: `unlearn.resolve_device` of ``device``, except that under several ranks
+    on GPUs each takes its own (``LOCAL_RANK``, set by `launched`), so a fixed ``cuda:N`` is refused."""
+    from unlearn import ConfigError, resolve_device
+
+    target = resolve_device(device)
+    if ranks.world > 1 and target.type == "cuda":
+        if target.index is not None:
+            raise ConfigError(f"device {device!r}: each rank takes its own GPU (LOCAL_RANK); use --device cuda")
+        target = torch.device("cuda", torch.cuda.current_device())
+    return target

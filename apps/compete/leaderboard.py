@@ -112,9 +112,10 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 def write_leaderboard(
     comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
 ) -> Path:
-    """``leaderboard.md``, ``.csv`` and ``.json`` in ``out`` (and ``.png`` on LUME); no data text is
-    ever written. LUME ranks by the official final score behind the utility gate; another
-    benchmark by the first of its headline numbers, in its direction, with those as columns."""
+    """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written.
+    LUME ranks by the official final score; another benchmark by the first of its headline numbers,
+    in its direction, with those as columns. Both behind the utility gate (LUME's utility, or the
+    benchmark's declared ``utility`` number; none if it declares none)."""
     counts = {s: sum(r["status"] == s for r in results) for s in STATUSES if any(r["status"] == s for r in results)}
     facts: dict[str, Any] = {
         "competition": comp.name,

@@ -91,14 +91,15 @@ def register_commands(cli: typer.Typer) -> None:
             instances.append({"model": model_dir, "data": data_dir})
         if tuning_seeds and holdout_dir is None:
             raise ConfigError("--instance-seeds: give --holdout-dir, the folder of instances (outside the study's)")
-        for s in tuning_seeds:  # the embedded benchmark's instance for seed s, built once, shared with held-out
+        if tuning_seeds:  # the embedded benchmark's instance of each seed, built once, shared with held-out
             from unlearn import get_host
             from unlearn.tune.study import build_instance
 
             benchmark = get_host().benchmark(base.get("trainer", {}).get("eval_benchmark", "lume"))
-            where = holdout_dir / f"seed-{s}"
-            data_dir, target_dir, _ = build_instance(where, s, holdout_size, benchmark, target_set, say=out.print)
-            instances.append({"model": str(target_dir), "data": str(data_dir)})
+            for s in tuning_seeds:
+                where = holdout_dir / f"seed-{s}"
+                data_dir, target_dir, _ = build_instance(where, s, holdout_size, benchmark, target_set, out.print)
+                instances.append({"model": str(target_dir), "data": str(data_dir)})
         settings = TuneSettings(
             base=base,
             trials=trials,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import REPO, cli
+from helpers import REPO, SMALL_NET, cli
 from pydantic import Field
 
 from unlearn import Config, ConfigError, Expression, PluginHost, search
@@ -138,24 +138,29 @@ def test_a_study_resumes_after_its_process_is_killed(tiny_bench, tiny_target, tm
 
 @pytest.mark.heavy
 def test_every_trial_runs_on_every_instance(tiny_bench, tiny_target, tiny_oracle, tmp_path):
-    """With a second tuning instance (here the oracle of the same folder, which unlearns from
-    another start), a trial's value is the mean of its instances' and each constraint the worst."""
+    """With more tuning instances (the oracle of the same folder, which unlearns from another
+    start, and a fresh instance of the embedded benchmark built for seed 7), a trial's value is
+    the mean of its instances' and each constraint the worst."""
     target, oracle = tiny_target[0], tiny_oracle[0]
-    out = tmp_path / "study"
+    out, instances = tmp_path / "study", tmp_path / "instances"
     args = ["tune", "-o", str(out), "--model", str(target), "--data", str(tiny_bench), "--method", "gd"]
     args += ["--set", "trainer.batch_size=4", "--set", "trainer.learning_rate=1e-3", "--set", "trainer.epochs=1"]
     args += ["--space", "trainer.epochs=false", "--space", "trainer.learning_rate=false", "--trials", "2"]
     args += ["--startup-trials", "2", "--report-epochs", "1", "--instance", f"{oracle},{tiny_bench}", "--no-progress"]
-    res = cli(*args, timeout=600)
+    args += ["--instance-seeds", "7", "--holdout-dir", str(instances), "--holdout-size", "tiny"]
+    args += [a for k, v in SMALL_NET.items() for a in ("--target-set", f"{k}={v}")]
+    res = cli(*args, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
+    built = instances / "seed-7"
+    assert (built / "target" / "target_card.json").is_file() and (built / "data" / "unlearn_output.json").is_file()
     trials = [json.loads(f.read_text()) for f in sorted(out.glob("trials/*/trial.json"))]
     assert len(trials) == 2
     for trial in trials:
-        first, second = trial["instances"]
-        assert first["model"] == str(target) and second["model"] == str(oracle)
-        assert first["initial"]["score"] != second["initial"]["score"]  # two instances, not one twice
-        assert trial["value"] == pytest.approx((first["value"] + second["value"]) / 2)
-        assert trial["constraints"] == [max(first["constraints"][0], second["constraints"][0])]
+        first, second, third = trial["instances"]
+        assert [first["model"], second["model"], third["model"]] == [str(target), str(oracle), str(built / "target")]
+        assert first["initial"]["score"] != second["initial"]["score"]  # other instances, not one again
+        assert trial["value"] == pytest.approx((first["value"] + second["value"] + third["value"]) / 3)
+        assert trial["constraints"] == [max(i["constraints"][0] for i in trial["instances"])]
         assert trial["feasible"] == (trial["constraints"][0] <= 0)
     stored = {t.number: t for t in _trials(out / "study.db")}
     assert [stored[t["number"]].value for t in trials] == [t["value"] for t in trials]

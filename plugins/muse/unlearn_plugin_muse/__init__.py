@@ -23,12 +23,16 @@ from unlearn import ConfigError, DataError, check_output, hookimpl, publish, wri
 from unlearn.evaluator import (
     CARD_KEY,
     RESULTS,
+    SINGLE,
+    Ranks,
     auc,
     check_reference,
     document_scores,
     greedy_generate,
+    launched,
     load_model,
     model_card,
+    rank_device,
     rouge,
     staging,
 )
@@ -83,8 +87,9 @@ def mink_auc(forget: list[float], holdout: list[float]) -> float:
     return auc([-s for s in holdout], [-s for s in forget])
 
 
-def _leak_scores(model: Any, tokenizer: Any, passages: list[str], batch: int) -> list[float]:
-    return [s["mink"] for s in document_scores(model, tokenizer, passages, k=0.4, batch_size=batch)]
+def _leak_scores(model: Any, tokenizer: Any, passages: list[str], batch: int, ranks: Ranks = SINGLE) -> list[float]:
+    found = document_scores(model, tokenizer, passages, k=0.4, batch_size=batch, ranks=ranks)
+    return [s["mink"] for s in found]
 
 
 def _summary(results: dict[str, Any]) -> str:
@@ -143,33 +148,51 @@ class Muse:
         if reference is not None and _published(reference) is None:
             check_reference(reference, data, RESULTS)
         retrained = _reference_auc(reference)
+        ranks = launched()  # `torchrun -m unlearn evaluate ...`: rows shared out, rank 0 writes
+        device = rank_device(device, ranks)
         net, tok = load_model(model, dtype, device)
         verb_tokens, know_tokens = max_new_tokens or 128, max_new_tokens or 32
         log: dict[str, list[dict[str, Any]]] = {}
         verb = files["verbmem"]
         gts = [tok.decode(tok(d["gt"])["input_ids"][:verb_tokens], skip_special_tokens=True) for d in verb]
-        outputs = greedy_generate(net, tok, [d["prompt"] for d in verb], verb_tokens, batch_size=batch_size)
+        outputs = greedy_generate(
+            net, tok, [d["prompt"] for d in verb], verb_tokens, batch_size=batch_size, ranks=ranks
+        )
         log["verbmem_f"] = [
             {"prompt": d["prompt"], "gt": g, "response": o, **_rouge(g, o)} for d, g, o in zip(verb, gts, outputs)
         ]
         for split in ("forget", "retain"):
             qa, icl = files[f"knowmem_{split}"], files[f"knowmem_{split}_icl"]
             prompts = knowmem_prompts(qa, icl)
-            answers = [cut_answer(a) for a in greedy_generate(net, tok, prompts, know_tokens, batch_size=batch_size)]
+            answers = [
+                cut_answer(a)
+                for a in greedy_generate(net, tok, prompts, know_tokens, batch_size=batch_size, ranks=ranks)
+            ]
             log[f"knowmem_{split[0]}"] = [
                 {"question": d["question"], "gt": d["answer"], "response": a, **_rouge(d["answer"], a)}
                 for d, a in zip(qa, answers)
             ]
-        leak = {s: _leak_scores(net, tok, files[f"privleak_{s}"], batch_size) for s in ("forget", "retain", "holdout")}
+        leak = {
+            s: _leak_scores(net, tok, files[f"privleak_{s}"], batch_size, ranks)
+            for s in ("forget", "retain", "holdout")
+        }
         if reference is not None and retrained is None:
             oracle, oracle_tok = load_model(reference, dtype, device)
             retrained = mink_auc(
-                *(_leak_scores(oracle, oracle_tok, files[f"privleak_{s}"], batch_size) for s in ("forget", "holdout"))
+                *(
+                    _leak_scores(oracle, oracle_tok, files[f"privleak_{s}"], batch_size, ranks)
+                    for s in ("forget", "holdout")
+                )
             )
         extra = {"model": str(model), CARD_KEY: model_card(model), "data": str(data)}
         extra["reference"] = None if reference is None else str(reference)
-        extra |= {"dtype": dtype, "seconds": round(time.time() - started, 2)}
-        return _write(out, log, leak, retrained, extra)
+        extra |= {"dtype": dtype, "seconds": round(time.time() - started, 2), "processes": ranks.world}
+        if not ranks.is_main:
+            ranks.barrier()  # rank 0 writes
+            return {}
+        results = _write(out, log, leak, retrained, extra)
+        ranks.barrier()
+        return results
 
     def rescore(self, folder: Path, data: Path, out: Path, reference: Path | None = None) -> dict[str, Any]:
         """Recompute every number from an earlier evaluation's ``log.json`` (no model)."""

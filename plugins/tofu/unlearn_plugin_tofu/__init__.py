@@ -21,12 +21,15 @@ from unlearn import ConfigError, DataError, Row, check_output, hookimpl, publish
 from unlearn.evaluator import (
     CARD_KEY,
     RESULTS,
+    SINGLE,
     answer_losses,
     check_reference,
     greedy_generate,
     ks_pvalue,
+    launched,
     load_model,
     model_card,
+    rank_device,
     rouge,
     staging,
     truth_ratio,
@@ -116,22 +119,25 @@ def example_stats(
     batch, new_tokens, with_text = options["batch_size"], options["max_new_tokens"], options["generate"]
     index = [str(i) for i in range(len(rows))]
     stats: dict[str, dict[str, Any]] = {}
-    gt = answer_losses(model, tokenizer, _rows(rows, "answer", tags), batch_size=batch)
+    ranks = options.get("ranks", SINGLE)  # under a launcher each rank computes its share of the batches
+    gt = answer_losses(model, tokenizer, _rows(rows, "answer", tags), batch_size=batch, ranks=ranks)
     stats["avg_gt_loss"] = {i: s / n for i, (s, n) in zip(index, gt)}
     stats["gt_loss"] = {i: s for i, (s, _) in zip(index, gt)}
     stats["num_token_gt"] = {i: n for i, (_, n) in zip(index, gt)}
     if with_text:
         prompts = [r.input for r in _rows(rows, "answer", tags)]
-        answers = greedy_generate(model, tokenizer, prompts, new_tokens, batch_size=batch)
+        answers = greedy_generate(model, tokenizer, prompts, new_tokens, batch_size=batch, ranks=ranks)
         scores = [rouge(r["answer"], a) for r, a in zip(rows, answers)]
         stats["generated_text"] = {i: [p, a, r["answer"]] for i, p, a, r in zip(index, prompts, answers, rows)}
         stats["rouge1_recall"] = {i: s["rouge1"]["recall"] for i, s in zip(index, scores)}
         stats["rougeL_recall"] = {i: s["rougeL"]["recall"] for i, s in zip(index, scores)}
     para = (
-        gt if true_key == "answer" else answer_losses(model, tokenizer, _rows(rows, true_key, tags), batch_size=batch)
+        gt
+        if true_key == "answer"
+        else answer_losses(model, tokenizer, _rows(rows, true_key, tags), batch_size=batch, ranks=ranks)
     )
     flat = [dict(r, _p=p) for r in rows for p in r["perturbed_answer"]]
-    losses = iter(answer_losses(model, tokenizer, _rows(flat, "_p", tags), batch_size=batch))
+    losses = iter(answer_losses(model, tokenizer, _rows(flat, "_p", tags), batch_size=batch, ranks=ranks))
     perturbed = [[next(losses) for _ in r["perturbed_answer"]] for r in rows]
     stats["avg_paraphrased_loss"] = {i: s / n for i, (s, n) in zip(index, para)}
     stats["paraphrased_loss"] = {i: s for i, (s, _) in zip(index, para)}
@@ -304,8 +310,10 @@ class Tofu:
         if reference is not None:
             check_reference(reference, data, RESULTS)
         ref_stats = _reference_stats(reference)
+        ranks = launched()  # `torchrun -m unlearn evaluate ...`: rows shared out, rank 0 writes
+        device = rank_device(device, ranks)
         net, tokenizer = load_model(model, dtype, device)
-        options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "generate": True}
+        options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "generate": True, "ranks": ranks}
         files = {f: example_stats(net, tokenizer, rows, key, tags, **options) for f, (_, rows, key) in sets.items()}
         if ref_stats is None and reference is not None:
             oracle, oracle_tok = load_model(reference, dtype, device)
@@ -318,8 +326,14 @@ class Tofu:
             "reference": None if reference is None else str(reference),
             "dtype": dtype,
             "seconds": round(time.time() - started, 2),
+            "processes": ranks.world,
         }
-        return _write(out, files, ref_stats, extra)
+        if not ranks.is_main:
+            ranks.barrier()  # rank 0 writes
+            return {}
+        results = _write(out, files, ref_stats, extra)
+        ranks.barrier()
+        return results
 
     def rescore(self, folder: Path, data: Path, out: Path, reference: Path | None = None) -> dict[str, Any]:
         """Aggregate the per-example files in ``folder`` again (``data`` is not read: the files hold
