@@ -72,9 +72,13 @@ def test_evaluate_a_model_and_rescore_its_log(tmp_path, tiny_model):
     assert res.returncode == 0, res.stderr
     results = json.loads((out / "evaluation_results.json").read_text())
     assert results["benchmark"] == "muse" and results["privleak"] == 0.0  # its own reference
+    assert results["privleak_minkpp"] == 0.0  # Min-K%++ beside MUSE's Min-40%, same reference
     assert 0 <= results["verbmem_f"] <= 100 and 0 <= results["knowmem_r"] <= 100
     log = json.loads((out / "log.json").read_text())
     assert len(log["generations"]["verbmem_f"]) == 8 and len(log["privleak_min40"]["holdout"]) == 8
+    pp = log["privleak_minkpp"]
+    assert results["muse"]["forget_holdout_Min-K%++"] == mink_auc(pp["forget"], pp["holdout"])
+    assert pp["forget"] != log["privleak_min40"]["forget"]  # another attack's scores
     again = tmp_path / "again"
     res = _cli(
         "evaluate",
@@ -101,6 +105,7 @@ def test_evaluate_a_model_and_rescore_its_log(tmp_path, tiny_model):
     auc = results["muse"]["forget_holdout_Min-40%"]
     assert found["muse"]["auc_retrained"] == 0.4772
     assert found["privleak"] == pytest.approx((auc - 0.4772) / 0.4772 * 100)
+    assert found["privleak_minkpp"] is None  # MUSE publishes no Min-K%++ AUC
     res = _cli("evaluate", "--generations", str(out), "--benchmark", "muse", "-d", str(data), "-o",
                str(tmp_path / "y"), "--reference", "published:wiki")  # fmt: skip
     assert res.returncode != 0 and "MUSE publishes the retrained AUC of published:news, published:books" in res.stderr

@@ -8,7 +8,8 @@ tokens, cut at the next question) after few-shot ``Question: ...\\nAnswer: ...``
 **PrivLeak**, ``(AUC - AUC_retrained) / AUC_retrained`` of the Min-40% attack between forget
 (labelled non-member) and holdout (labelled member) passages, MUSE's ``forget_holdout_Min-40%``:
 near 0 when the model treats forget passages like text it never saw, as the retrained model does.
-Values are reported x100, as MUSE reports them.
+Values are reported x100, as MUSE reports them. Beside it, ``privleak_minkpp``: the same with the
+Min-K%++ attack (Zhang et al. 2024, k = 40%), which separates members more sharply.
 """
 
 from __future__ import annotations
@@ -87,9 +88,17 @@ def mink_auc(forget: list[float], holdout: list[float]) -> float:
     return auc([-s for s in holdout], [-s for s in forget])
 
 
-def _leak_scores(model: Any, tokenizer: Any, passages: list[str], batch: int, ranks: Ranks = SINGLE) -> list[float]:
+SPLITS = ("forget", "retain", "holdout")
+ATTACKS = {"mink": "Min-40%", "minkpp": "Min-K%++"}  # MUSE's PrivLeak attack first, then Min-K%++ (k 40%)
+LOGS = {"mink": "privleak_min40", "minkpp": "privleak_minkpp"}  # their scores in log.json
+
+
+def _leak_scores(
+    model: Any, tokenizer: Any, passages: list[str], batch: int, ranks: Ranks = SINGLE
+) -> dict[str, list[float]]:
+    """Each passage's Min-40% and Min-K%++ (k = 40%) scores (lower: more likely a member)."""
     found = document_scores(model, tokenizer, passages, k=0.4, batch_size=batch, ranks=ranks)
-    return [s["mink"] for s in found]
+    return {a: [s[a] for s in found] for a in ATTACKS}
 
 
 def _summary(results: dict[str, Any]) -> str:
@@ -102,6 +111,7 @@ def _summary(results: dict[str, Any]) -> str:
         f"| KnowMem on forget | {fmt(results['knowmem_f'])} | low |\n"
         f"| KnowMem on retain (utility) | {fmt(results['knowmem_r'])} | high |\n"
         f"| PrivLeak (%) | {fmt(results['privleak'])} | 0 |\n"
+        f"| PrivLeak, Min-K%++ (%) | {fmt(results.get('privleak_minkpp'))} | 0 |\n"
         f"\nforget/holdout Min-40% AUC {results['muse']['forget_holdout_Min-40%']:.4f}"
         + (
             f", retrained model's {results['muse']['auc_retrained']:.4f}"
@@ -172,18 +182,12 @@ class Muse:
                 {"question": d["question"], "gt": d["answer"], "response": a, **_rouge(d["answer"], a)}
                 for d, a in zip(qa, answers)
             ]
-        leak = {
-            s: _leak_scores(net, tok, files[f"privleak_{s}"], batch_size, ranks)
-            for s in ("forget", "retain", "holdout")
-        }
+        scores = {s: _leak_scores(net, tok, files[f"privleak_{s}"], batch_size, ranks) for s in SPLITS}
+        leak = {a: {s: scores[s][a] for s in SPLITS} for a in ATTACKS}
         if reference is not None and retrained is None:
             oracle, oracle_tok = load_model(reference, dtype, device)
-            retrained = mink_auc(
-                *(
-                    _leak_scores(oracle, oracle_tok, files[f"privleak_{s}"], batch_size, ranks)
-                    for s in ("forget", "holdout")
-                )
-            )
+            theirs = {s: _leak_scores(oracle, oracle_tok, files[f"privleak_{s}"], batch_size, ranks) for s in SPLITS}
+            retrained = {a: mink_auc(theirs["forget"][a], theirs["holdout"][a]) for a in ATTACKS}
         extra = {"model": str(model), CARD_KEY: model_card(model), "data": str(data)}
         extra["reference"] = None if reference is None else str(reference)
         extra |= {"dtype": dtype, "seconds": round(time.time() - started, 2), "processes": ranks.world}
@@ -204,7 +208,8 @@ class Muse:
             raise ConfigError(f"{reference}: rescoring needs the retrained model's evaluation, not its model folder")
         try:
             saved = json.loads((folder / "log.json").read_text(encoding="utf-8"))
-            log, leak = saved["generations"], saved["privleak_min40"]
+            log = saved["generations"]
+            leak = {a: saved[LOGS[a]] for a in ATTACKS if LOGS[a] in saved or a == "mink"}
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{folder / 'log.json'}: not a MUSE evaluation's log ({exc})") from None
         return _write(out, log, leak, retrained, {"rescored_from": str(folder)})
@@ -220,21 +225,34 @@ def _rouge(gold: str, output: str) -> dict[str, float]:
 
 
 def _write(
-    out: Path, log: dict[str, Any], leak: dict[str, list[float]], retrained: float | None, extra: dict[str, Any]
+    out: Path,
+    log: dict[str, Any],
+    leak: dict[str, dict[str, list[float]]],
+    retrained: dict[str, float | None] | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
+    """``leak``: attack -> split -> scores; ``retrained``: attack -> the retrained model's AUC."""
     folder = staging(out)
-    forget_auc = mink_auc(leak["forget"], leak["holdout"])
+    retrained = retrained or {}
+    aucs = {a: mink_auc(leak[a]["forget"], leak[a]["holdout"]) for a in leak}
+    leaks = {a: privleak(aucs[a], retrained[a]) if retrained.get(a) is not None else None for a in aucs}
     means = {k: statistics.fmean(r["rougeL"] for r in rows) * 100 for k, rows in log.items()}
     results = {
         "benchmark": "muse",
         "verbmem_f": means["verbmem_f"],
         "knowmem_f": means["knowmem_f"],
         "knowmem_r": means["knowmem_r"],
-        "privleak": None if retrained is None else privleak(forget_auc, retrained),
-        "muse": {"forget_holdout_Min-40%": forget_auc, "auc_retrained": retrained},
+        "privleak": leaks["mink"],
+        "privleak_minkpp": leaks.get("minkpp"),
+        "muse": {
+            "forget_holdout_Min-40%": aucs["mink"],
+            "auc_retrained": retrained.get("mink"),
+            "forget_holdout_Min-K%++": aucs.get("minkpp"),
+            "auc_retrained_Min-K%++": retrained.get("minkpp"),
+        },
         **extra,
     }
-    write_json(folder / "log.json", {"generations": log, "privleak_min40": leak})
+    write_json(folder / "log.json", {"generations": log, **{LOGS[a]: leak[a] for a in leak}})
     write_text(folder / "summary.md", _summary(results))
     write_json(folder / RESULTS, results)
     publish(folder, out, "evaluation")
@@ -260,18 +278,21 @@ def _published(reference: Path | None) -> str | None:
     return corpus
 
 
-def _reference_auc(reference: Path | None) -> float | None:
-    """The retrained model's forget/holdout AUC: MUSE's published one (``published:news``), or
-    from the retrained model's saved MUSE evaluation; None for a model folder."""
+def _reference_auc(reference: Path | None) -> dict[str, float | None] | None:
+    """The retrained model's forget/holdout AUC of each attack: MUSE's published Min-40% one
+    (``published:news``; MUSE publishes no Min-K%++ value), or from the retrained model's saved
+    MUSE evaluation; None for a model folder (computed from it) or no reference."""
     corpus = _published(reference)
     if corpus is not None:
-        return AUC_RETRAIN[corpus]
+        return {"mink": AUC_RETRAIN[corpus], "minkpp": None}
     if reference is None or (Path(reference) / "config.json").is_file():
         return None
     file = Path(reference) / RESULTS
     try:
-        return float(json.loads(file.read_text(encoding="utf-8"))["muse"]["forget_holdout_Min-40%"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        found = json.loads(file.read_text(encoding="utf-8"))["muse"]
+        pp = found.get("forget_holdout_Min-K%++")
+        return {"mink": float(found["forget_holdout_Min-40%"]), "minkpp": None if pp is None else float(pp)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{file}: not a MUSE evaluation of the retrained model ({exc})") from None
 
 
