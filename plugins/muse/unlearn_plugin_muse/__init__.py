@@ -9,7 +9,7 @@ tokens, cut at the next question) after few-shot ``Question: ...\\nAnswer: ...``
 (labelled non-member) and holdout (labelled member) passages, MUSE's ``forget_holdout_Min-40%``:
 near 0 when the model treats forget passages like text it never saw, as the retrained model does.
 Values are reported x100, as MUSE reports them. Beside it, ``privleak_minkpp``: the same with the
-Min-K%++ attack (Zhang et al. 2024, k = 40%), which separates members more sharply.
+Min-K%++ attack (Zhang et al. 2024, k = 40%).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def mink_auc(forget: list[float], holdout: list[float]) -> float:
 
 
 SPLITS = ("forget", "retain", "holdout")
-ATTACKS = {"mink": "Min-40%", "minkpp": "Min-K%++"}  # MUSE's PrivLeak attack first, then Min-K%++ (k 40%)
+ATTACKS = ("mink", "minkpp")  # MUSE's PrivLeak attack (Min-40%) first, then Min-K%++ (k = 40%)
 LOGS = {"mink": "privleak_min40", "minkpp": "privleak_minkpp"}  # their scores in log.json
 
 
