@@ -37,8 +37,6 @@ from .data import (
     pad_token_id,
     read_records,
     resolve_split,
-    rows_digest,
-    training_rows,
 )
 from .errors import ConfigError, DataError, NonFiniteLossError, PluginError, RunError, UnlearnError
 from .hookspecs import Benchmark, Direction, Item, Kind, Register, hookimpl
@@ -101,8 +99,6 @@ __all__ = [
     "load_rows",
     "read_records",
     "resolve_split",
-    "training_rows",
-    "rows_digest",
     "pad_token_id",
     "PairCollator",
     "PairedDataset",

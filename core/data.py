@@ -3,7 +3,6 @@ forget/retain batches every method receives."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Iterable, Sequence
@@ -125,42 +124,6 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
     if not rows:
         raise DataError(f"{file}: no rows (empty file)")
     return rows
-
-
-def training_rows(data: Path) -> tuple[list[Row], dict[str, int]]:
-    """Every forget, retain and utility row of a benchmark folder, and the rows per file.
-
-    Reads ``{forget,retain}_{train,validation}.jsonl`` (ours and the public LUME layout) or
-    ``{forget,retain}.jsonl``, plus ``utility.jsonl`` if present. Non-member files are never read.
-    """
-    if not data.is_dir():
-        raise DataError(f"{data}: not a folder")
-    names = [f"{split}_{part}.jsonl" for split in ("forget", "retain") for part in ("train", "validation")]
-    names += ["forget.jsonl", "retain.jsonl", "utility.jsonl"]
-    files = [data / n for n in names if (data / n).is_file()]
-    if not any(f.name.startswith(("forget", "retain")) for f in files):
-        raise DataError(f"{data}: no forget/retain files (expected forget_train.jsonl, retain_train.jsonl, ...)")
-    rows: list[Row] = []
-    counts: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    for file in files:
-        part = load_rows(file)
-        for row in part:
-            if row.id in seen:
-                raise DataError(f"{file}: id {row.id!r} also appears in {seen[row.id]}")
-            seen[row.id] = file.name
-        rows += part
-        counts[file.name] = len(part)
-    return rows, counts
-
-
-def rows_digest(rows: Sequence[Row]) -> str:
-    """SHA-256 of rows' ``id``, ``input``, ``output`` and ``task`` in order: what a target card
-    records of the data it was trained on, and what an oracle is checked against."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps([r.id, r.input, r.output, r.task]).encode())
-    return h.hexdigest()
 
 
 def pad_token_id(tokenizer: Any) -> int:

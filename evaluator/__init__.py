@@ -8,7 +8,7 @@ from .likelihood import answer_losses, answer_nll
 from .metrics import auc, exact_match, ks_pvalue, rouge, rouge_l_recall, truth_ratio
 from .mia import ATTACKS, attack_aucs, document_scores
 from .ranks import SINGLE, Ranks, launched, rank_device
-from .reference import CARD_KEY, TARGET_CARD, check_reference, model_card
+from .reference import CARD_KEY, TARGET_CARD, check_reference, model_card, rows_digest, training_rows
 
 __all__ = [
     "RESULTS",
@@ -30,6 +30,8 @@ __all__ = [
     "CARD_KEY",
     "model_card",
     "check_reference",
+    "training_rows",
+    "rows_digest",
     "Ranks",
     "SINGLE",
     "launched",

@@ -29,11 +29,9 @@ from unlearn import (
     nll_from_logprobs,
     publish,
     resolve_device,
-    rows_digest,
     token_logprobs,
-    training_rows,
 )
-from unlearn.evaluator import TARGET_CARD
+from unlearn.evaluator import TARGET_CARD, rows_digest, training_rows
 
 CARD_JSON = TARGET_CARD
 CARD_MD = "README.md"
