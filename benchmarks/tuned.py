@@ -5,6 +5,9 @@ their tuned settings and with the shared untuned settings of the methods table, 
     python benchmarks/tuned.py                                  # every entry below, 20 trials each
     python benchmarks/tuned.py --methods gd,npo --trials 20 --jobs 2 --seeds 1,2,3
     python benchmarks/methods.py --tuned ...                    # the same
+    python benchmarks/tuned.py --methods gd+layers --instance-seeds 4 --studies runs/tuned2   # 2 instances
+    python benchmarks/tuned.py --methods npo --studies runs/tuned_margin \
+        --constraint 'utility >= 0.85 * initial_utility'               # a utility margin
 
 The tuning instance is runs/bench (seed 0, what `benchmarks/methods.py` builds); studies live in
 runs/tuned/NAME (resumable: run the same command again), held-out instances in
