@@ -33,7 +33,6 @@ from unlearn import (
 )
 from unlearn.evaluator import TARGET_CARD, rows_digest, training_rows
 
-CARD_JSON = TARGET_CARD
 CARD_MD = "README.md"
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
@@ -260,7 +259,7 @@ def build_target(
     from unlearn.evaluator.memorisation import memorisation_report
 
     card["memorisation"] = memorisation_report(model, tokenizer, data, progress=progress)
-    (staging / CARD_JSON).write_text(json.dumps(card, indent=2))
+    (staging / TARGET_CARD).write_text(json.dumps(card, indent=2))
     (staging / CARD_MD).write_text(card_markdown(card))
     publish(staging, out, "target")
     shutil.rmtree(work, ignore_errors=True)

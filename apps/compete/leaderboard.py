@@ -220,11 +220,7 @@ def _headline_figure(
         bars.legend(loc="lower right", fontsize=8)
     bars.set_xlabel(f"{first} (green: ranked, orange: scored, not ranked, grey: no score)")
     bars.set_title(f"{comp.name} ({comp.benchmark})")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path, dpi=110)
 
 
 def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], title: str) -> None:
@@ -264,8 +260,15 @@ def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], titl
     scatter.set_xlim(-0.02, 1.02)
     scatter.set_ylim(-0.02, 1.02)
     fig.suptitle(title)
+    _save(fig, path, dpi=120)
+
+
+def _save(fig: Any, path: Path, dpi: int) -> None:
+    """Lay out, write beside ``path`` and rename over it (a reader never sees half a PNG), close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)

@@ -217,17 +217,18 @@ class Study:
         data = copy.deepcopy(self.settings.base)
         for path, value in params.items():
             apply_override(data, path, value)
+        forget = self.config.forget or self.config.data
         if instance:
             other = self.settings.instances[instance - 1]
             data |= {"model": other.model, "data": other.data}
             for key in ("tokenizer", "forget", "retain"):
                 data.pop(key, None)  # the instance's own, from its folders
-        data["output_dir"] = str(folder / ("model" if not instance else f"model-{instance}"))
-        config = build_config(data, source=f"tune: trial settings {params}")
-        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch(config.forget or config.data)))
+            forget = Path(other.data)
+        every = max(1, round(self.settings.report_epochs * self.steps_per_epoch(forget)))
         trainer = {"score_steps": every, "eval_split": "train", "eval_rows": 10**9, "progress": False}
         for key, value in trainer.items():
             apply_override(data, f"trainer.{key}", value)
+        data["output_dir"] = str(folder / ("model" if not instance else f"model-{instance}"))
         return build_config(data, source=f"tune: trial settings {params}")
 
     def objective_fn(self, trial: Any) -> float:
