@@ -102,9 +102,10 @@ def test_a_study_resumes_after_its_process_is_killed(tiny_bench, tiny_target, tm
         [sys.executable, "-m", "unlearn", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill it while its second trial runs
+    while time.time() < deadline:  # kill it while its second trial runs (its settings all drawn)
         trials = _trials(out / "study.db") if (out / "study.db").is_file() else []
-        if any(t.state.name == "COMPLETE" for t in trials) and any(t.state.name == "RUNNING" for t in trials):
+        running = [t for t in trials if t.state.name == "RUNNING" and "folder" in t.user_attrs]
+        if any(t.state.name == "COMPLETE" for t in trials) and running:
             break
         time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
