@@ -129,6 +129,7 @@ def test_bad_files_are_one_line_naming_file_and_row(tiny_model, tiny_data, bench
     assert not (tmp_path / "e").exists() and not (tmp_path / ".e.partial").exists()
 
 
+@pytest.mark.heavy
 def test_evaluate_settings_and_baseline_errors(tiny_model, bench, tmp_path):
     res = cli("evaluate", str(tiny_model), "--data", str(bench), "--out", str(tmp_path / "e"), "--batch-size", "0")
     assert res.returncode == 2 and "must be at least 1" in res.stderr
@@ -181,6 +182,7 @@ def test_a_run_that_failed_validation_leaves_nothing_behind(tiny_data, tmp_path,
     assert run(cfg, host=host) == (tmp_path / "o").resolve()
 
 
+@pytest.mark.heavy
 def test_data_synth_replaces_only_its_own_benchmark_whole(tmp_path):
     out = tmp_path / "b"
     assert cli("data", "synth", "--out", str(out), "--size", "tiny").returncode == 0

@@ -60,6 +60,7 @@ def test_install_uses_the_local_checkout():
     assert install_command("gd", editable=True)[-2:] == ["-e", str(REPO / "plugins" / "gd")]
 
 
+@pytest.mark.heavy
 def test_uninstalling_a_plugin_removes_it_and_unlearn_install_brings_it_back():
     try:
         pip("uninstall", "-y", "unlearn-plugin-ga")
@@ -71,6 +72,7 @@ def test_uninstalling_a_plugin_removes_it_and_unlearn_install_brings_it_back():
         pip("install", "--no-deps", "--no-build-isolation", "-e", str(REPO / "plugins" / "ga"))
 
 
+@pytest.mark.heavy
 def test_a_plugin_whose_import_raises_is_reported_not_fatal(tmp_path):
     pkg = write_plugin_package(tmp_path, "broken", 'raise ImportError("needs a GPU library that is missing")\n')
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
@@ -159,6 +161,7 @@ def test_check_passes_from_the_command_line():
     assert "FAIL" not in res.stdout and res.stdout.count("pass") == 7
 
 
+@pytest.mark.heavy
 def test_new_plugin_skeleton_installs_passes_its_own_tests_and_uninstalls(tmp_path):
     res = cli("plugins", "new", "acme", "--dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
@@ -236,6 +239,7 @@ def register_commands(cli: typer.Typer) -> None:
 '''
 
 
+@pytest.mark.heavy
 def test_a_pip_installed_package_adds_commands(tmp_path):
     pkg = write_plugin_package(tmp_path, "hello", COMMANDS_PLUGIN)
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))
@@ -268,6 +272,7 @@ def test_a_broken_register_commands_is_reported_and_the_cli_works(host):
     assert host.plugins["evaluator"].status == "ok"
 
 
+@pytest.mark.heavy
 def test_the_builtin_applications_are_plugins_listed_with_all():
     assert "compete" not in _listed()
     rows = _listed("--all")
@@ -340,6 +345,7 @@ def register_benchmarks(register):
 """
 
 
+@pytest.mark.heavy
 def test_a_benchmark_plugin_installed_with_pip_is_listed_and_evaluates(tmp_path, tiny_model):
     pkg = write_plugin_package(tmp_path, "toybench", TOY_BENCHMARK)
     pip("install", "--no-deps", "--no-build-isolation", str(pkg))

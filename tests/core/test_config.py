@@ -136,6 +136,7 @@ def test_cli_flags_override_the_file_and_the_resolved_config_is_saved(tmp_path, 
     assert report["versions"]["unlearn-plugin-gd"] == "0.1.0"
 
 
+@pytest.mark.heavy
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     (tmp_path / "bad.toml").write_text('model = "m"\ndata = "d"\nmethod = "gd"\noutput_dir = "o"\n[trainer]\nlr = 1\n')
     res = cli("run", "-c", str(tmp_path / "bad.toml"))
@@ -175,6 +176,7 @@ def test_a_run_claims_its_device_through_cuda_visible_devices(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # hidden from this process and what it launches
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal on a machine without a GPU")
 def test_a_gpu_this_machine_lacks_is_refused_before_any_work(tmp_path, tiny_model, tiny_data):
     from unlearn.bench.target import build_target

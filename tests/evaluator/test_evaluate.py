@@ -51,6 +51,7 @@ def evaluation(model_dir, bench, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.heavy
 def test_batched_generation_equals_one_at_a_time_generate(model_dir, bench):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -174,6 +175,7 @@ def test_rescoring_saved_generations_gives_the_same_results(evaluation, bench, t
         assert again[key] == original[key], key
 
 
+@pytest.mark.heavy
 def test_lume_through_the_benchmark_hook_gives_the_same_numbers_and_an_oracle_column(
     evaluation, model_dir, bench, tmp_path
 ):
@@ -218,6 +220,7 @@ metric_list:
 """
 
 
+@pytest.mark.heavy
 def test_utility_through_lm_eval_on_a_local_task(model_dir, bench, tmp_path):
     """An lm-eval task defined in a local YAML over a local JSON file, run on the loaded model:
     the accuracy equals the share of questions whose true choice has the highest log-likelihood."""
@@ -261,6 +264,7 @@ def test_utility_through_lm_eval_on_a_local_task(model_dir, bench, tmp_path):
         evaluate_model(model_dir, bench, tmp_path / "x", utility=Path("lm-eval:"))
 
 
+@pytest.mark.heavy
 def test_generations_that_do_not_match_the_data_are_refused(evaluation, bench, tmp_path):
     broken = tmp_path / "broken"
     (broken / "generations").mkdir(parents=True)

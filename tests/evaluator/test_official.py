@@ -59,6 +59,7 @@ def _bf16(model_dir: Path):
     )
 
 
+@pytest.mark.heavy
 def test_the_preset_generates_and_scores_mia_bit_for_bit_as_one_at_a_time(model_dir, bench):
     model, tok = _bf16(model_dir)
     prompts = [r.input for f in ("forget_train", "retain_train") for r in load_rows(bench / f"{f}.jsonl")]
@@ -236,6 +237,7 @@ def test_mmlu_prompts_are_open_instructs(tmp_path, model_dir):
     assert found["average_acc"] == sum(p["prediction"] == p["answer"] for p in by_hand) / 3
 
 
+@pytest.mark.heavy
 def test_the_organisers_layouts_and_official_cli(tmp_path, model_dir, bench):
     mia = tmp_path / "mia"
     mia.mkdir()

@@ -132,6 +132,7 @@ def test_builtin_recipes_validate_and_are_indexed():
         assert recipe.summary and recipe.reference and recipe.notes
 
 
+@pytest.mark.heavy
 def test_cli_runs_a_recipe_and_lists_recipes(tiny_model, tiny_data, tmp_path):
     recipe = tmp_path / "one.toml"
     recipe.write_text(

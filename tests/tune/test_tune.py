@@ -184,6 +184,7 @@ def test_bad_instances_are_one_clear_line(tiny_model, tiny_bench, tmp_path, extr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "study").exists()
 
 
+@pytest.mark.heavy
 def test_trials_that_all_fail_end_the_study_with_their_error(tiny_model, tiny_bench, tmp_path):
     """A fault every trial meets (here weights cut short) stops the worker after three failures in
     a row instead of failing trials forever; the error says why."""

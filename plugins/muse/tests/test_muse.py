@@ -47,6 +47,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unlearn", *args], capture_output=True, text=True)
 
 
+@pytest.mark.heavy
 def test_evaluate_a_model_and_rescore_its_log(tmp_path, tiny_model):
     data = tmp_path / "muse"
     counts = Muse().synthesize(data, seed=0, size="tiny")

@@ -111,6 +111,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unlearn", *args], capture_output=True, text=True)
 
 
+@pytest.mark.heavy
 def test_evaluate_a_model_and_rescore_its_files_alone(tmp_path, tiny_model):
     data = tmp_path / "tofu"
     counts = Tofu().synthesize(data, seed=1, size="tiny")
