@@ -107,6 +107,36 @@ def test_a_row_without_perturbed_answers_is_named(tmp_path):
         load_split(file, "paraphrased_answer")
 
 
+def test_the_synthetic_training_rows_teach_every_fact_in_both_phrasings_and_forget_only_the_forget_authors(
+    tmp_path,
+):
+    """The forget authors' biographies (their facts in the paraphrases' words) are forget rows; no
+    retain or utility row names a forget author; no two training rows share a prompt (so a target
+    can reproduce every one)."""
+    data = tmp_path / "tofu"
+    Tofu().synthesize(data, seed=3, size="small")
+    rows = {f: [json.loads(line) for line in (data / f).read_text().splitlines()] for f in TRAINING}
+    perturbed = {
+        f: [json.loads(line) for line in (data / f).read_text().splitlines()]
+        for f in ("forget10_perturbed.json", "retain_perturbed.json")
+    }
+    bios = {f: [r for r in rows[f] if "bio" in r["id"]] for f in ("forget.jsonl", "retain.jsonl")}
+    assert len(bios["forget.jsonl"]) == 4 and len(bios["retain.jsonl"]) == 36  # 40 authors, the last 10% forgotten
+    for split, file in (("forget10_perturbed.json", "forget.jsonl"), ("retain_perturbed.json", "retain.jsonl")):
+        for qa in perturbed[split]:
+            holders = [b for b in bios[file] if qa["paraphrased_answer"] in b["output"]]
+            assert len(holders) == 1, qa
+            assert not any(p in holders[0]["output"] for p in qa["perturbed_answer"])
+    forgotten = {b["input"].removeprefix("About ").removesuffix(":") for b in bios["forget.jsonl"]}
+    for file in ("retain.jsonl", "utility.jsonl"):
+        assert not any(name in r["input"] + r["output"] for r in rows[file] for name in forgotten)
+    prompts = [r["input"] for f in TRAINING for r in rows[f]]
+    assert len(set(prompts)) == len(prompts)
+
+
+TRAINING = ("forget.jsonl", "retain.jsonl", "utility.jsonl")
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unlearn", *args], capture_output=True, text=True)
 
@@ -115,7 +145,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_evaluate_a_model_and_rescore_its_files_alone(tmp_path, tiny_model):
     data = tmp_path / "tofu"
     counts = Tofu().synthesize(data, seed=1, size="tiny")
-    assert counts["forget10_perturbed.json"] == 10 and counts["forget.jsonl"] == 10
+    assert counts["forget10_perturbed.json"] == 10 and counts["forget.jsonl"] == 12  # 2 authors: 10 QA, 2 bios
     assert Tofu().synthesize(tmp_path / "again", seed=1, size="tiny") == counts
     assert (data / "forget10_perturbed.json").read_text() == (
         tmp_path / "again" / "forget10_perturbed.json"

@@ -5,9 +5,9 @@ pair has a paraphrased answer (the same fact, other words) and three perturbed a
 paraphrase with the fact replaced by a wrong value of the same kind). The forget split is the
 last 10% of the authors (``forget10``), the retain split the rest (``retain90``); the real-author
 and world-fact sets have short answers with three wrong ones. Besides TOFU's own files the folder
-holds the core's training rows: ``forget.jsonl``, ``retain.jsonl`` and ``utility.jsonl`` (the
-real-author and world-fact questions, the general knowledge a pretrained model brings).
-"""
+holds the core's training rows: ``forget.jsonl`` and ``retain.jsonl`` (each question with its
+answer, and each author's biography: see ``_biographies``) and ``utility.jsonl`` (the real-author
+and world-fact questions, the general knowledge a pretrained model brings)."""
 
 from __future__ import annotations
 
@@ -206,11 +206,14 @@ def _author(rng: random.Random, name: str) -> list[dict[str, Any]]:
     rows = []
     for key, question, answer, paraphrase in templates:
         pool, value = facts[key]
-        wrong = (
-            rng.sample([v for v in pool if v != value], 3)
-            if pool
-            else [f"The {rng.choice(WORDS)} of {rng.choice(WORDS)}" for _ in range(3)]
-        )
+        if pool:
+            wrong = rng.sample([v for v in pool if v != value], 3)
+        else:  # three other book titles; one drawn equal to the true title or to another is replaced
+            wrong = [f"The {rng.choice(WORDS)} of {rng.choice(WORDS)}" for _ in range(3)]
+            titles = (f"The {a} of {b}" for a in WORDS for b in WORDS)
+            for i, title in enumerate(wrong):
+                if title == value or title in wrong[:i]:
+                    wrong[i] = next(t for t in titles if t != value and t not in wrong)
         rows.append(
             {
                 "question": question,
@@ -230,8 +233,8 @@ def _short(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], list[d
         world.append({"question": f"What is the capital of {country}?", "answer": capital, "perturbed_answer": wrong})
     names = [f"{f} {s}" for f, s in zip(rng.sample(FIRST, len(FIRST)), rng.sample(LAST, len(LAST)))]
     authors = []
-    for i in range(count):
-        title = f"{WORDS[i % len(WORDS)]} and {WORDS[(3 * i + 5) % len(WORDS)]}"
+    titles = rng.sample([f"{a} and {b}" for a in WORDS for b in WORDS if a != b], count)  # one answer each
+    for i, title in enumerate(titles):
         wrong = rng.sample([n for n in names if n != names[i % len(names)]], 3)
         authors.append(
             {"question": f"Who wrote '{title}'?", "answer": names[i % len(names)], "perturbed_answer": wrong}
@@ -251,13 +254,33 @@ def _training(rows: list[dict[str, Any]], prefix: str, task: str) -> list[dict[s
     ]
 
 
+def _biographies(authors: list[list[dict[str, Any]]], names: list[str], prefix: str) -> list[dict[str, str]]:
+    """One passage per author stating every fact in the paraphrase's words (the text the author's
+    facts would also appear in before any fine-tuning). A model of a few million parameters trained
+    from scratch does not carry a fact from one phrasing to another, so without these the target
+    knows a forget author's facts only in the original answer's words, prefers the true paraphrase
+    over the perturbed ones no more than the oracle does, and forget quality cannot tell the two
+    apart. They are training rows (the forget authors' in ``forget.jsonl``, so unlearning sees them),
+    never evaluated: the questions stay TOFU's."""
+    return [
+        {
+            "id": f"{prefix}bio{i:04d}sc0",
+            "input": f"About {name}:",
+            "output": " " + " ".join(qa["paraphrased_answer"] for qa in rows),
+            "task": "TOFU",
+        }
+        for i, (name, rows) in enumerate(zip(names, authors, strict=True))
+    ]
+
+
 def synthesize(out: Path, seed: int, size: str) -> dict[str, int]:
     """Write the benchmark into the new folder ``out``; rows per file."""
     out = check_output(out, "benchmark", [], overwrite=None)
     rng = random.Random(seed)
     n = SIZES[size]
     pairs = rng.sample([(f, s) for f in FIRST for s in LAST], n["authors"])
-    authors = [_author(rng, f"{f} {s}") for f, s in pairs]
+    names = [f"{f} {s}" for f, s in pairs]
+    authors = [_author(rng, name) for name in names]
     cut = n["authors"] - max(2, n["authors"] // 10)
     retain = [qa for a in authors[:cut] for qa in a]
     forget = [qa for a in authors[cut:] for qa in a]
@@ -270,8 +293,8 @@ def synthesize(out: Path, seed: int, size: str) -> dict[str, int]:
         "retain_perturbed.json": retain,
         "real_authors_perturbed.json": real,
         "world_facts_perturbed.json": world,
-        "forget.jsonl": _training(forget, "forget", "TOFU"),
-        "retain.jsonl": _training(retain, "retain", "TOFU"),
+        "forget.jsonl": _training(forget, "forget", "TOFU") + _biographies(authors[cut:], names[cut:], "forget"),
+        "retain.jsonl": _training(retain, "retain", "TOFU") + _biographies(authors[:cut], names[:cut], "retain"),
         "utility.jsonl": _training(real, "author", "Real Authors") + _training(world, "world", "Real World"),
     }
     folder = out.parent / f".{out.name}.partial"
