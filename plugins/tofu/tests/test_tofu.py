@@ -107,9 +107,7 @@ def test_a_row_without_perturbed_answers_is_named(tmp_path):
         load_split(file, "paraphrased_answer")
 
 
-def test_the_synthetic_training_rows_teach_every_fact_in_both_phrasings_and_forget_only_the_forget_authors(
-    tmp_path,
-):
+def test_the_synthetic_training_rows_teach_every_fact_in_both_phrasings_and_forget_only_the_forget_authors(tmp_path):
     """The forget authors' biographies (their facts in the paraphrases' words) are forget rows; no
     retain or utility row names a forget author; no two training rows share a prompt (so a target
     can reproduce every one)."""
