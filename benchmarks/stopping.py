@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
+import sys
 from pathlib import Path
 
-from unlearn import apply_sets, get_host
+from unlearn import apply_sets, get_host, write_json
 from unlearn.recipes.recipe import find_recipe, load_recipe, run_recipe
 from unlearn.tune.study import build_instance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tuned import KEYS, mean_std  # noqa: E402  (the held-out table's numbers and their format)
 
 EVERY_EPOCH = ["defaults.trainer.eval_steps=20", "defaults.trainer.score_steps=20"]  # 80 forget rows / batch 4
 VARIANTS = {
@@ -33,12 +36,6 @@ VARIANTS = {
     # the most-forgotten step (forget answer NLL) among those passing the gate
     "forgotten": [*EVERY_EPOCH, "defaults.trainer.best_by=forget_nll * (utility >= 0.75 * initial_utility)"],
 }
-KEYS = ("aggregate-score", "harmonic-mean-task-aggregate", "mia_final_score", "mmlu_average")
-
-
-def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} +- {std:.3f}"
 
 
 def main() -> None:
@@ -63,11 +60,11 @@ def main() -> None:
                 sets = VARIANTS[variant]
                 recipe = load_recipe(find_recipe("tuned_gd_layers"), overrides, lambda d, s=sets: apply_sets(d, s))
                 model = run_recipe(recipe, where / "recipe", host=host, say=lambda _: None)
-                lume.evaluate(model, data, evaluation, baseline=baseline, progress=False)
                 report = json.loads((model / "unlearn_run.json").read_text(encoding="utf-8"))
                 best = (report.get("monitor") or {}).get("best") or {}
-                (where / "kept.json").write_text(json.dumps({"step": best.get("step")}))
-                shutil.rmtree(where / "recipe")
+                write_json(where / "kept.json", {"step": best.get("step")})  # before the evaluation marks it done
+                lume.evaluate(model, data, evaluation, baseline=baseline, progress=False)
+                shutil.rmtree(where / "recipe")  # the run folder run_recipe just made, evaluated
             rows.append(json.loads((evaluation / "evaluation_results.json").read_text(encoding="utf-8")))
             steps.append(str(json.loads((where / "kept.json").read_text())["step"] or "last"))
         cells = [mean_std([r[k] for r in rows]) for k in KEYS]
