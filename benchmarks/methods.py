@@ -82,6 +82,9 @@ MEASURED_CLI = (
     "    while True:\n"
     "        m = _libc.mallinfo2(); _peak[0] = max(_peak[0], m.uordblks + m.hblkhd); time.sleep(0.005)\n"
     "threading.Thread(target=_sample, daemon=True).start()\n"
+    "import torch, transformers  # noqa\n"  # the libraries every run loads: the start of its own memory
+    'print(f\'BASE_RSS_KB={[l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:")][0]}\','
+    " file=sys.stderr)\n"
     "from unlearn.cli import main\n"
     "try:\n    main()\n"
     "finally:\n"

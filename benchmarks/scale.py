@@ -14,7 +14,10 @@ reference caches), the process's peak RSS and peak heap in use (glibc's mallinfo
 each also as a ratio to GA and to GD (the same forget and retain passes without a reference),
 and how many reference forward passes it ran and whether the reference was still in memory at
 the end. With two ranks of ZeRO-3 (gloo, one thread each), the per-rank peaks of GA and NPO are
-compared with the single process's. Finally the evaluator's rows per second at each size.
+compared with a single process's, both run with glibc's mmap threshold fixed (so that freed tensors
+go back to the system and RSS counts memory in use), as peak RSS, peak RSS above the process's
+start (torch and transformers imported: the runtime ZeRO cannot shard) and peak heap. Finally the
+evaluator's rows per second at each size.
 Prints Markdown tables; one run per cell (single seed, one machine).
 """
 
@@ -61,13 +64,17 @@ def build_model(tokenizer_source: Path, folder: Path, size: str) -> tuple[Path, 
     return folder, sum(p.numel() for p in model.parameters())
 
 
-def measured(args: list[str], nproc: int = 1) -> tuple[subprocess.CompletedProcess, float, float]:
+def measured(
+    args: list[str], nproc: int = 1, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, float, float, float]:
     """``unlearn ARGS`` as its own process (or ``nproc`` torchrun ranks): (result, peak RSS MB, peak
-    heap MB), the largest over the ranks."""
+    heap MB, RSS MB once torch and transformers are imported); peaks the largest over the ranks,
+    the start the smallest."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
         script.write(MEASURED_CLI)  # the CLI reads its arguments from sys.argv
     try:
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        env.update(env_extra or {})
         launcher = [sys.executable]
         if nproc > 1:
             launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
@@ -76,24 +83,34 @@ def measured(args: list[str], nproc: int = 1) -> tuple[subprocess.CompletedProce
         res = subprocess.run([*launcher, script.name, *args], capture_output=True, text=True, env=env)
     finally:
         os.unlink(script.name)
-    found: dict[str, list[float]] = {"PEAK_RSS_KB": [], "PEAK_HEAP_KB": []}
+    found: dict[str, list[float]] = {"PEAK_RSS_KB": [], "PEAK_HEAP_KB": [], "BASE_RSS_KB": []}
     for line in res.stderr.splitlines():
         key, _, value = line.partition("=")
         if key in found and value.strip().isdigit():
             found[key].append(int(value) / 1024)
-    return res, max(found["PEAK_RSS_KB"], default=0.0), max(found["PEAK_HEAP_KB"], default=0.0)
+    peaks = [max(found[key], default=0.0) for key in ("PEAK_RSS_KB", "PEAK_HEAP_KB")]
+    return res, *peaks, min(found["BASE_RSS_KB"], default=0.0)
 
 
-def train(model: Path, data: Path, out: Path, extra: list[str], args: argparse.Namespace, nproc: int = 1) -> dict:
+def train(
+    model: Path,
+    data: Path,
+    out: Path,
+    extra: list[str],
+    args: argparse.Namespace,
+    nproc: int = 1,
+    env_extra: dict[str, str] | None = None,
+) -> dict:
     cmd = ["run", "--model", str(model), "--data", str(data), "-o", str(out), "--overwrite", *extra]
     cmd += ["--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", "0"]
     cmd += ["--set", f"trainer.max_length={args.max_length}", "--set", "trainer.progress=false"]
-    res, rss, heap = measured(cmd, nproc)
+    res, rss, heap, base = measured(cmd, nproc, env_extra)
     if res.returncode != 0:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
     report = json.loads((out / "unlearn_run.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
-    return {"step_s": report["step_seconds"]["median_after_first"], "rss": rss, "heap": heap, **report}
+    step_s = report["step_seconds"]["median_after_first"]
+    return {"step_s": step_s, "rss": rss, "heap": heap, "above_start": rss - base, **report}
 
 
 def ratio(value: float, base: float | None) -> str:
@@ -167,19 +184,25 @@ def main() -> None:
     if not args.no_zero3:
         size = args.sizes.split(",")[-1]
         model = models[size][0]
-        print(f"\nZeRO-3, 2 ranks (gloo, {max(1, (os.cpu_count() or 2) // 2)} thread each), {size}: per-rank peaks")
-        print("| method | one process: RSS MB / heap MB | ZeRO-3 rank: RSS MB / heap MB | ratio RSS / heap |")
-        print("| --- | --- | --- | --- |")
+        threads = max(1, (os.cpu_count() or 2) // 2)
+        print(f"\nZeRO-3, 2 ranks (gloo, {threads} thread each), {size}: per-rank peaks, against one process")
+        print(
+            "| method | one process: RSS / above start / heap MB | ZeRO-3 rank: RSS / above start / heap MB "
+            "| ratio RSS / above start / heap | s/step: one, ZeRO-3 |"
+        )
+        print("| --- | --- | --- | --- | --- |")
         for name in ("ga", "npo"):
-            one = single[size].get(name) or train(model, train_data, args.work / "out", cases[name], args)
-            z3 = train(model, train_data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, nproc=2)
+            # Both sides with a fixed mmap threshold: glibc otherwise keeps freed tensors' memory in
+            # its arenas (about 1 GB per ZeRO-3 rank here), and RSS would count memory no longer in use.
+            env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+            one = train(model, train_data, args.work / "out", cases[name], args, env_extra=env)
+            z3 = train(model, train_data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, 2, env)
             if "error" in z3 or "error" in one:
-                print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | |")
+                print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | | |")
                 continue
-            print(
-                f"| {name} | {one['rss']:.0f} / {one['heap']:.0f} | {z3['rss']:.0f} / {z3['heap']:.0f} | "
-                f"{z3['rss'] / one['rss']:.2f} / {z3['heap'] / one['heap']:.2f} |"
-            )
+            cells = [" / ".join(f"{r[k]:.0f}" for k in ("rss", "above_start", "heap")) for r in (one, z3)]
+            ratios = " / ".join(f"{z3[k] / one[k]:.2f}" for k in ("rss", "above_start", "heap"))
+            print(f"| {name} | {cells[0]} | {cells[1]} | {ratios} | {one['step_s']:.2f}, {z3['step_s']:.2f} |")
 
     if not args.no_eval:
         from unlearn import load_rows
@@ -199,7 +222,7 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             started = time.time()
             cmd = ["evaluate", str(model), "--data", str(subset), "--out", str(out), "--max-new-tokens", "32"]
-            res, _, _ = measured(cmd)
+            res, *_ = measured(cmd)
             if res.returncode != 0:
                 print(f"| {size} | failed | {res.stderr.strip().splitlines()[-1][:80]} |")
                 continue

@@ -121,12 +121,15 @@ def ensure_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, world_size: int = 1) -> dict[str, Any]:
+def deepspeed_config(
+    value: Path | dict[str, Any], trainer: TrainerSettings, world_size: int = 1, hidden_size: int | None = None
+) -> dict[str, Any]:
     """Read a DeepSpeed config (a file, a table, or a preset ``zero0``..``zero3``) and fill
     what the Trainer and a loadable save need.
 
     Batch sizes come from ``trainer.*``; ``train_batch_size`` is left for DeepSpeed to derive,
     because the Trainer computes it before it knows the world size, which breaks multi-rank runs.
+    Under ZeRO-3, ``hidden_size`` (the model's) sizes how many gathered parameters a rank keeps.
     """
     if isinstance(value, dict):
         cfg = json.loads(json.dumps(value))
@@ -160,6 +163,11 @@ def deepspeed_config(value: Path | dict[str, Any], trainer: TrainerSettings, wor
         zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
         # HF sizes these from the hidden size; DeepSpeed's 5e8-element buckets outweigh a small model
         zero.update({k: zero.get(k, "auto") for k in ("reduce_bucket_size", "stage3_prefetch_bucket_size")})
+        if hidden_size:
+            # DeepSpeed's 1e9-element defaults keep every gathered layer until the backward pass
+            # reuses it: a whole model per rank at the peak. About one layer (12 h^2) releases them.
+            for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance"):
+                zero.setdefault(key, 12 * hidden_size**2)
     return cfg
 
 
@@ -216,7 +224,10 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
 
     t = config.trainer
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    deepspeed = deepspeed_config(config.deepspeed, t, world) if config.deepspeed is not None else None
+    deepspeed = None
+    if config.deepspeed is not None:
+        model_config = json.loads((Path(config.model) / "config.json").read_text(encoding="utf-8"))
+        deepspeed = deepspeed_config(config.deepspeed, t, world, model_config.get("hidden_size"))
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -247,6 +258,17 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
         use_cpu=(t.device == "cpu" or not torch.cuda.is_available()) and config.deepspeed is None,
         deepspeed=deepspeed,
     )
+
+
+def release_optimizer_state(optimizer: Any) -> None:
+    """Drop the optimiser's per-parameter state (Adam's moments: twice the trained weights) once
+    training is over, so that saving, which under ZeRO-3 gathers the whole model on rank 0, does
+    not add a model's worth of memory on top of it. Unwraps accelerate's and DeepSpeed's wrappers."""
+    seen = 0
+    while optimizer is not None and seen < 4:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            optimizer.state.clear()
+        optimizer, seen = getattr(optimizer, "optimizer", None), seen + 1
 
 
 def tensorboard(work: Path) -> Any:
@@ -428,6 +450,7 @@ def run(
     if is_main and staging.exists():
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
+    release_optimizer_state(trainer.optimizer)  # the last checkpoint holds it; saving needs the room
     if config.deepspeed is None and weights_dtype(config) != getattr(torch, t.dtype):
         trainer.model.to(getattr(torch, t.dtype))  # mixed precision: written in the dtype asked for
     trainer.save_model(str(staging))  # every rank takes part: ZeRO-3 gathers the weights

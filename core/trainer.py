@@ -149,6 +149,16 @@ class UnlearnTrainer(Trainer):
             self._terms[key].append(val)
         return (loss, None) if return_outputs else loss
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if _internal_call and self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
+            # A checkpoint under ZeRO-3: resuming (and best_by) reads DeepSpeed's sharded state,
+            # which _save_checkpoint writes next. Gathering the whole model on rank 0 beside the
+            # optimiser state would make each checkpoint the run's memory peak.
+            return
+        super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
         self.accelerator.wait_for_everyone()  # every rank has written its part

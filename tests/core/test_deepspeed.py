@@ -127,3 +127,35 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
         seen = rank["reference"]
         assert seen["answer_tokens"] > 0 and seen["max_logprob_difference"] < 1e-5
         assert seen["local_elements"] < 0.6 * seen["full_elements"]  # a shard, not a copy
+
+
+def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(tiny_model, tiny_data, tmp_path):
+    """Under ZeRO-3 a checkpoint is DeepSpeed's sharded state (what resuming and `best_by` read),
+    with no model gathered on rank 0: gathered beside the optimiser state, it was the run's memory
+    peak. A run killed after its first checkpoint resumes from it and ends where an uninterrupted
+    run ends."""
+    import os
+    import signal
+    import sys
+    import time
+
+    extra = ("--max-steps", "6", "--deepspeed", "zero3", "--set", "trainer.save_steps=1")
+    _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
+    args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"}}
+    checkpoints = tmp_path / ".cut.partial" / "checkpoints"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("*/unlearn_complete")):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = sorted(checkpoints.glob("checkpoint-*"))
+    assert kept and (kept[0] / "unlearn_complete").exists(), "killed before its first checkpoint"
+    assert list(kept[0].glob("global_step*")), "DeepSpeed's sharded state is in the checkpoint"
+    assert not list(kept[0].glob("*.safetensors")), "no gathered model in a ZeRO-3 checkpoint"
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "cut" / "unlearn_run.json").read_text())
+    assert report["resumed_from"] and Path(report["resumed_from"]).name.startswith("checkpoint-")
+    _close_to(load_file(tmp_path / "whole" / "model.safetensors"), tmp_path / "cut")

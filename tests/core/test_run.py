@@ -496,3 +496,21 @@ def test_mixed_precision_that_needs_a_gpu_is_refused_in_one_line(host, make_conf
         run(make_config(trainer={"dtype": "float16"}), host=host)
     with pytest.raises(ConfigError, match="DeepSpeed's bf16 mode"):
         run(make_config(trainer={"dtype": "bfloat16"}, deepspeed="zero2"), host=host)
+
+
+def test_the_optimiser_state_is_dropped_through_its_wrappers_before_the_final_save():
+    """Adam's moments (twice the trained weights) are freed once training is over, through
+    accelerate's wrapper (and DeepSpeed's, the same ``.optimizer`` chain), so that the final save,
+    which under ZeRO-3 gathers the model on rank 0, does not add a model's worth on top of them."""
+    from accelerate import Accelerator
+
+    from unlearn.runner import release_optimizer_state
+
+    model, adam = torch.nn.Linear(4, 4), None
+    model, adam = Accelerator(cpu=True).prepare(model, torch.optim.AdamW(model.parameters()))
+    model(torch.randn(2, 4)).sum().backward()
+    adam.step()
+    inner = adam.optimizer
+    assert len(inner.state) == 2 and "exp_avg" in inner.state[model.weight]
+    release_optimizer_state(adam)
+    assert len(inner.state) == 0 and inner.param_groups[0]["params"][0] is model.weight  # groups stay
