@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,11 +138,6 @@ def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(t
     with no model gathered on rank 0: gathered beside the optimiser state, it was the run's memory
     peak. A run killed after its first checkpoint resumes from it and ends where an uninterrupted
     run ends."""
-    import os
-    import signal
-    import sys
-    import time
-
     extra = ("--max-steps", "6", "--deepspeed", "zero3", "--set", "trainer.save_steps=1")
     _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
     args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
