@@ -129,7 +129,6 @@ def deepspeed_config(
 
     Batch sizes come from ``trainer.*``; ``train_batch_size`` is left for DeepSpeed to derive,
     because the Trainer computes it before it knows the world size, which breaks multi-rank runs.
-    Under ZeRO-3, ``hidden_size`` (the model's) sizes how many gathered parameters a rank keeps.
     """
     if isinstance(value, dict):
         cfg = json.loads(json.dumps(value))
@@ -224,10 +223,8 @@ def training_arguments(config: RunConfig, work: Path, sequential: bool = False) 
 
     t = config.trainer
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    deepspeed = None
-    if config.deepspeed is not None:
-        model_config = json.loads((Path(config.model) / "config.json").read_text(encoding="utf-8"))
-        deepspeed = deepspeed_config(config.deepspeed, t, world, model_config.get("hidden_size"))
+    hidden = json.loads((Path(config.model) / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+    deepspeed = deepspeed_config(config.deepspeed, t, world, hidden) if config.deepspeed is not None else None
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -264,11 +261,10 @@ def release_optimizer_state(optimizer: Any) -> None:
     """Drop the optimiser's per-parameter state (Adam's moments: twice the trained weights) once
     training is over, so that saving, which under ZeRO-3 gathers the whole model on rank 0, does
     not add a model's worth of memory on top of it. Unwraps accelerate's and DeepSpeed's wrappers."""
-    seen = 0
-    while optimizer is not None and seen < 4:
+    while optimizer is not None:
         if isinstance(optimizer, torch.optim.Optimizer):
             optimizer.state.clear()
-        optimizer, seen = getattr(optimizer, "optimizer", None), seen + 1
+        optimizer = getattr(optimizer, "optimizer", None)
 
 
 def tensorboard(work: Path) -> Any:

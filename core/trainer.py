@@ -153,9 +153,8 @@ class UnlearnTrainer(Trainer):
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         if _internal_call and self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
-            # A checkpoint under ZeRO-3: resuming (and best_by) reads DeepSpeed's sharded state,
-            # which _save_checkpoint writes next. Gathering the whole model on rank 0 beside the
-            # optimiser state would make each checkpoint the run's memory peak.
+            # A checkpoint under ZeRO-3: a resume (and best_by) reads DeepSpeed's sharded state; a
+            # model gathered on rank 0 beside the optimiser state would be the run's memory peak.
             return
         super().save_model(output_dir, _internal_call)
 
