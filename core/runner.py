@@ -217,14 +217,14 @@ def prepare_work_dir(config: RunConfig, work: Path, overwrite: bool) -> bool:
     return False
 
 
-def training_arguments(config: RunConfig, work: Path, sequential: bool = False) -> Any:
-    """The HF ``TrainingArguments`` for a run; ``sequential`` keeps a method's own item order."""
+def training_arguments(config: RunConfig, work: Path, sequential: bool = False, hidden_size: int | None = None) -> Any:
+    """The HF ``TrainingArguments`` for a run; ``sequential`` keeps a method's own item order,
+    ``hidden_size`` (the model's) sizes ZeRO-3's live parameters."""
     from transformers import TrainingArguments
 
     t = config.trainer
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    hidden = json.loads((Path(config.model) / "config.json").read_text(encoding="utf-8")).get("hidden_size")
-    deepspeed = deepspeed_config(config.deepspeed, t, world, hidden) if config.deepspeed is not None else None
+    deepspeed = deepspeed_config(config.deepspeed, t, world, hidden_size) if config.deepspeed is not None else None
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -398,7 +398,7 @@ def run(
 
     trainer = UnlearnTrainer(
         model=model,
-        args=training_arguments(config, work, sequential=items is not None),
+        args=training_arguments(config, work, items is not None, getattr(model.config, "hidden_size", None)),
         train_dataset=dataset,
         data_collator=collate,
         processing_class=tokenizer,

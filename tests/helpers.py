@@ -30,16 +30,21 @@ def cli(
     )
 
 
+def undistributed_env() -> dict[str, str]:
+    """The test process's environment without its distributed variables (a launcher's own run)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    }
+
+
 def launch(
     *args: str, nproc: int | None = None, script: Path | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess:
     """``python -m unlearn ARGS`` (or ``python SCRIPT ARGS``), under ``torchrun`` with ``nproc``
     processes if given, in an environment with none of the test process's distributed variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    }
+    env = undistributed_env()
     launcher = [sys.executable]
     if nproc is not None:
         from unlearn import free_port

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli, launch, run_args
+from helpers import cli, launch, run_args, undistributed_env
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -141,7 +140,7 @@ def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(t
     extra = ("--max-steps", "6", "--deepspeed", "zero3", "--set", "trainer.save_steps=1")
     _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
     args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
-    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"}}
+    env = undistributed_env()
     checkpoints = tmp_path / ".cut.partial" / "checkpoints"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300

@@ -506,7 +506,7 @@ def test_the_optimiser_state_is_dropped_through_its_wrappers_before_the_final_sa
 
     from unlearn.runner import release_optimizer_state
 
-    model, adam = torch.nn.Linear(4, 4), None
+    model = torch.nn.Linear(4, 4)
     model, adam = Accelerator(cpu=True).prepare(model, torch.optim.AdamW(model.parameters()))
     model(torch.randn(2, 4)).sum().backward()
     adam.step()
