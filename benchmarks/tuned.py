@@ -42,6 +42,10 @@ VARIANTS = {
         ["--with", "layers", "--set", "config.layers.last=2", "--space", "config.layers.last=[1, 2, 3]"],
     ),
     "npo+kl": ("npo", ["--set", "config.npo.retain_kl_weight=1.0"]),
+    "flood+layers": (
+        "flood",
+        ["--with", "layers", "--set", "config.layers.last=2", "--space", "config.layers.last=[1, 2, 3]"],
+    ),
 }
 KEYS = ("aggregate-score", "harmonic-mean-task-aggregate", "mia_final_score", "mmlu_average")
 

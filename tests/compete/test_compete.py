@@ -292,3 +292,22 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competi
     path = competition_file(tmp_path / "c", entrants, limit=120, **{**muse, "mia": str(data)})
     res = cli("compete", "--config", str(path))
     assert res.returncode != 0 and "mia: a lume setting; the muse benchmark does not take it" in res.stderr
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+def test_the_deepspeed_preset_a_submission_gets(arena, competition_file, tmp_path, preset):
+    """HF's "auto" sizes; under ZeRO-3 the weights gathered on save (a loadable model from HF's
+    save_model) and the live parameters sized from the target's hidden size, as `unlearn run` does."""
+    from unlearn.compete.config import load_competition
+    from unlearn.compete.entrant import submission_deepspeed
+
+    comp = load_competition(competition_file(tmp_path, ["gd"], deepspeed=preset))
+    given = json.loads(submission_deepspeed(comp, tmp_path).read_text())
+    assert given["train_micro_batch_size_per_gpu"] == given["gradient_accumulation_steps"] == "auto"
+    zero = given["zero_optimization"]
+    if preset == "zero2":
+        assert zero == {"stage": 2}
+    else:
+        hidden = json.loads((arena / "target" / "config.json").read_text())["hidden_size"]
+        assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+        assert zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == 12 * hidden**2
