@@ -8,18 +8,23 @@ their tuned settings and with the shared untuned settings of the methods table, 
     python benchmarks/tuned.py --methods gd+layers --instance-seeds 4 --studies runs/tuned2   # 2 instances
     python benchmarks/tuned.py --methods npo --studies runs/tuned_margin \
         --constraint 'utility >= 0.85 * initial_utility'               # a utility margin
+    python benchmarks/tuned.py --methods none --recipes all            # built-in recipes, as shipped
 
 The tuning instance is runs/bench (seed 0, what `benchmarks/methods.py` builds); studies live in
 runs/tuned/NAME (resumable: run the same command again), held-out instances in
 runs/holdout/seed-S (shared by every study). Each study is one `unlearn tune` process, timed; the
 held-out runs are a second call of the same command (the study already has its trials). Prints
 one Markdown table; the oracle's row is the same model retrained without the forget set.
+
+`--recipes` adds a second table: each built-in recipe with the settings it ships (nothing tuned
+here), run by `unlearn recipe run` on the tuning instance and on each held-out one, timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +33,7 @@ from pathlib import Path
 
 from unlearn import get_host
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
+from unlearn.recipes import RESULT_FILE, builtin_recipes
 from unlearn.tune.study import build_instance
 
 # The shared, untuned settings of benchmarks/methods.py, the base every study starts from, and
@@ -42,6 +48,19 @@ VARIANTS = {
         ["--with", "layers", "--set", "config.layers.last=2", "--space", "config.layers.last=[1, 2, 3]"],
     ),
     "npo+kl": ("npo", ["--set", "config.npo.retain_kl_weight=1.0"]),
+    # Mr. Snuffleupagus's adaptive RMU (the built-in recipe's settings as the base, its step size and
+    # norm scale searched; the steering coefficient is unused when adaptive).
+    "rmu+adaptive": (
+        "rmu",
+        ["--set", "config.rmu.adaptive=true", "--set", "config.rmu.layer=3", "--set", "trainer.learning_rate=3e-2"]
+        + [
+            "--space",
+            "trainer.learning_rate={low=3e-3, high=1e-1, log=true}",
+            "--space",
+            "config.rmu.steering_coeff=false",
+        ]
+        + ["--space", "config.rmu.adaptive_scale={low=2, high=30, log=true}"],
+    ),
     "flood+layers": (
         "flood",
         ["--with", "layers", "--set", "config.layers.last=2", "--space", "config.layers.last=[1, 2, 3]"],
@@ -93,6 +112,45 @@ def oracle_rows(args: argparse.Namespace, seeds: list[int]) -> dict[str, list[di
     return rows
 
 
+def recipe_lines(names: list[str], args: argparse.Namespace, seeds: list[int]) -> list[str]:
+    """Each built-in recipe as shipped, on the tuning instance (seed 0) and the held-out ones; a
+    finished evaluation (``INSTANCE/eval_recipe_NAME``, with the run's wall time) is reused."""
+    lines = [
+        "| recipe | held out: final score | MIA score | utility | gate | seed 0 (tuning instance): final score "
+        "| gate | recipe wall s per instance |",
+        "| --- " * 8 + "|",
+    ]
+    for name in names:
+        runs = []
+        for seed in [0, *seeds]:
+            where = args.bench if seed == 0 else args.work / "holdout" / f"seed-{seed}"
+            data, target, baseline = where / "data", where / "target", where / "eval_target"
+            out, evaluation = where / f"recipe_{name}", where / f"eval_recipe_{name}"
+            if not (evaluation / RESULTS).is_file():
+                command = [sys.executable, "-m", "unlearn", "recipe", "run", name, "--model", str(target)]
+                started = time.time()
+                done = subprocess.run([*command, "--data", str(data), "-o", str(out)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"recipe {name}, seed {seed}: {(done.stderr or done.stdout).strip()[-300:]}")
+                wall = time.time() - started
+                model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
+                evaluate_model(model, data, evaluation, baseline=baseline, progress=False)
+                (evaluation / "recipe_wall_s.json").write_text(json.dumps({"wall_s": wall}))
+                shutil.rmtree(out)  # the recipe's models: this script made them, the scores are kept
+            found = json.loads((evaluation / RESULTS).read_text())
+            wall = json.loads((evaluation / "recipe_wall_s.json").read_text())["wall_s"]
+            runs.append({k: found.get(k) for k in KEYS} | {"gate": found["utility_gate"]["pass"], "wall": wall})
+        first, held = runs[0], runs[1:]
+        cells = [mean_std([r[k] for r in held]) for k in ("aggregate-score", "mia_final_score", "mmlu_average")]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {sum(bool(r['gate']) for r in held)}/{len(held)} "
+            f"| {first['aggregate-score']:.3f} | {'pass' if first['gate'] else 'FAIL'} "
+            f"| {statistics.mean(r['wall'] for r in runs):.0f} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", help="Comma-separated entries (loss methods or VARIANTS); default: all.")
@@ -105,14 +163,24 @@ def main() -> None:
     )
     parser.add_argument("--constraint", action="append", default=[], help="Instead of the utility gate (repeatable).")
     parser.add_argument("--studies", type=Path, help="Where the studies live (default WORK/tuned).")
+    parser.add_argument("--recipes", default="none", help="Built-in recipes as shipped, a second table: all | A,B")
     args = parser.parse_args()
     args.bench = args.work / "bench"
     args.studies = args.studies or args.work / "tuned"
     host = get_host()
     names = (
-        args.methods.split(",")
+        []
+        if args.methods == "none"
+        else args.methods.split(",")
         if args.methods
         else sorted([m for m, info in host.methods.items() if info.kind == "loss"] + list(VARIANTS))
+    )
+    recipes = (
+        []
+        if args.recipes == "none"
+        else sorted(builtin_recipes())
+        if args.recipes == "all"
+        else args.recipes.split(",")
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     build_instance(args.bench, 0, "small", host.benchmark("lume"), None)  # the tuning instance
@@ -150,6 +218,8 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     print("\n".join(lines))
+    if recipes:
+        print("\n".join(["", *recipe_lines(recipes, args, seeds)]))
 
 
 if __name__ == "__main__":
