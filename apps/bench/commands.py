@@ -30,7 +30,7 @@ def register_commands(cli: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", "-s", help="Run setting, e.g. --set trainer.epochs=4"),
         oracle: bool = typer.Option(True, help="Also build (cached) and compare with the retrained oracle."),
         recipe: str = typer.Option(
-            "tuned_gd_layers", help="A built-in recipe run beside the method (default: the best tuned one); 'none'."
+            "tuned_rmu", help="A built-in recipe run beside the method (default: the best tuned one); 'none'."
         ),
     ) -> None:
         """The whole loop on the embedded default: benchmark, target and oracle (cached), evaluate,

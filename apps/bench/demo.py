@@ -28,7 +28,7 @@ DEMO_RUN: dict[str, dict[str, Any]] = {
 }
 DEFAULT_RUN: dict[str, Any] = {"trainer": {"epochs": 5, "learning_rate": 1e-4}}
 # The built-in recipe shown beside the method: the best gate-passing setting found by tuning.
-DEMO_RECIPE = "tuned_gd_layers"
+DEMO_RECIPE = "tuned_rmu"
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path, tiny_bench, ti
         shutil.copytree(source, out / name)
     res = cli("demo", "--out", str(out), "--size", "tiny", "--set", "trainer.epochs=2")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "on the tiny target: before | gd | tuned_gd_layers | oracle" in res.stdout and "final score" in res.stdout
+    assert "on the tiny target: before | gd | tuned_rmu | oracle" in res.stdout and "final score" in res.stdout
     report = out / "report"
     results = json.loads((report / "evaluation_results.json").read_text())
     before = json.loads((out / "eval_target" / "evaluation_results.json").read_text())
@@ -34,8 +34,8 @@ def test_demo_runs_the_whole_loop_and_caches_the_target(tmp_path, tiny_bench, ti
     assert results["oracle"]["aggregate-score"] == oracle["aggregate-score"] and "oracle" in res.stdout
     assert oracle["forget-set"]["overall-regurgitation-score"] < before["forget-set"]["overall-regurgitation-score"]
     assert "gap to oracle" in (report / "summary.md").read_text()
-    tuned = json.loads((out / "eval_tuned_gd_layers" / "evaluation_results.json").read_text())  # the recipe beside it
-    assert tuned["oracle"]["aggregate-score"] == oracle["aggregate-score"] and "tuned_gd_layers" in res.stdout
+    tuned = json.loads((out / "eval_tuned_rmu" / "evaluation_results.json").read_text())  # the recipe beside it
+    assert tuned["oracle"]["aggregate-score"] == oracle["aggregate-score"] and "tuned_rmu" in res.stdout
     assert tuned["forget-set"]["overall-regurgitation-score"] < before["forget-set"]["overall-regurgitation-score"]
     args = ("--method", "ga", "--set", "trainer.epochs=1", "--recipe", "none")
     again = cli("demo", "--out", str(out), "--size", "tiny", *args)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_rmu import RMUConfig, _masked_mse, steering_layer, unit_vector
 
-from unlearn import LossContext, ReferenceModel, layer_output
+from unlearn import ConfigError, LossContext, ReferenceModel, layer_output
 from unlearn.devkit import assert_conforms, build_tiny_model, nll_change
 
 
@@ -26,6 +26,10 @@ def test_steering_layer_follows_the_depth(tiny_rmu_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_rmu_model)
     assert steering_layer(RMUConfig(), model) == 3  # 13/16 of 4 layers
     assert steering_layer(RMUConfig(layer=1), model) == 1
+    assert steering_layer(RMUConfig(layer=-1), model) == 3 and steering_layer(RMUConfig(layer=-4), model) == 0
+    for bad in (4, -5):
+        with pytest.raises(ConfigError, match=rf"config.rmu.layer = {bad}: the model has 4 decoder layers"):
+            steering_layer(RMUConfig(layer=bad), model)
 
 
 @pytest.fixture(scope="module")

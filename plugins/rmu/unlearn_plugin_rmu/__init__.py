@@ -25,6 +25,7 @@ from pydantic import Field
 
 from unlearn import (
     Config,
+    ConfigError,
     LossContext,
     LossOutput,
     PairCollator,
@@ -40,7 +41,9 @@ class RMUConfig(Config):
     """Settings of RMU; defaults are WMDP's, scaled to the depth of the model."""
 
     layer: int | None = Field(
-        None, description="Decoder layer of the steering (None: 13/16 of the depth, i.e. 26 of 32 and 13 of 16)."
+        None,
+        description="Decoder layer of the steering, from 0; negative counts from the last (-1: the last); "
+        "None: 13/16 of the depth, i.e. 26 of 32 and 13 of 16.",
     )
     layers_below: int = Field(2, ge=0, description="Also train the layers this far below `layer` (WMDP: 2).")
     pattern: str = Field(r"mlp\.down_proj", description="Regex of the parameter names that train in those layers.")
@@ -62,8 +65,16 @@ class RMUConfig(Config):
 
 
 def steering_layer(config: RMUConfig, model: torch.nn.Module) -> int:
+    """The steering layer's index from 0; a negative ``layer`` counts from the last (-1: the last)."""
     count = len(decoder_layers(getattr(model, "module", model)))
-    return config.layer if config.layer is not None else min(count - 1, count * 13 // 16)
+    if config.layer is None:
+        return min(count - 1, count * 13 // 16)
+    layer = config.layer + count if config.layer < 0 else config.layer
+    if not 0 <= layer < count:
+        raise ConfigError(
+            f"config.rmu.layer = {config.layer}: the model has {count} decoder layers (0..{count - 1}, or -1..-{count})"
+        )
+    return layer
 
 
 def unit_vector(size: int, seed: int, task: str) -> torch.Tensor:
