@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn import ConfigError, apply_override, apply_sets, hookimpl, parse_value, read_config_file
+from unlearn import ConfigError, apply_override, apply_sets, describe_error, hookimpl, parse_value, read_config_file
 
 
 @hookimpl
@@ -100,23 +101,26 @@ def register_commands(cli: typer.Typer) -> None:
                 where = holdout_dir / f"seed-{s}"
                 data_dir, target_dir, _ = build_instance(where, s, holdout_size, benchmark, target_set, out.print)
                 instances.append({"model": str(target_dir), "data": str(data_dir)})
-        settings = TuneSettings(
-            base=base,
-            trials=trials,
-            jobs=jobs,
-            storage=storage,
-            study=study,
-            objective=objective,
-            direction="minimize" if minimize else "maximize",
-            report_epochs=report_epochs,
-            prune=prune,
-            startup_trials=startup_trials,
-            seed=seed,
-            space=given,
-            keep_models=keep_models,
-            instances=instances,
-            **({"constraints": constraint} if constraint else {}),
-        )
+        try:
+            settings = TuneSettings(
+                base=base,
+                trials=trials,
+                jobs=jobs,
+                storage=storage,
+                study=study,
+                objective=objective,
+                direction="minimize" if minimize else "maximize",
+                report_epochs=report_epochs,
+                prune=prune,
+                startup_trials=startup_trials,
+                seed=seed,
+                space=given,
+                keep_models=keep_models,
+                instances=instances,
+                **({"constraints": constraint} if constraint else {}),
+            )
+        except ValidationError as exc:  # one line naming the option, not a traceback
+            raise ConfigError(describe_error(exc, source="unlearn tune")) from None
         prepared = prepare(settings, output, overwrite=overwrite)
         out.print(f"study {study!r} in {escape(prepared.url)}; space:")
         for path, dim in prepared.space.items():

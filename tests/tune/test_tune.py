@@ -199,3 +199,10 @@ def test_trials_that_all_fail_end_the_study_with_their_error(tiny_model, tiny_be
     assert "3 trials in a row failed; the last:" in res.stderr and "cannot be loaded" in res.stderr, res.stderr
     states = [t.state.name for t in _trials(out / "study.db")]
     assert states == ["FAIL"] * 3
+
+
+def test_a_bad_study_setting_is_one_line_naming_the_option(tmp_path):
+    res = cli("tune", "-o", str(tmp_path / "s"), "--model", "m", "--data", "d", "--method", "ga", "--trials", "0")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "unlearn tune: trials: Input should be greater than or equal to 1 (got 0)" in res.stderr
+    assert not (tmp_path / "s").exists()  # nothing written
