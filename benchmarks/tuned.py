@@ -131,6 +131,7 @@ def recipe_lines(names: list[str], args: argparse.Namespace, seeds: list[int]) -
             out, evaluation = where / f"recipe_{name}", where / f"eval_recipe_{name}"
             if not (evaluation / RESULTS).is_file():
                 command = [sys.executable, "-m", "unlearn", "recipe", "run", name, "--model", str(target)]
+                ours = not out.exists()  # benchmarks/methods.py writes recipe_NAME under runs/bench too
                 started = time.time()
                 done = subprocess.run([*command, "--data", str(data), "-o", str(out)], capture_output=True, text=True)
                 if done.returncode != 0:
@@ -139,7 +140,8 @@ def recipe_lines(names: list[str], args: argparse.Namespace, seeds: list[int]) -
                 model = Path(json.loads((out / RESULT_FILE).read_text())["model"])
                 evaluate_model(model, data, evaluation, baseline=baseline, progress=False)
                 (evaluation / "recipe_wall_s.json").write_text(json.dumps({"wall_s": wall}))
-                shutil.rmtree(out)  # the recipe's models: this script made them, the scores are kept
+                if ours:  # the recipe's models, made here; the scores are kept
+                    shutil.rmtree(out)
             found = json.loads((evaluation / RESULTS).read_text())
             wall = json.loads((evaluation / "recipe_wall_s.json").read_text())["wall_s"]
             runs.append({k: found.get(k) for k in KEYS} | {"gate": found["utility_gate"]["pass"], "wall": wall})
