@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .config import Config
 from .context import LossContext, RunContext
@@ -73,8 +75,6 @@ class UnlearnTrainer(Trainer):
         self.clock = StepClock()
         self.add_callback(self.clock)
         if reference is not None:
-            from transformers.integrations import is_deepspeed_zero3_enabled
-
             reference.prepare = self._place_reference
             reference.release_hook = self._release_reference
             reference.sharded = is_deepspeed_zero3_enabled()
@@ -88,12 +88,8 @@ class UnlearnTrainer(Trainer):
         module would run on empty parameters. The engine's hooks live on the module's layers, so
         the module is returned and called as usual. Other stages get a plain replicated copy.
         """
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
         if not is_deepspeed_zero3_enabled():
             return model.to(self.args.device)
-        import copy
-
         import deepspeed
 
         config = copy.deepcopy(self.accelerator.state.deepspeed_plugin.deepspeed_config)
@@ -108,6 +104,14 @@ class UnlearnTrainer(Trainer):
         engine = getattr(self, "_reference_engine", None)
         if engine is not None:
             engine.destroy()
+            # DeepSpeed 0.19's destroy leaves two module-level references that kept the freed
+            # reference's shards: a module stack and a class-wide (pure) cache of params to release.
+            from deepspeed.runtime.zero import parameter_offload as z3
+
+            z3.FWD_MODULE_STACK[:] = [m for m in z3.FWD_MODULE_STACK if m is not engine.module]
+            cached = vars(z3.PartitionedParameterCoordinator).get("_PartitionedParameterCoordinator__params_to_release")
+            for cell in getattr(cached, "__closure__", None) or ():  # the lru_cache inside a wrapper
+                getattr(cell.cell_contents, "cache_clear", lambda: None)()
             self._reference_engine = None
 
     def compute_loss(
@@ -150,8 +154,6 @@ class UnlearnTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
         if _internal_call and self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
             # A checkpoint under ZeRO-3: a resume (and best_by) reads DeepSpeed's sharded state; a
             # model gathered on rank 0 beside the optimiser state would be the run's memory peak.

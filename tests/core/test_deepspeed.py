@@ -97,7 +97,8 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     """Each installed loss method, and NPO+KL with LoRA, two steps under ZeRO-3 (and one method of
     each data path, `zero_matrix.ZERO2`, under ZeRO-2) on two gloo ranks (one launch,
     `zero_matrix.py`): each writes a loadable model. The ZeRO-3 reference gives the unsharded
-    input model's label log-probs and no rank holds a whole copy of it.
+    input model's label log-probs, no rank holds a whole copy of it, and once its log-probs are
+    cached the network is garbage (DeepSpeed's module-level references to it used to keep it).
 
     NPO with the retain term replaced by KL to the reference, one step under ZeRO-3: the model is
     the reference then, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left
@@ -130,6 +131,7 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
         seen = rank["reference"]
         assert seen["answer_tokens"] > 0 and seen["max_logprob_difference"] < 1e-5
         assert seen["local_elements"] < 0.6 * seen["full_elements"]  # a shard, not a copy
+        assert seen["freed"]  # nothing (DeepSpeed's module-level references included) keeps its shards
 
 
 def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(tiny_model, tiny_data, tmp_path):

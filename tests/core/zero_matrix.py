@@ -10,9 +10,11 @@ how many parameter elements this rank holds of it).
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import traceback
+import weakref
 from pathlib import Path
 
 import torch
@@ -32,7 +34,8 @@ class Empty(BaseModel):
 
 
 class ReferenceProbe:
-    """A loss method that records the sharded reference's label log-probs and local size at step 0."""
+    """A loss method that records the sharded reference's label log-probs and local size at step 0,
+    and at step 1 whether the reference network, freed once its log-probs were cached, is gone."""
 
     def __init__(self, model_dir: str) -> None:
         self.plain = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # unsharded, before ZeRO-3 starts
@@ -57,6 +60,10 @@ class ReferenceProbe:
                 "local_elements": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params),
                 "full_elements": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params),
             }
+            self.network = weakref.ref(ctx.reference.model)
+        elif "freed" not in self.seen:
+            gc.collect()
+            self.seen["freed"] = not ctx.reference.loaded and self.network() is None
         return -ctx.nll("forget")
 
 
