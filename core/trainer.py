@@ -49,6 +49,26 @@ class StepClock(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def _share_fp32_shards() -> None:
+    """Make ZeRO-3 train float32 shards in place. DeepSpeed 0.19 skips its fp32 master copy of a
+    shard already fp32 on its device, but compares the device with a device *name*, which is never
+    equal (``torch.device("cpu") == "cpu"`` is False): one more fp32 shard per rank. Compare devices."""
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3 as Stage3
+
+    create = Stage3._create_fp32_partitions
+
+    def compared_as_devices(self: Any) -> None:
+        name, self.device = self.device, self.device if self.offload_optimizer else torch.device(self.device)
+        try:
+            create(self)
+        finally:
+            self.device = name
+
+    if not getattr(create, "compares_devices", False):
+        compared_as_devices.compares_devices = True  # type: ignore[attr-defined]
+        Stage3._create_fp32_partitions = compared_as_devices
+
+
 class UnlearnTrainer(Trainer):
     """Calls ``compute_loss`` of the chosen method, guards against NaN/inf and logs the terms.
 
@@ -74,6 +94,8 @@ class UnlearnTrainer(Trainer):
         self._terms: dict[str, list[float]] = defaultdict(list)
         self.clock = StepClock()
         self.add_callback(self.clock)
+        if self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
+            _share_fp32_shards()
         if reference is not None:
             reference.prepare = self._place_reference
             reference.release_hook = self._release_reference

@@ -88,9 +88,10 @@ def test_the_core_stays_small():
     # placement, caching and release for real hardware (GPUs, ZeRO-3) brought it to ~2,150, the
     # benchmark hook and its registry to ~2,250, alternate answers (the row field, refusal sets,
     # rewrites, pairing each forget row with its alternates) to ~2,560, evaluation during training
-    # (signals, stop_when, best_by, TensorBoard) to ~2,830.
+    # (signals, stop_when, best_by, TensorBoard) to ~2,830, two DeepSpeed 0.19 workarounds in the
+    # trainer (a freed ZeRO-3 reference's shards, the fp32 master copy of float32 shards) to ~2,920.
     lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 2900, f"the core has {lines} lines"
+    assert lines < 2950, f"the core has {lines} lines"
 
 
 def test_the_evaluator_never_imports_the_trainer():

@@ -98,7 +98,9 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     each data path, `zero_matrix.ZERO2`, under ZeRO-2) on two gloo ranks (one launch,
     `zero_matrix.py`): each writes a loadable model. The ZeRO-3 reference gives the unsharded
     input model's label log-probs, no rank holds a whole copy of it, and once its log-probs are
-    cached the network is garbage (DeepSpeed's module-level references to it used to keep it).
+    cached the network is garbage (DeepSpeed's module-level references to it used to keep it). The
+    optimiser's fp32 master shards are the float32 model's shards, not a copy (DeepSpeed 0.19 made
+    one), and GD trained so ends bit for bit where it ends with DeepSpeed's copy.
 
     NPO with the retain term replaced by KL to the reference, one step under ZeRO-3: the model is
     the reference then, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left
@@ -117,7 +119,7 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     losses = sorted(n for n, m in PluginHost().methods.items() if m.kind == "loss")  # the installed ones
     expected = {f"zero3-{n}" for n in [*losses, "npo+lora"]} | {f"zero2-{n}" for n in [*zero2, "npo+lora"]}
-    expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step"}
+    expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step", "zero3-gd-deepspeed-copy"}
     for rank in ranks:
         failed = [c for c in rank["cases"] if not c["ok"]]
         assert not failed, failed[0]["error"]
@@ -127,11 +129,14 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     for case in expected:
         model = AutoModelForCausalLM.from_pretrained(tmp_path / case)
         assert all(torch.isfinite(p).all() for p in model.parameters()), case
+    ours, theirs = (load_file(tmp_path / c / "model.safetensors") for c in ("zero3-gd", "zero3-gd-deepspeed-copy"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # training on the shards changes no bit
     for rank in ranks:
         seen = rank["reference"]
         assert seen["answer_tokens"] > 0 and seen["max_logprob_difference"] < 1e-5
         assert seen["local_elements"] < 0.6 * seen["full_elements"]  # a shard, not a copy
         assert seen["freed"]  # nothing (DeepSpeed's module-level references included) keeps its shards
+        assert seen["master_is_shard"]  # float32 training keeps no second fp32 copy of each shard
 
 
 def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(tiny_model, tiny_data, tmp_path):

@@ -18,6 +18,7 @@ import weakref
 from pathlib import Path
 
 import torch
+from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3 as Stage3
 from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM
 
@@ -35,7 +36,8 @@ class Empty(BaseModel):
 
 class ReferenceProbe:
     """A loss method that records the sharded reference's label log-probs and local size at step 0,
-    and at step 1 whether the reference network, freed once its log-probs were cached, is gone."""
+    and at step 1 whether the reference network, freed once its log-probs were cached, is gone and
+    whether the optimiser's fp32 master shards are the model's own float32 shards."""
 
     def __init__(self, model_dir: str) -> None:
         self.plain = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # unsharded, before ZeRO-3 starts
@@ -64,6 +66,11 @@ class ReferenceProbe:
         elif "freed" not in self.seen:
             gc.collect()
             self.seen["freed"] = not ctx.reference.loaded and self.network() is None
+            # the optimiser updates the float32 shards themselves, no second fp32 copy of them
+            module = getattr(ctx.model, "module", ctx.model)  # under DeepSpeed: its engine
+            (opt,) = [o for o in gc.get_objects() if isinstance(o, Stage3) and o.module is module]
+            pairs = list(zip(opt.fp32_partitioned_groups_flat, opt.fp16_partitioned_groups_flat, strict=True))
+            self.seen["master_is_shard"] = bool(pairs) and all(a is b for a, b in pairs)
         return -ctx.nll("forget")
 
 
@@ -75,32 +82,40 @@ def main(model: str, data: str, out: str) -> None:
     npo_kl = {"npo": {"retain_nll_weight": 0, "retain_kl_weight": 1}}
     cases = [(name, [], {}, 2) for name in losses]
     cases += [("npo", ["lora"], npo_kl, 2), ("zero-probe", [], {}, 2), ("npo", [], npo_kl, 1)]
-    rank = int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else None
+    deepspeeds_own = Stage3._create_fp32_partitions  # before the trainer makes it compare devices
     results = []
+
+    def one(label: str, stage: int, name: str, with_: list[str], settings: dict, steps: int) -> None:
+        config = RunConfig.model_validate(
+            {
+                "model": model,
+                "data": data,
+                "method": name,
+                "with": with_,
+                "config": settings,
+                "output_dir": str(Path(out) / label),
+                "deepspeed": f"zero{stage}",
+                "seed": 3,
+                "trainer": {"max_steps": steps, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
+            }
+        )
+        try:
+            report = json.loads((run(config, host=host) / "unlearn_run.json").read_text())
+            results.append({"case": label, "ok": True, "train_loss": report["train"]["train_loss"]})
+        except Exception:  # noqa: BLE001 - recorded for the test to report
+            results.append({"case": label, "ok": False, "error": traceback.format_exc()[-2000:]})
+
     for stage in (2, 3):
         for name, with_, settings, steps in cases:
             if stage == 2 and (name == "zero-probe" or steps == 1 or (name not in ZERO2 and not with_)):
                 continue
             label = f"zero{stage}-{name}" + "".join(f"+{w}" for w in with_) + ("-kl-first-step" if steps == 1 else "")
-            config = RunConfig.model_validate(
-                {
-                    "model": model,
-                    "data": data,
-                    "method": name,
-                    "with": with_,
-                    "config": settings,
-                    "output_dir": str(Path(out) / label),
-                    "deepspeed": f"zero{stage}",
-                    "seed": 3,
-                    "trainer": {"max_steps": steps, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
-                }
-            )
-            try:
-                report = json.loads((run(config, host=host) / "unlearn_run.json").read_text())
-                results.append({"case": label, "ok": True, "train_loss": report["train"]["train_loss"]})
-            except Exception:  # noqa: BLE001 - recorded for the test to report
-                results.append({"case": label, "ok": False, "error": traceback.format_exc()[-2000:]})
-            rank = torch.distributed.get_rank()
+            one(label, stage, name, with_, settings, steps)
+    # GD again with DeepSpeed's own second fp32 copy of each shard (marked so the trainer keeps it)
+    deepspeeds_own.compares_devices = True
+    Stage3._create_fp32_partitions = deepspeeds_own
+    one("zero3-gd-deepspeed-copy", 3, "gd", [], {}, 2)
+    rank = torch.distributed.get_rank()
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"cases": results, "reference": probe.seen}, indent=2))
 
 
