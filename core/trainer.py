@@ -55,18 +55,21 @@ def _share_fp32_shards() -> None:
     equal (``torch.device("cpu") == "cpu"`` is False): one more fp32 shard per rank. Compare devices."""
     from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3 as Stage3
 
-    create = Stage3._create_fp32_partitions
+    create = getattr(Stage3, "_create_fp32_partitions", None)  # a later DeepSpeed may rename or fix it
+    if create is None or getattr(create, "compares_devices", False):
+        return
 
     def compared_as_devices(self: Any) -> None:
-        name, self.device = self.device, self.device if self.offload_optimizer else torch.device(self.device)
+        name = self.device
+        if isinstance(name, str) and not getattr(self, "offload_optimizer", True):
+            self.device = torch.device(name)
         try:
             create(self)
         finally:
             self.device = name
 
-    if not getattr(create, "compares_devices", False):
-        compared_as_devices.compares_devices = True  # type: ignore[attr-defined]
-        Stage3._create_fp32_partitions = compared_as_devices
+    compared_as_devices.compares_devices = True  # type: ignore[attr-defined]
+    Stage3._create_fp32_partitions = compared_as_devices
 
 
 class UnlearnTrainer(Trainer):
