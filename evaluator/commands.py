@@ -80,10 +80,9 @@ def register_commands(cli: typer.Typer) -> None:
         ),
     ) -> None:
         """Score a model on a benchmark: by default LUME with the official SemEval-2025 Task 4
-        metrics, plus the MIA suite.
-
-        Under ``torchrun --nproc_per_node N -m unlearn evaluate ...`` LUME's rows are shared between
-        the processes (one GPU each) and the result equals one process's."""
+        metrics, plus the MIA suite. Under `torchrun --nproc_per_node N -m unlearn evaluate ...`
+        LUME's rows are shared between the processes (one GPU each), and the result equals one
+        process's."""
         from unlearn import get_host
         from unlearn.evaluator.official import PRESET
 
