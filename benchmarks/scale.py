@@ -8,7 +8,8 @@ initialised (this measures cost, not quality) at about 3M (the default target's 
 120M parameters. Every installed loss method runs ``--steps`` optimiser steps with its default
 config, plus NPO with a KL retain term (exact, top-k, and under LoRA) and KL with top-k, each as
 its own ``unlearn run`` process on ``--steps`` x ``--batch-size`` forget and retain rows of the
-embedded default (one epoch, as a real run draws every forget row). Per run: the median seconds of a
+embedded default (one epoch, as a real run draws every forget row; a fifth of the rows for a
+method that trains each row once per each of its 5 alternates). Per run: the median seconds of a
 step after the first (``step_seconds`` in ``unlearn_run.json``; the first step also fills the
 reference caches), the process's peak RSS and peak heap in use (glibc's mallinfo2, sampled),
 each also as a ratio to GA and to GD (the same forget and retain passes without a reference),
@@ -141,14 +142,6 @@ def main() -> None:
 
         rows, _ = training_rows(data)
         train_tokenizer([r.text for r in rows], 2048).save_pretrained(tokenizer)
-    # One epoch of forget rows in --steps steps, as in a real run (which draws every forget row at
-    # least once; a reference-based method's caches are filled for whole splits that fit the run).
-    rows = args.steps * args.batch_size
-    train_data = args.work / f"data_{rows}"
-    train_data.mkdir(parents=True, exist_ok=True)
-    for split in ("forget", "retain"):
-        lines = (data / f"{split}_train.jsonl").read_text().splitlines()[:rows]
-        (train_data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     host = PluginHost()
     losses = sorted(n for n, m in host.methods.items() if m.kind == "loss")
     cases = {name: ["--method", name] for name in losses} | EXTRA
@@ -156,6 +149,18 @@ def main() -> None:
         cases = {k: v for k, v in cases.items() if k in args.methods.split(",")}
     for base in ("ga", "gd"):
         cases.setdefault(base, ["--method", base])
+    # One epoch in --steps steps, as in a real run (which draws every training item at least once;
+    # a reference-based method's caches are filled for whole splits that fit the run). A method
+    # that trains each forget row once per alternate (AltPO, ReLearn: 5) gets that many fewer rows.
+    case_data = {}
+    for name, extra in cases.items():
+        per_row = host.methods[extra[extra.index("--method") + 1]].alternates_per_row
+        rows = max(1, args.steps * args.batch_size // per_row)
+        case_data[name] = train_data = args.work / f"data_{rows}"
+        train_data.mkdir(parents=True, exist_ok=True)
+        for split in ("forget", "retain"):
+            lines = (data / f"{split}_train.jsonl").read_text().splitlines()[:rows]
+            (train_data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
 
     columns = ["model", "method", "s/step", "x GA", "x GD", "peak RSS MB", "x GA", "peak heap MB", "x GA", "x GD"]
     print("| " + " | ".join([*columns, "reference passes, kept"]) + " |")
@@ -165,7 +170,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         model, params = models[size] = build_model(tokenizer, args.work / f"olmo_{size}", size)
         label = f"{size} ({params / 1e6:.1f}M)"
-        results = {name: train(model, train_data, args.work / "out", extra, args) for name, extra in cases.items()}
+        results = {name: train(model, case_data[name], args.work / "out", extra, args) for name, extra in cases.items()}
         ga, gd = results["ga"], results["gd"]
         single[size] = results
         for name, r in results.items():
@@ -195,8 +200,8 @@ def main() -> None:
             # Both sides with a fixed mmap threshold: glibc otherwise keeps freed tensors' memory in
             # its arenas (about 1 GB per ZeRO-3 rank here), and RSS would count memory no longer in use.
             env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-            one = train(model, train_data, args.work / "out", cases[name], args, env_extra=env)
-            z3 = train(model, train_data, args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, 2, env)
+            one = train(model, case_data[name], args.work / "out", cases[name], args, env_extra=env)
+            z3 = train(model, case_data[name], args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, 2, env)
             if "error" in z3 or "error" in one:
                 print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | | |")
                 continue

@@ -1,12 +1,14 @@
-"""Benchmark: calibrated stopping on held-out instances. The built-in recipe `tuned_gd_layers` runs
-as shipped (the last step kept) and with evaluation during training every epoch and a best step
-kept by `trainer.best_by`, on fresh instances of the embedded default (each its own synthetic
-benchmark and target, shared with benchmarks/tuned.py), officially evaluated; mean +- std.
+"""Benchmark: calibrated stopping on held-out instances. A built-in recipe (`tuned_gd_layers` unless
+`--recipe` names another) runs as shipped (the last step kept) and with evaluation during training
+every epoch and a best step kept by `trainer.best_by`, on fresh instances of the embedded default
+(each its own synthetic benchmark and target, shared with benchmarks/tuned.py), officially
+evaluated; mean +- std.
 
     python benchmarks/stopping.py                       # seeds 1,2,3, every variant below
     python benchmarks/stopping.py --seeds 1,2,3,4 --variants last,score
+    python benchmarks/stopping.py --recipe tuned_rmu --seeds 1,2,3,4,5,6 --variants last,score
 
-Each run is what `unlearn recipe run tuned_gd_layers --set defaults.trainer.best_by=...` does.
+Each run is what `unlearn recipe run RECIPE --set defaults.trainer.best_by=...` does.
 The signals are read on the validation rows (`trainer.eval_split`): 20 forget and 20 retain rows,
 6 member and 6 non-member documents; the utility signal is the exact match on `utility.jsonl`,
 the file the official utility is measured on, so a criterion using it selects on the gate
@@ -28,7 +30,8 @@ from unlearn.tune.study import build_instance
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tuned import KEYS, mean_std  # noqa: E402  (the held-out table's numbers and their format)
 
-EVERY_EPOCH = ["defaults.trainer.eval_steps=20", "defaults.trainer.score_steps=20"]  # 80 forget rows / batch 4
+# 80 forget rows / batch 4 (both tuned recipes' batch size)
+EVERY_EPOCH = ["defaults.trainer.eval_steps=20", "defaults.trainer.score_steps=20"]
 VARIANTS = {
     "last": [],  # as shipped: the last step
     # the step best by the official final score on the validation rows, among those passing the gate
@@ -40,9 +43,12 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="tuned_gd_layers", help="a built-in recipe of one run, batch size 4")
     parser.add_argument("--seeds", default="1,2,3", help="held-out instance seeds")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
-    parser.add_argument("--work", type=Path, default=Path("runs"), help="instances in WORK/holdout/seed-S")
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs"), help="instances in WORK/holdout/seed-S, runs in WORK/stopping"
+    )
     args = parser.parse_args()
     host = get_host()
     lume = host.benchmark("lume")
@@ -53,12 +59,12 @@ def main() -> None:
         rows, steps = [], []
         for seed in seeds:
             data, target, baseline = build_instance(args.work / "holdout" / f"seed-{seed}", seed, "small", lume, None)
-            where = args.work / "stopping" / variant / f"seed-{seed}"
+            where = args.work / "stopping" / args.recipe / variant / f"seed-{seed}"
             evaluation = where / "eval"
             if not (evaluation / "evaluation_results.json").is_file():
                 overrides = {"model": str(target), "data": str(data)}
                 sets = VARIANTS[variant]
-                recipe = load_recipe(find_recipe("tuned_gd_layers"), overrides, lambda d, s=sets: apply_sets(d, s))
+                recipe = load_recipe(find_recipe(args.recipe), overrides, lambda d, s=sets: apply_sets(d, s))
                 model = run_recipe(recipe, where / "recipe", host=host, say=lambda _: None)
                 report = json.loads((model / "unlearn_run.json").read_text(encoding="utf-8"))
                 best = (report.get("monitor") or {}).get("best") or {}
