@@ -6,7 +6,8 @@
 Models are OLMo with the default target's byte-level BPE tokenizer (2,048 tokens), randomly
 initialised (this measures cost, not quality) at about 3M (the default target's shape), 30M and
 120M parameters. Every installed loss method runs ``--steps`` optimiser steps with its default
-config, plus NPO with a KL retain term (exact, top-k, and under LoRA) and KL with top-k, each as
+config, plus NPO with a KL retain term (exact, top-k, cached, and under LoRA), KL with top-k and
+cached, and ReLearn with cached KL, each as
 its own ``unlearn run`` process on ``--steps`` x ``--batch-size`` forget and retain rows of the
 embedded default (one epoch, as a real run draws every forget row; a fifth of the rows for a
 method that trains each row once per each of its 5 alternates). Per run: the median seconds of a
@@ -46,6 +47,9 @@ EXTRA = {
     "npo+kl top-k": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0", "--set", "reference.kl=top-k"],
     "npo+kl+lora": ["--method", "npo", "--with", "lora", "--set", "config.npo.retain_kl_weight=1.0"],
     "kl top-k": ["--method", "kl", "--set", "reference.kl=top-k"],
+    "npo+kl cached": ["--method", "npo", "--set", "config.npo.retain_kl_weight=1.0", "--set", "reference.kl=cached"],
+    "kl cached": ["--method", "kl", "--set", "reference.kl=cached"],
+    "relearn cached": ["--method", "relearn", "--set", "reference.kl=cached"],
 }
 
 

@@ -161,18 +161,21 @@ class TrainerSettings(Config):
 class ReferenceSettings(Config):
     """How the frozen input model (the reference of KL, NPO, SHA256, RMU) is used."""
 
-    kl: Literal["exact", "top-k"] = Field(
+    kl: Literal["exact", "cached", "top-k"] = Field(
         "exact",
-        description="exact: KL over the whole vocabulary, a reference forward pass every step; top-k: the "
-        "reference's top_k tokens per answer position plus one bucket for the rest, computed once per row "
-        "(a lower bound of the exact KL, `unlearn.topk_kl_divergence`), after which no reference model is kept.",
+        description="exact: KL over the whole vocabulary, a reference forward pass every step; cached: the same "
+        "KL from the reference's whole next-token distribution at each answer position, computed once per row "
+        "and held on the CPU (answer tokens x vocabulary x 4 bytes a row: less than the reference's weights "
+        "only for a small vocabulary or retain set); top-k: the reference's top_k tokens per answer position "
+        "plus one bucket for the rest, computed once per row (a lower bound of the exact KL, "
+        "`unlearn.topk_kl_divergence`). With cached or top-k no reference model is kept once the rows are in.",
     )
     top_k: int = Field(32, ge=1, description="Tokens per position kept for kl = 'top-k'.")
     prefill: bool = Field(
         True,
-        description="Compute the cached reference outputs (label log-probs, top-k) of a whole split before the "
-        "first backward pass, and free the reference model once nothing else needs it; only for splits the "
-        "run draws at least as many rows of as they hold.",
+        description="Compute the cached reference outputs (label log-probs, top-k, cached KL) of a whole split "
+        "before the first backward pass, and free the reference model once nothing else needs it; only for "
+        "splits the run draws at least as many rows of as they hold.",
     )
 
 

@@ -12,7 +12,7 @@ import torch
 
 from .config import Config, RunConfig
 from .data import Encoded
-from .losses import kl_divergence, layer_output, nll_from_logprobs, token_logprobs, topk_kl_divergence
+from .losses import kl_divergence, kl_from_logprobs, layer_output, nll_from_logprobs, token_logprobs, topk_kl_divergence
 from .reference import ReferenceModel
 
 Batch = dict[str, dict[str, Any]]
@@ -78,9 +78,12 @@ class LossContext:
     def kl_to_reference(self, split: str) -> torch.Tensor:
         """``KL(p_ref || p_theta)`` on a split: a scalar, summed over the vocabulary, averaged over
         every answer position of the batch. Costs a reference forward each call; with the run's
-        ``reference.kl = "top-k"`` it is `unlearn.topk_kl_divergence` over the reference's top-k
-        tokens, computed once per row."""
+        ``reference.kl = "cached"`` the same KL from the reference's distributions computed once per
+        row, with ``"top-k"`` `unlearn.topk_kl_divergence` over the reference's top-k tokens, computed
+        once per row."""
         labels, logits = self.batch[split]["labels"], self.outputs(split).logits
+        if self.reference.settings.kl == "cached":
+            return kl_from_logprobs(self.reference.answer_logprobs(split, self.batch[split]), logits, labels)
         if self.reference.settings.kl == "top-k":
             return topk_kl_divergence(*self.reference.topk_logprobs(split, self.batch[split]), logits, labels)
         return kl_divergence(self.reference_logits(split), logits, labels)

@@ -84,11 +84,19 @@ def preference_loss(win: torch.Tensor | None, lose: torch.Tensor, beta: float) -
 
 def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``KL(p_ref || p_theta)``: a scalar, summed over the vocabulary at each answer position,
-    then averaged over every answer position of the batch (as ``nll_from_logprobs``)."""
-    ref_logits, shifted = shift(ref_logits, labels)
-    logits, _ = shift(logits, labels)
+    then averaged over every answer position of the batch (as ``nll_from_logprobs``).
+    ``ref_logits`` and ``logits`` are [B, T, V], ``labels`` [B, T]."""
+    ref_logits, _ = shift(ref_logits, labels)
+    return kl_from_logprobs(F.log_softmax(ref_logits.float(), dim=-1), logits, labels)
+
+
+def kl_from_logprobs(ref_logp: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``kl_divergence`` from the reference's next-token log-probs, float32 [B, T-1, V] (already
+    shifted: position t predicts token t+1; any finite value where masked), e.g. the cached ones
+    of ``ReferenceModel.answer_logprobs``. The same bits as ``kl_divergence`` on logits whose
+    ``log_softmax`` they are."""
+    logits, shifted = shift(logits, labels)
     mask = (shifted != IGNORE_INDEX).float()
-    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
     logp = F.log_softmax(logits.float(), dim=-1)
     per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)

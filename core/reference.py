@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -19,9 +20,10 @@ Rows = tuple[torch.Tensor, ...]
 class ReferenceModel:
     """The frozen input model, loaded only when a method first asks for it.
 
-    Label log-probs, and with ``settings.kl = "top-k"`` the top-k log-probs at answer positions,
-    are cached per (split, row). Full logits (exact KL) and hidden states (RMU) are recomputed:
-    [T, V] or [T, H] per row would cost more memory than the second model. Given the run's rows
+    Label log-probs, with ``settings.kl = "top-k"`` the top-k log-probs at answer positions and
+    with ``settings.kl = "cached"`` the whole next-token distribution there, are cached per
+    (split, row). Otherwise full logits (exact KL, UNDIAL) and hidden states (RMU) are recomputed
+    at every call. Given the run's rows
     (``rows``, ``collate``, ``draws``, set by the runner and trainer), the first cache miss of a
     split fills it whole, before the first backward pass, where the run draws at least as many
     rows of it as it holds (always under ZeRO-3, where every rank must run the same forward
@@ -47,8 +49,13 @@ class ReferenceModel:
         self._switch_off: Callable[[], AbstractContextManager[Any]] | None = None
         self._cache: dict[tuple[str, int], Rows] = {}  # label log-probs of the first n positions
         self._topk: dict[tuple[str, int], Rows] = {}  # (log-probs [n, k], token ids [n, k]) at answer positions
+        self._full: dict[tuple[str, int], Rows] = {}  # (log-probs [n, V],) at answer positions
         self.asked: set[tuple[str, str]] = set()  # (what, split): which outputs the method has used
         self.forward_passes = 0
+
+    @property
+    def _caches(self) -> dict[str, dict[tuple[str, int], Rows]]:
+        return {"logprobs": self._cache, "topk": self._topk, "full": self._full}
 
     def share(self, model: torch.nn.Module, switch_off: Callable[[], AbstractContextManager[Any]]) -> None:
         """Use ``model`` inside ``switch_off()`` (e.g. ``peft_model.disable_adapter``) as the reference."""
@@ -72,8 +79,8 @@ class ReferenceModel:
 
     def settle(self) -> bool:
         """Free the reference network once every output asked for so far is cached for every row
-        of its split (only label log-probs and top-k were asked). True if it was freed."""
-        caches = {"logprobs": self._cache, "topk": self._topk}
+        of its split (only cached outputs were asked). True if it was freed."""
+        caches = self._caches
         if not self.loaded or not self.asked or any(w not in caches or s not in self.rows for w, s in self.asked):
             return False
         if any((s, i) not in caches[w] for w, s in self.asked for i in range(len(self.rows[s]))):
@@ -123,7 +130,7 @@ class ReferenceModel:
 
     def _fill(self, what: str, split: str, part: dict[str, torch.Tensor], compute: Callable[..., list[Rows]]) -> None:
         """Compute the rows of ``part`` missing from the ``what`` cache, or the whole split."""
-        cache, rows = self._cache if what == "logprobs" else self._topk, self.rows.get(split)
+        cache, rows = self._caches[what], self.rows.get(split)
         whole = self.sharded or (self.settings.prefill and rows and len(rows) <= self.draws)
         if whole and rows and self.collate and not any(key[0] == split for key in cache):
             size = max(1, len(part["index"]))
@@ -159,16 +166,46 @@ class ReferenceModel:
         where masked; cached per row."""
         self.asked.add(("topk", split))
         k = self.settings.top_k
-        self._fill("topk", split, part, lambda logits, labels: _topk(logits, labels, k))
-        mask = part["labels"][:, 1:] != -100
-        shape = (*mask.shape, min(k, self._topk[(split, int(part["index"][0]))][0].shape[-1]))
-        values, ids = torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.long)
+
+        def top(logits: torch.Tensor, labels: torch.Tensor) -> list[Rows]:  # on the device, then kept on the CPU
+            return [tuple(t.cpu() for t in lp.topk(min(k, lp.shape[-1]))) for (lp,) in _full(logits, labels, None)]
+
+        self._fill("topk", split, part, top)
+        values, ids = self._at_answers("topk", split, part)
+        return values, ids
+
+    @torch.no_grad()
+    def answer_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference's next-token log-probs over the whole vocabulary at each answer position
+        of ``part`` (a collated split), float32 [B, T-1, V], zero where masked; cached per row
+        (answer tokens x V x 4 bytes a row, held on the CPU): exact KL without a reference pass
+        per step (``reference.kl = "cached"``)."""
+        self.asked.add(("full", split))
+        first = not any(key[0] == split for key in self._full)
+        self._fill("full", split, part, _full)
+        rows = self.rows.get(split)
+        if first and rows and self.loaded:  # say so when the cache outweighs the reference network
+            size = 4 * self._full[(split, int(part["index"][0]))][0].shape[-1]
+            size *= sum(sum(label != -100 for label in row.labels[1:]) for row in rows)
+            weights = sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in self.model.parameters())
+            if size > weights:
+                logging.getLogger("unlearn").warning(
+                    f"warning: reference.kl = 'cached' holds {size / 2**20:.0f} MiB of the reference's "
+                    f"distributions on {split!r}, more than its {weights / 2**20:.0f} MiB of weights"
+                )
+        (out,) = self._at_answers("full", split, part)
+        return out
+
+    def _at_answers(self, what: str, split: str, part: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The cached rows of ``part``, each tensor of a row [n answer positions, ...] placed at
+        its answer positions: [B, T-1, ...], zero elsewhere, on the batch's device."""
+        cache, mask = self._caches[what], part["labels"][:, 1:] != -100
+        outs = [torch.zeros((*mask.shape, *t.shape[1:]), dtype=t.dtype) for t in cache[(split, int(part["index"][0]))]]
         for r, i in enumerate(part["index"]):
-            v, t = self._topk[(split, int(i))]
             where = mask[r].nonzero().squeeze(-1).cpu()
-            values[r, where], ids[r, where] = v, t
-        device = part["labels"].device
-        return values.to(device), ids.to(device)
+            for out, t in zip(outs, cache[(split, int(i))]):
+                out[r, where] = t
+        return [out.to(part["labels"].device) for out in outs]
 
 
 def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> list[Rows]:
@@ -180,13 +217,9 @@ def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> list[Rows]:
     return rows
 
 
-def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> list[Rows]:
-    """Each row's top-k next-token log-probs and ids at its answer positions (on the CPU)."""
+def _full(logits: torch.Tensor, labels: torch.Tensor, to: str | None = "cpu") -> list[Rows]:
+    """Each row's next-token log-probs over the vocabulary at its answer positions (moved ``to``),
+    as ``unlearn.kl_divergence`` computes them (float32 log-softmax of the shifted logits)."""
     mask = labels[:, 1:] != -100
-    rows = []
-    for r in range(len(labels)):
-        where = mask[r].nonzero().squeeze(-1)
-        logp = torch.log_softmax(logits[r, :-1][where].float(), dim=-1)
-        values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
-        rows.append((values.cpu(), ids.cpu()))
-    return rows
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return [(logp[r][mask[r]].to(to or logp.device),) for r in range(len(labels))]

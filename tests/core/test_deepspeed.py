@@ -105,7 +105,8 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     NPO with the retain term replaced by KL to the reference, one step under ZeRO-3: the model is
     the reference then, so the loss is exactly (2 / beta) log 2 + 0. A reference that ZeRO-3 left
     as empty shards used to crash ("Padding_idx must be within num_embeddings"); a wrong one would
-    give another number. RMU reads the reference's hidden states through a hook that stops the
+    give another number. With ``reference.kl = "cached"`` the sharded reference's distributions are
+    read once per row and the network freed. RMU reads the reference's hidden states through a hook that stops the
     sharded forward pass early."""
     import runpy
 
@@ -119,13 +120,16 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     losses = sorted(n for n, m in PluginHost().methods.items() if m.kind == "loss")  # the installed ones
     expected = {f"zero3-{n}" for n in [*losses, "npo+lora"]} | {f"zero2-{n}" for n in [*zero2, "npo+lora"]}
-    expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step", "zero3-gd-deepspeed-copy"}
+    expected |= {"zero3-zero-probe", "zero3-npo-kl-first-step", "zero3-gd-deepspeed-copy", "zero3-npo-kl-cached"}
     for rank in ranks:
         failed = [c for c in rank["cases"] if not c["ok"]]
         assert not failed, failed[0]["error"]
         assert {c["case"] for c in rank["cases"]} == expected
     first_step = next(c for c in ranks[0]["cases"] if c["case"] == "zero3-npo-kl-first-step")
     assert first_step["train_loss"] == pytest.approx(20 * math.log(2), rel=1e-5)
+    cached = next(c for c in ranks[0]["cases"] if c["case"] == "zero3-npo-kl-cached")
+    # the forget and retain splits read once (3 batches of 2 rows each), then no reference pass or network
+    assert cached["reference"] == {"used": ["full", "logprobs"], "forward_passes": 6, "kept": False}
     for case in expected:
         model = AutoModelForCausalLM.from_pretrained(tmp_path / case)
         assert all(torch.isfinite(p).all() for p in model.parameters()), case

@@ -195,11 +195,12 @@ F, T = False, True
         # the forget split (6 rows, batches of 2) computed whole at step 0, then the model freed
         ({}, F, [F] * 8, [0] + [3] * 7),
         ({"kl": "top-k", "top_k": 4}, F, [F] * 8, [0] + [6] * 7),  # and the retain rows' top-k
+        ({"kl": "cached"}, F, [F] * 8, [0] + [6] * 7),  # or their whole distributions (exact KL)
         # rows computed as they come: the model is freed once every row has come (3 steps)
         ({"prefill": False}, F, [F, T, T] + [F] * 5, [0, 1, 2] + [3] * 5),
         ({}, T, [F] + [T] * 7, None),  # full logits every step: the model stays
     ],
-    ids=["logprobs", "top-k-kl", "no-prefill", "logits"],
+    ids=["logprobs", "top-k-kl", "cached-kl", "no-prefill", "logits"],
 )
 def test_a_reference_needed_only_for_cached_outputs_is_freed_before_training(
     host, make_config, settings, logits, loaded, passes
@@ -215,6 +216,42 @@ def test_a_reference_needed_only_for_cached_outputs_is_freed_before_training(
     if probe.kls:
         assert abs(probe.kls[0]) < 1e-5  # the model is the reference at step 0
         assert probe.kls[-1] > 1e-4
+
+
+def test_cached_kl_is_the_exact_kl_bit_for_bit(tiny_model: Path, tiny_data: Path):
+    """The reference's cached distributions give the exact KL's bits (on the batch that filled
+    them), without the reference's logits; and a run with them follows the exact KL's run."""
+    from unlearn import PairCollator, ReferenceSettings, kl_divergence, kl_from_logprobs, load_rows
+    from unlearn.reference import ReferenceModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    rows = encode(load_rows(tiny_data / "retain.jsonl", "retain")[:3], tokenizer, max_length=64)
+    part = PairCollator(tokenizer.pad_token_id or 0).pad(list(enumerate(rows)))
+    reference = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(tiny_model), ReferenceSettings(kl="cached"))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)  # the trained model has moved away from the reference
+        inputs = {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
+        exact = kl_divergence(reference.model(**inputs).logits, model(**inputs).logits, part["labels"])
+        cached = kl_from_logprobs(reference.answer_logprobs("retain", part), model(**inputs).logits, part["labels"])
+    assert float(exact) > 1e-3
+    assert torch.equal(cached, exact)
+    answers = int((part["labels"][:, 1:] != -100).sum())
+    assert sum(v.shape[0] for (v,) in reference._full.values()) == answers  # one distribution per answer token
+
+
+def test_a_cached_kl_run_follows_the_exact_one(host, make_config, tmp_path: Path):
+    probe, kls = CachedOnly(kl=True), {}
+    host.register(probe, "cached")
+    for kl in ("exact", "cached"):
+        probe.kls = []
+        trainer = {"max_steps": 6, "batch_size": 2, "learning_rate": 1e-2}
+        config = make_config(method="cached-only", reference={"kl": kl}, trainer=trainer, output_dir=str(tmp_path / kl))
+        run(config, host=host)
+        kls[kl] = probe.kls
+    assert kls["exact"][-1] > 1e-4
+    # the cache was filled from batches padded otherwise than the run's: float rounding, not more
+    assert kls["cached"] == pytest.approx(kls["exact"], rel=1e-3, abs=1e-7)
 
 
 def test_top_k_kl_is_the_kl_over_the_top_k_and_the_rest():

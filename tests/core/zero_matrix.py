@@ -82,10 +82,11 @@ def main(model: str, data: str, out: str) -> None:
     npo_kl = {"npo": {"retain_nll_weight": 0, "retain_kl_weight": 1}}
     cases = [(name, [], {}, 2) for name in losses]
     cases += [("npo", ["lora"], npo_kl, 2), ("zero-probe", [], {}, 2), ("npo", [], npo_kl, 1)]
+    cases += [("npo", [], npo_kl, 3)]  # with reference.kl = "cached" (3: a step after its rows are in)
     deepspeeds_own = Stage3._create_fp32_partitions  # before the trainer makes it compare devices
     results = []
 
-    def one(label: str, stage: int, name: str, with_: list[str], settings: dict, steps: int) -> None:
+    def one(label: str, stage: int, name: str, with_: list[str], settings: dict, steps: int, reference=None) -> None:
         config = RunConfig.model_validate(
             {
                 "model": model,
@@ -96,18 +97,22 @@ def main(model: str, data: str, out: str) -> None:
                 "output_dir": str(Path(out) / label),
                 "deepspeed": f"zero{stage}",
                 "seed": 3,
+                "reference": reference or {},
                 "trainer": {"max_steps": steps, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
             }
         )
         try:
             report = json.loads((run(config, host=host) / "unlearn_run.json").read_text())
-            results.append({"case": label, "ok": True, "train_loss": report["train"]["train_loss"]})
+            results.append({"case": label, "ok": True, "train_loss": report["train"]["train_loss"], **report})
         except Exception:  # noqa: BLE001 - recorded for the test to report
             results.append({"case": label, "ok": False, "error": traceback.format_exc()[-2000:]})
 
     for stage in (2, 3):
         for name, with_, settings, steps in cases:
-            if stage == 2 and (name == "zero-probe" or steps == 1 or (name not in ZERO2 and not with_)):
+            if stage == 2 and (name == "zero-probe" or steps != 2 or (name not in ZERO2 and not with_)):
+                continue
+            if steps == 3:
+                one(f"zero{stage}-npo-kl-cached", stage, name, with_, settings, steps, {"kl": "cached"})
                 continue
             label = f"zero{stage}-{name}" + "".join(f"+{w}" for w in with_) + ("-kl-first-step" if steps == 1 else "")
             one(label, stage, name, with_, settings, steps)
