@@ -240,6 +240,27 @@ def test_cached_kl_is_the_exact_kl_bit_for_bit(tiny_model: Path, tiny_data: Path
     assert sum(v.shape[0] for (v,) in reference._full.values()) == answers  # one distribution per answer token
 
 
+def test_cached_kl_says_when_it_outweighs_the_reference(tiny_model: Path, tiny_data: Path, caplog):
+    from unlearn import PairCollator, ReferenceSettings, load_rows
+    from unlearn.reference import ReferenceModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = encode(load_rows(tiny_data / "retain.jsonl", "retain"), tokenizer, max_length=64)
+    part = PairCollator(tokenizer.pad_token_id or 0).pad(list(enumerate(rows[:2])))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    per_copy = 4 * model.config.vocab_size * sum(sum(label != -100 for label in r.labels[1:]) for r in rows)
+    assert per_copy < weights < 10 * per_copy
+    for copies, warned in ((1, False), (10, True)):  # the run's split: its rows, or ten times as many
+        caplog.clear()
+        reference = ReferenceModel(
+            lambda: AutoModelForCausalLM.from_pretrained(tiny_model), ReferenceSettings(kl="cached")
+        )
+        reference.rows = {"retain": rows * copies}
+        reference.answer_logprobs("retain", part)
+        assert ("more than its" in caplog.text) == warned, caplog.text
+
+
 def test_a_cached_kl_run_follows_the_exact_one(host, make_config, tmp_path: Path):
     probe, kls = CachedOnly(kl=True), {}
     host.register(probe, "cached")
