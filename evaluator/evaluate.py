@@ -129,10 +129,10 @@ def _gate(utility: float | None, file: Path, before: dict[str, Any]) -> dict[str
     }
 
 
-def _scores(rows: list[Row], generations: list[str], official: bool) -> list[float | None]:
+def _scores(rows: list[Row], generations: list[str], official: bool, name: str) -> list[float | None]:
     """Per-row official scores; ``official`` reads the text back through the organisers' CSV first."""
     if official:
-        return [row_score(i, gold, gen) for i, gold, gen in through_csv(rows, generations)]
+        return [row_score(i, gold, gen) for i, gold, gen in through_csv(rows, generations, name)]
     return [row_score(r.id, r.output, g) for r, g in zip(rows, generations)]
 
 
@@ -188,7 +188,7 @@ def _finish(
     reference: Path | None = None,
     answered: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    scores = {s: _scores(rows[s], generations[s], official) for s in rows}
+    scores = {s: _scores(rows[s], generations[s], official, f"{s} set") for s in rows}
     aucs = attack_aucs(*mia) if mia else None
     results = official_results(
         (rows["forget"], scores["forget"]),

@@ -28,10 +28,17 @@ MMLU_WARNING = (
 PRESET = {"dtype": "bfloat16", "max_new_tokens": 256, "mmlu_style": "open-instruct"}
 
 
-def through_csv(rows: Sequence[Row], generations: Sequence[str]) -> list[tuple[str, str, str]]:
+def through_csv(rows: Sequence[Row], generations: Sequence[str], name: str = "rows") -> list[tuple[str, str, str]]:
     """``(id, gold, generation)`` per row after the organisers' CSV round trip, as ``str()`` of
     what pandas reads back: "", "None", "NA", "N/A", "null", "nan" (and the rest of pandas' NA
-    strings) become "nan"; a column whose every cell is a number comes back as numbers."""
+    strings) become "nan"; a column whose every cell is a number comes back as numbers.
+
+    A carriage return in a generation is written unquoted and read back as the end of a line, so
+    that row comes back cut in two: the cut row scores its first part, and the second part is a
+    row whose task is a fragment of the text or of the next column. Their per-task means then
+    hold a task with no scored rows (NaN, so a NaN task aggregate; only a fragment that happens
+    to name a real task would leave a number), or their script fails on an empty id. That is a
+    DataError naming the row (of ``name``, e.g. "forget set"): the model has no official score."""
     import pandas as pd
 
     frame = pd.DataFrame(
@@ -46,6 +53,15 @@ def through_csv(rows: Sequence[Row], generations: Sequence[str]) -> list[tuple[s
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     back = pd.read_csv(io.StringIO(buffer.getvalue()))
+    if len(back) != len(rows):
+        from unlearn import DataError
+
+        cut = next((r.id for r, g in zip(rows, generations) if "\r" in g), "?")
+        raise DataError(
+            f"{name}: row {cut}: its generation holds a carriage return, which the organisers' CSV round trip "
+            "(pandas to_csv, then read_csv) reads as the end of a row: their script scores that as a NaN task "
+            "aggregate or fails, so this model has no official score (evaluate without --official for ours)"
+        )
     return [(str(i), str(g), str(m)) for i, g, m in zip(back["id"], back["expected_output"], back["model_output"])]
 
 

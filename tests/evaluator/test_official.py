@@ -181,6 +181,16 @@ def test_official_file_key_order_and_the_organisers_csv_quirks(tmp_path):
     assert plain["retain-set"]["Task1"]["knowledge-score"] != 1.0
     assert not (tmp_path / "plain" / OFFICIAL_FILE).exists()
 
+    # a carriage return in a generation: read back as the end of a row, which their script
+    # scores as a NaN task aggregate (or fails on), so no official score; ours keeps the text whole
+    cut = saved / "generations" / "retain.jsonl"
+    kept = cut.read_text()
+    cut.write_text(kept.replace('"generation": "anything"', '"generation": "any\\rthing"'))
+    with pytest.raises(DataError, match=r"retain set: row retain9zz1: its generation holds a carriage return"):
+        rescore(saved, data, tmp_path / "cut", official=True)
+    assert rescore(saved, data, tmp_path / "cut-plain")["retain-set"] == plain["retain-set"]
+    cut.write_text(kept)
+
     nan = saved / "mia" / "nonmember.jsonl"
     nan.write_text(nan.read_text().replace('"loss": 1.5', '"loss": NaN', 1))
     with pytest.raises(DataError, match="non-member document 'n0': loss is nan"):
