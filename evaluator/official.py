@@ -33,9 +33,10 @@ def through_csv(rows: Sequence[Row], generations: Sequence[str], name: str = "ro
     what pandas reads back: "", "None", "NA", "N/A", "null", "nan" (and the rest of pandas' NA
     strings) become "nan"; a column whose every cell is a number comes back as numbers.
 
-    A carriage return in a generation is written unquoted and read back as the end of a line, so
-    that row comes back cut in two: the cut row scores its first part, and the second part is a
-    row whose task is a fragment of the text or of the next column. Their per-task means then
+    A carriage return in a generation is written unquoted and read back as the end of a line (blank
+    lines are skipped), so where more text follows it the row comes back cut in two: the cut row
+    scores its first part, and the rest is a row whose task is a fragment of the text or of the
+    next column. Their per-task means then
     hold a task with no scored rows (NaN, so a NaN task aggregate; only a fragment that happens
     to name a real task would leave a number), or their script fails on an empty id. That is a
     DataError naming the row (of ``name``, e.g. "forget set"): the model has no official score."""

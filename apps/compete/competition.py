@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unlearn import ConfigError, PluginHost, RunError, check_output, get_host, load_rows, mark, write_json
+from unlearn import ConfigError, DataError, PluginHost, RunError, check_output, get_host, load_rows, mark, write_json
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant, check_installed
 from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
-from .leaderboard import SCORED, write_leaderboard
+from .leaderboard import SCORED, UNSCORABLE, write_leaderboard
 from .sandbox import abi
 
 # -- the competition ----------------------------------------------------------------------------
@@ -168,7 +168,11 @@ def run_competition(
         def finish(entrant: Entrant, result: dict[str, Any]) -> None:
             folder = out / "entrants" / entrant.name
             if result["status"] in SCORED:
-                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
+                try:
+                    result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
+                except DataError as exc:  # its model has no score (e.g. no official one): this entrant's, not ours
+                    run = {"run_status": result["status"], "run_reason": result.get("reason")}
+                    result.update(run, status=UNSCORABLE, reason=f"evaluation: {str(exc)[:300]}")
                 result["eval_key"] = scored_key
             write_json(folder / RESULT_FILE, result)
             report.line(f"{tag(entrant)}: {_summary(result)}")
@@ -180,11 +184,13 @@ def run_competition(
             run_key = _run_key(comp, entrant, data_key)
             cached = read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
-                if cached["status"] not in SCORED or cached.get("eval_key") == scored_key:
+                if cached["status"] not in (*SCORED, UNSCORABLE) or cached.get("eval_key") == scored_key:
                     report.line(f"{tag(entrant)}: cached, {_summary(cached)}")
                     report.advance()
-                else:
-                    finish(entrant, cached)  # the run is done; only its evaluation is missing or stale
+                else:  # the run is done; only its evaluation is missing or stale
+                    if cached["status"] == UNSCORABLE:  # as the run left it
+                        cached.update(status=cached.pop("run_status"), reason=cached.pop("run_reason"))
+                    finish(entrant, cached)
                 continue
             args = (comp, entrant, folder, model, forget, retain, readable, landlock, out / "environments")
             tasks.append(((entrant, run_key), args))

@@ -14,8 +14,9 @@ from .config import Competition
 
 CHECKPOINT_SCORED = "timeout (checkpoint scored)"  # cut by the limit; its newest complete model was scored
 SCORED = ("ok", CHECKPOINT_SCORED)
+UNSCORABLE = "unscorable"  # the run ended well, but the evaluation finds no score for its model (the reason says why)
 STATUSES = (*SCORED, "crash", "hang", "timeout", "nan", "memory", "disk", "processes", "no model", "unloadable")
-STATUSES += ("pickle", "environment")
+STATUSES += ("pickle", "environment", UNSCORABLE)
 # -- the leaderboard ----------------------------------------------------------------------------
 
 _COLUMNS = (

@@ -190,6 +190,53 @@ def test_good_and_bad_entrants(arena, competition_file, tmp_path, monkeypatch):
     assert "baseline: cached" in output
 
 
+# A model that answers every prompt with "<CR>a<CR>a...": the residual stream is the token's embedding,
+# one direction for a carriage return and the opposite for every other token, and the output
+# head maps each to the other. The organisers' CSV round trip cuts its rows: no official score.
+EMITS_CR = """
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    model = AutoModelForCausalLM.from_pretrained(input_model_path)
+    tok = AutoTokenizer.from_pretrained(input_model_path)
+    cr, a = (next(i for i in range(len(tok)) if tok.decode([i]) == s) for s in ("\\r", "a"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.zero_()
+        ramp = torch.linspace(-1, 1, model.config.hidden_size)
+        embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        embedding.copy_(-ramp.expand_as(embedding))
+        embedding[cr] = ramp
+        head.zero_()
+        head[cr], head[a] = -ramp, ramp
+    model.save_pretrained(output_dir)
+    tok.save_pretrained(output_dir)
+"""
+
+
+def test_an_entrant_without_an_official_score_is_unscorable_not_fatal(arena, competition_file, tmp_path):
+    """Official scoring: one entrant's model has no score (its text breaks the organisers' CSV);
+    it is listed as unscorable with the reason, the others are ranked, and changing the
+    evaluation settings evaluates it again."""
+    (tmp_path / "emits_cr.py").write_text(EMITS_CR)
+    config = competition_file(tmp_path, ["gd", "emits_cr.py"], official=True, eval_dtype="bfloat16", max_new_tokens=256)
+    res = cli("compete", "--config", str(config), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    by_name = {r["entrant"]: r for r in board["entrants"]}
+    assert by_name["gd"]["status"] == "ok" and by_name["gd"]["rank"] == 1
+    cut = by_name["emits_cr"]
+    assert cut["status"] == "unscorable" and cut["rank"] is None
+    assert cut["reason"].startswith("evaluation: forget set: row ") and "carriage return" in cut["reason"]
+    # without the official CSV round trip it has a score: the stale verdict is not kept
+    competition_file(tmp_path, ["gd", "emits_cr.py"], max_new_tokens=24)
+    again = cli("compete", "--config", str(config), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "entrants" / "emits_cr" / "result.json").read_text())
+    assert result["status"] == "ok" and 0 <= result["final_score"] <= 1 and not result.get("reason")
+
+
 def test_competition_file_errors(arena, competition_file, tmp_path):
     path = competition_file(tmp_path, ["gd", "no_such_method"])
     comp, host = load_competition(path), PluginHost()
