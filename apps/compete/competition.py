@@ -19,11 +19,23 @@ from __future__ import annotations
 
 import json
 import signal
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unlearn import ConfigError, DataError, PluginHost, RunError, check_output, get_host, load_rows, mark, write_json
+from unlearn import (
+    ConfigError,
+    DataError,
+    PluginHost,
+    RunError,
+    check_output,
+    get_host,
+    load_rows,
+    mark,
+    write_json,
+    write_text,
+)
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant, check_installed
@@ -31,6 +43,8 @@ from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
 from .leaderboard import SCORED, UNSCORABLE, write_leaderboard
 from .sandbox import abi
+
+EVALUATION_ERROR = "evaluation_error.txt"  # beside result.json: why an entrant's model could not be scored
 
 # -- the competition ----------------------------------------------------------------------------
 
@@ -168,11 +182,7 @@ def run_competition(
         def finish(entrant: Entrant, result: dict[str, Any]) -> None:
             folder = out / "entrants" / entrant.name
             if result["status"] in SCORED:
-                try:
-                    result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
-                except DataError as exc:  # its model has no score (e.g. no official one): this entrant's, not ours
-                    run = {"run_status": result["status"], "run_reason": result.get("reason")}
-                    result.update(run, status=UNSCORABLE, reason=f"evaluation: {str(exc)[:300]}")
+                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
                 result["eval_key"] = scored_key
             write_json(folder / RESULT_FILE, result)
             report.line(f"{tag(entrant)}: {_summary(result)}")
@@ -292,7 +302,20 @@ def _evaluate(
     eval_args: dict[str, Any],
     evaluate_model: Callable,
 ) -> dict[str, Any]:
-    scores = evaluate_model(folder / result.get("model", "work/output"), eval_data, folder / "evaluation", **eval_args)
+    """Score a finished entrant's model; one the evaluation fails on is UNSCORABLE, with the reason
+    (the target was scored with the same settings, so the model is why) and the competition goes on."""
+    model = folder / result.get("model", "work/output")
+    try:
+        scores = evaluate_model(model, eval_data, folder / "evaluation", **eval_args)
+    except (MemoryError, OSError):
+        raise  # the organiser's machine, not the entrant's model
+    except Exception as exc:  # noqa: BLE001
+        write_text(folder / EVALUATION_ERROR, traceback.format_exc())
+        # our own messages name rows by id; another's may quote the data, so only its class
+        why = str(exc)[:300] if isinstance(exc, DataError) else f"{type(exc).__name__}, see {EVALUATION_ERROR}"
+        run = {"run_status": result["status"], "run_reason": result.get("reason")}
+        return {**result, **run, "status": UNSCORABLE, "reason": f"evaluation: {why}"}
+    (folder / EVALUATION_ERROR).unlink(missing_ok=True)  # from an earlier evaluation of this entrant
     bench = get_host().benchmark(comp.benchmark)
     key = getattr(bench, "utility", None)  # the gate: at least comp.gate x the target's utility
     utility, base = (scores.get(key), before.get(key)) if key else (None, None)

@@ -215,26 +215,47 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
 """
 
 
-def test_an_entrant_without_an_official_score_is_unscorable_not_fatal(arena, competition_file, tmp_path):
-    """Official scoring: one entrant's model has no score (its text breaks the organisers' CSV);
-    it is listed as unscorable with the reason, the others are ranked, and changing the
-    evaluation settings evaluates it again."""
+# A model that loads but fails in evaluation: its tokenizer has a token past the model's embeddings,
+# and a forget prompt holds it.
+BAD_VOCAB = """
+import os, shutil
+from transformers import AutoTokenizer
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    for f in os.listdir(input_model_path):
+        shutil.copy(os.path.join(input_model_path, f), output_dir)
+    tok = AutoTokenizer.from_pretrained(input_model_path)
+    tok.add_tokens(["Velmora"])
+    tok.save_pretrained(output_dir)
+"""
+
+
+def test_an_entrant_the_evaluation_fails_on_is_unscorable_not_fatal(arena, competition_file, tmp_path):
+    """Official scoring: one entrant's model has no score (its text breaks the organisers' CSV) and
+    the evaluation fails on another's; both are listed as unscorable with the reason (the first
+    with our message, the second with the exception's class only, the traceback beside its
+    result), the others are ranked, and changing the evaluation settings evaluates them again."""
     (tmp_path / "emits_cr.py").write_text(EMITS_CR)
-    config = competition_file(tmp_path, ["gd", "emits_cr.py"], official=True, eval_dtype="bfloat16", max_new_tokens=256)
+    (tmp_path / "bad_vocab.py").write_text(BAD_VOCAB)
+    entrants = ["gd", "emits_cr.py", "bad_vocab.py"]
+    config = competition_file(tmp_path, entrants, official=True, eval_dtype="bfloat16", max_new_tokens=256)
     res = cli("compete", "--config", str(config), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
     by_name = {r["entrant"]: r for r in board["entrants"]}
     assert by_name["gd"]["status"] == "ok" and by_name["gd"]["rank"] == 1
-    cut = by_name["emits_cr"]
-    assert cut["status"] == "unscorable" and cut["rank"] is None
+    cut, bad = by_name["emits_cr"], by_name["bad_vocab"]
+    assert cut["status"] == bad["status"] == "unscorable" and cut["rank"] is bad["rank"] is None
     assert cut["reason"].startswith("evaluation: forget set: row ") and "carriage return" in cut["reason"]
-    # without the official CSV round trip it has a score: the stale verdict is not kept
-    competition_file(tmp_path, ["gd", "emits_cr.py"], max_new_tokens=24)
+    assert bad["reason"] == "evaluation: IndexError, see evaluation_error.txt"
+    error = tmp_path / "out" / "entrants" / "bad_vocab" / "evaluation_error.txt"
+    assert "IndexError" in error.read_text()
+    # without the official CSV round trip the first has a score: the stale verdict is not kept
+    competition_file(tmp_path, entrants, max_new_tokens=24)
     again = cli("compete", "--config", str(config), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "entrants" / "emits_cr" / "result.json").read_text())
     assert result["status"] == "ok" and 0 <= result["final_score"] <= 1 and not result.get("reason")
+    assert json.loads((error.parent / "result.json").read_text())["status"] == "unscorable"
 
 
 def test_competition_file_errors(arena, competition_file, tmp_path):
