@@ -269,6 +269,12 @@ def load_model(model_dir: Path, dtype: str = "float32", device: Any = "auto") ->
     except Exception as exc:  # noqa: BLE001 - whatever a truncated or foreign checkpoint raises
         raise ConfigError(f"{model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    embedded = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embedded:  # its last ids would index past the embeddings mid-evaluation
+        raise ConfigError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens and the model embeds {embedded}: "
+            "they do not belong together (resize the embeddings with the tokenizer, or save the matching one)"
+        )
     place = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(place).eval(), tokenizer
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from unlearn import (
     ConfigError,
-    DataError,
     PluginHost,
     RunError,
+    UnlearnError,
     check_output,
     get_host,
     load_rows,
@@ -311,8 +311,8 @@ def _evaluate(
         raise  # the organiser's machine, not the entrant's model
     except Exception as exc:  # noqa: BLE001
         write_text(folder / EVALUATION_ERROR, traceback.format_exc())
-        # our own messages name rows by id; another's may quote the data, so only its class
-        why = str(exc)[:300] if isinstance(exc, DataError) else f"{type(exc).__name__}, see {EVALUATION_ERROR}"
+        # our own messages name files and rows by id; another's may quote the data, so only its class
+        why = str(exc)[:300] if isinstance(exc, UnlearnError) else f"{type(exc).__name__}, see {EVALUATION_ERROR}"
         run = {"run_status": result["status"], "run_reason": result.get("reason")}
         return {**result, **run, "status": UNSCORABLE, "reason": f"evaluation: {why}"}
     (folder / EVALUATION_ERROR).unlink(missing_ok=True)  # from an earlier evaluation of this entrant

@@ -215,8 +215,8 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
 """
 
 
-# A model that loads but fails in evaluation: its tokenizer has a token past the model's embeddings,
-# and a forget prompt holds it.
+# A model that loads but does not belong with its tokenizer, which has a token past the model's
+# embeddings (the forget prompts hold it).
 BAD_VOCAB = """
 import os, shutil
 from transformers import AutoTokenizer
@@ -231,9 +231,9 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
 
 def test_an_entrant_the_evaluation_fails_on_is_unscorable_not_fatal(arena, competition_file, tmp_path):
     """Official scoring: one entrant's model has no score (its text breaks the organisers' CSV) and
-    the evaluation fails on another's; both are listed as unscorable with the reason (the first
-    with our message, the second with the exception's class only, the traceback beside its
-    result), the others are ranked, and changing the evaluation settings evaluates them again."""
+    the evaluation refuses another's (its tokenizer outgrows its embeddings); both are listed as
+    unscorable with our message (the traceback beside the result), the others are ranked, and
+    changing the evaluation settings evaluates them again."""
     (tmp_path / "emits_cr.py").write_text(EMITS_CR)
     (tmp_path / "bad_vocab.py").write_text(BAD_VOCAB)
     entrants = ["gd", "emits_cr.py", "bad_vocab.py"]
@@ -246,9 +246,12 @@ def test_an_entrant_the_evaluation_fails_on_is_unscorable_not_fatal(arena, compe
     cut, bad = by_name["emits_cr"], by_name["bad_vocab"]
     assert cut["status"] == bad["status"] == "unscorable" and cut["rank"] is bad["rank"] is None
     assert cut["reason"].startswith("evaluation: forget set: row ") and "carriage return" in cut["reason"]
-    assert bad["reason"] == "evaluation: IndexError, see evaluation_error.txt"
+    assert bad["reason"].endswith(
+        "the tokenizer has 513 tokens and the model embeds 512: they do not belong together"
+        " (resize the embeddings with the tokenizer, or save the matching one)"
+    )
     error = tmp_path / "out" / "entrants" / "bad_vocab" / "evaluation_error.txt"
-    assert "IndexError" in error.read_text()
+    assert "ConfigError" in error.read_text()  # the traceback, for the organiser
     # without the official CSV round trip the first has a score: the stale verdict is not kept
     competition_file(tmp_path, entrants, max_new_tokens=24)
     again = cli("compete", "--config", str(config), timeout=600)

@@ -282,6 +282,19 @@ def test_generations_that_do_not_match_the_data_are_refused(evaluation, bench, t
     assert res.returncode == 2 and "no such file or folder" in res.stderr
 
 
+def test_a_tokenizer_that_outgrows_the_model_is_refused_before_any_work(model_dir, bench, tmp_path):
+    folder = tmp_path / "grown"
+    shutil.copytree(model_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.add_tokens(["Velmora"])
+    tokenizer.save_pretrained(folder)
+    embedded = AutoModelForCausalLM.from_pretrained(folder).get_input_embeddings().num_embeddings
+    res = cli("evaluate", str(folder), "--data", str(bench), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2, res.stderr
+    assert f"the tokenizer has {len(tokenizer)} tokens and the model embeds {embedded}" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_baseline_gate_pass_and_fail(evaluation, bench, tmp_path):
     res = json.loads((evaluation / RESULTS).read_text())
     low = tmp_path / "low.json"

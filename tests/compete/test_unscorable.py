@@ -1,0 +1,28 @@
+"""An entrant's model the evaluation fails on is the entrant's problem, not the competition's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unlearn.compete.competition import EVALUATION_ERROR, _evaluate
+
+
+def _failing(exc: BaseException):
+    def evaluate_model(*_args, **_kwargs):
+        raise exc
+
+    return evaluate_model
+
+
+def test_a_failed_evaluation_names_only_the_exception_class_and_keeps_the_traceback(tmp_path: Path):
+    run = {"status": "ok", "reason": "", "wall_time_s": 3.0}
+    leak = KeyError("Tobin Hale, 5550192834")  # a foreign message may quote the private rows
+    result = _evaluate(run, tmp_path, tmp_path, tmp_path, {}, None, {}, _failing(leak))
+    assert result["status"] == "unscorable" and result["reason"] == f"evaluation: KeyError, see {EVALUATION_ERROR}"
+    assert (result["run_status"], result["run_reason"]) == ("ok", "")
+    assert "Tobin Hale" in (tmp_path / EVALUATION_ERROR).read_text()  # for the organiser only
+    for machine in (MemoryError(), OSError(28, "No space left on device")):  # the organiser's, not the entrant's
+        with pytest.raises(type(machine)):
+            _evaluate(run, tmp_path, tmp_path, tmp_path, {}, None, {}, _failing(machine))
