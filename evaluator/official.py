@@ -33,13 +33,13 @@ def through_csv(rows: Sequence[Row], generations: Sequence[str], name: str = "ro
     what pandas reads back: "", "None", "NA", "N/A", "null", "nan" (and the rest of pandas' NA
     strings) become "nan"; a column whose every cell is a number comes back as numbers.
 
-    A carriage return in a generation is written unquoted and read back as the end of a line (blank
-    lines are skipped), so where more text follows it the row comes back cut in two: the cut row
-    scores its first part, and the rest is a row whose task is a fragment of the text or of the
-    next column. Their per-task means then
-    hold a task with no scored rows (NaN, so a NaN task aggregate; only a fragment that happens
-    to name a real task would leave a number), or their script fails on an empty id. That is a
-    DataError naming the row (of ``name``, e.g. "forget set"): the model has no official score."""
+    Their file has the columns written here, in this order, the last one each row's loss. A
+    carriage return in a generation that pandas writes unquoted (one without a comma, quote or
+    newline) is read back as the end of a line, so the row comes back cut: the text before it is
+    scored, and what follows (at least the loss column) is another row, whose task is a fragment
+    with no scored rows (a NaN mean, so a NaN task aggregate) or whose empty id fails their
+    script. That is a DataError naming the row (of ``name``, e.g. "forget set"): such a model has
+    no official score."""
     import pandas as pd
 
     frame = pd.DataFrame(
@@ -49,6 +49,7 @@ def through_csv(rows: Sequence[Row], generations: Sequence[str], name: str = "ro
             "input": [r.input for r in rows],
             "expected_output": [r.output for r in rows],
             "model_output": list(generations),
+            "nll": [1.0] * len(rows),  # their per-row loss: it only ever reaches a cut row's fragments
         }
     )
     buffer = io.StringIO()
@@ -57,11 +58,13 @@ def through_csv(rows: Sequence[Row], generations: Sequence[str], name: str = "ro
     if len(back) != len(rows):
         from unlearn import DataError
 
-        cut = next((r.id for r, g in zip(rows, generations) if "\r" in g), "?")
+        unquoted = lambda text: "\r" in text and not any(c in text for c in ',"\n')  # noqa: E731
+        where = [f"row {r.id}: its generation" for r, g in zip(rows, generations) if unquoted(g)]
+        where += [f"row {r.id}: its prompt or answer" for r in rows if unquoted(r.input) or unquoted(r.output)]
         raise DataError(
-            f"{name}: row {cut}: its generation holds a carriage return, which the organisers' CSV round trip "
+            f"{name}: {(where or ['a row'])[0]} holds a carriage return, which the organisers' CSV round trip "
             "(pandas to_csv, then read_csv) reads as the end of a row: their script scores that as a NaN task "
-            "aggregate or fails, so this model has no official score (evaluate without --official for ours)"
+            "aggregate or fails, so there is no official score (evaluate without --official for ours)"
         )
     return [(str(i), str(g), str(m)) for i, g, m in zip(back["id"], back["expected_output"], back["model_output"])]
 

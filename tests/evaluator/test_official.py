@@ -185,9 +185,13 @@ def test_official_file_key_order_and_the_organisers_csv_quirks(tmp_path):
     # scores as a NaN task aggregate (or fails on), so no official score; ours keeps the text whole
     cut = saved / "generations" / "retain.jsonl"
     kept = cut.read_text()
+    for text in ("any\\rthing", "anything\\r", "\\r"):  # their loss column always follows the text
+        cut.write_text(kept.replace('"generation": "anything"', f'"generation": "{text}"'))
+        with pytest.raises(DataError, match=r"retain set: row retain9zz1: its generation holds a carriage return"):
+            rescore(saved, data, tmp_path / "cut", official=True)
+    cut.write_text(kept.replace('"generation": "anything"', '"generation": "any,\\rthing"'))  # written quoted
+    assert rescore(saved, data, tmp_path / "quoted", official=True)["retain-set"] == found["retain-set"]
     cut.write_text(kept.replace('"generation": "anything"', '"generation": "any\\rthing"'))
-    with pytest.raises(DataError, match=r"retain set: row retain9zz1: its generation holds a carriage return"):
-        rescore(saved, data, tmp_path / "cut", official=True)
     assert rescore(saved, data, tmp_path / "cut-plain")["retain-set"] == plain["retain-set"]
     cut.write_text(kept)
 
