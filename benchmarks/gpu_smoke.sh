@@ -7,7 +7,7 @@
 #    to full memorisation: this checks that things run, not how well);
 # 2. every installed loss method, a few steps in bfloat16 mixed precision, on the GPU (the run
 #    report must name a CUDA device and float32 master weights);
-# 3. `unlearn evaluate` (the results must name a CUDA device) and the same with --official;
+# 3. `unlearn evaluate` (the results must name a CUDA device), and --official on the target;
 # 4. a two-entrant competition (entrants restricted to GPU 0, evaluation on the GPU);
 # 5. with two GPUs or more: ZeRO-3 on two ranks, and a two-process evaluation equal to one process's.
 # Prints one Markdown table; exits non-zero if any step failed.
@@ -79,7 +79,7 @@ step "run npo+kl+lora (bf16, $DEVICE)" "$(json_check "$WORK/runs/npo_lora/unlear
 
 step "evaluate ($DEVICE)" "$(json_check "$WORK/eval/evaluation_results.json" "r['device'].startswith('$DEVICE')")" -- \
     "$UNLEARN" evaluate "$WORK/runs/gd" --data "$WORK/data" --out "$WORK/eval" --device "$DEVICE" --max-new-tokens 64
-# the target: a model a few steps of GD left emitting stray bytes (a carriage return) has no official score
+# on the target: a model a few steps of GD leave emitting stray bytes (a carriage return) has no official score
 step "evaluate --official ($DEVICE)" "$(json_check "$WORK/eval_official/evaluation_results.json" "r['device'].startswith('$DEVICE') and r['dtype'] == 'bfloat16'")" -- \
     "$UNLEARN" evaluate "$WORK/target" --data "$WORK/data" --out "$WORK/eval_official" --device "$DEVICE" --official
 
