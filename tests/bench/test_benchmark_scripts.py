@@ -1,0 +1,45 @@
+"""The benchmark scripts that quote the README's speed and memory tables, each run at its smallest:
+they import the evaluator's and trainer's internals, so a change there must not break them. What
+they measure is not asserted (timings are not tests); what they check is: the evaluator's
+generations and MIA losses equal the organisers' one-at-a-time loop in both dtypes, and a
+cached-KL run frees its reference."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO, undistributed_env
+
+pytestmark = pytest.mark.heavy
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "benchmarks" / name), *args]
+    res = subprocess.run(command, capture_output=True, text=True, env=undistributed_env(), cwd=REPO, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_evaluator_speed_finds_no_differing_bit_in_either_dtype(tiny_target, tiny_bench, tmp_path: Path):
+    model, _ = tiny_target
+    args = ("--model", str(model), "--data", str(tiny_bench), "--lume", str(tmp_path / "none"), "--batch-size", "8")
+    rows = [r for r in _rows(_script("evaluator_speed.py", *args).stdout) if r[0] == "default target data"]
+    assert [r[1] for r in rows] == ["float32", "bfloat16 (--official)"]
+    for row in rows:
+        generations, losses = row[-2:]
+        assert generations.startswith("0 of ") and losses.startswith("0 of "), row
+
+
+def test_scale_measures_each_method_and_cached_kl_frees_the_reference(tmp_path: Path):
+    args = ("--work", str(tmp_path), "--sizes", "3m", "--steps", "2", "--methods", "ga,gd,kl cached", "--no-zero3")
+    rows = {r[1]: r for r in _rows(_script("scale.py", *args, "--no-eval").stdout) if r[0].startswith("3m")}
+    assert set(rows) == {"ga", "gd", "kl cached"}
+    assert rows["ga"][3] == "1.00" and rows["gd"][4] == "1.00"  # ratios to GA's and to GD's own row
+    assert rows["ga"][-1] == "none" and rows["kl cached"][-1] == "2, no"  # the retain rows read once, then freed
