@@ -102,7 +102,9 @@ step "compete, 2 entrants (entrant devices: $ENTRANT_DEVICES)" "$(json_check "$W
     "$UNLEARN" compete --config "$WORK/competition.toml"
 
 if [ "$GPUS" -ge 2 ]; then
-    TORCHRUN=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2)
+    # two ranks side by side: each its half of the cores (torchrun keeps an OMP_NUM_THREADS already set)
+    THREADS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+    TORCHRUN=(env OMP_NUM_THREADS="$THREADS" "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2)
     step "ZeRO-3, 2 ranks, npo+kl ($ZERO_DTYPE)" "$(json_check "$WORK/runs/zero3/unlearn_run.json" "r['world_size'] == 2")" -- \
         "${TORCHRUN[@]}" -m unlearn run --model "$WORK/target" --data "$WORK/data" --method npo -o "$WORK/runs/zero3" \
         --overwrite --deepspeed zero3 --max-steps "$STEPS" --set config.npo.retain_kl_weight=1 --set trainer.dtype="$ZERO_DTYPE"

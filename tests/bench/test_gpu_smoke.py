@@ -4,7 +4,6 @@ when it next meets a GPU."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ def test_the_gpu_smoke_script_runs_every_step_in_its_cpu_dry_run(tmp_path: Path)
         "STEPS": "2",
         "UNLEARN": str(bin_dir / "unlearn"),
         "PYTHON": sys.executable,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
     }
     res = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_smoke.sh"), str(tmp_path / "smoke")],
