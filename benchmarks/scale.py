@@ -7,7 +7,8 @@ Models are OLMo with the default target's byte-level BPE tokenizer (2,048 tokens
 initialised (this measures cost, not quality) at about 3M (the default target's shape), 30M and
 120M parameters. Every installed loss method runs ``--steps`` optimiser steps with its default
 config, plus NPO with a KL retain term (exact, top-k, cached, and under LoRA), KL with top-k and
-cached, and ReLearn with cached KL, each as
+cached, ReLearn with cached KL, and GD, KL, DPO, AltPO and NPO+KL with their retain terms
+backpropagated apart (``trainer.backward = "per-term"``; any case takes the suffix " per-term"), each as
 its own ``unlearn run`` process on ``--steps`` x ``--batch-size`` forget and retain rows of the
 embedded default (one epoch, as a real run draws every forget row; a fifth of the rows for a
 method that trains each row once per each of its 5 alternates). Per run: the median seconds of a
@@ -51,6 +52,11 @@ EXTRA = {
     "kl cached": ["--method", "kl", "--set", "reference.kl=cached"],
     "relearn cached": ["--method", "relearn", "--set", "reference.kl=cached"],
 }
+# trainer.backward = "per-term": a method's retain terms backpropagated apart from its forget passes.
+# Any case takes the suffix in --methods ("npo+kl cached per-term"); these run by default.
+PER_TERM = " per-term"
+EXTRA |= {f"{name}{PER_TERM}": ["--method", name] for name in ("gd", "kl", "dpo", "altpo")}
+EXTRA["npo+kl per-term"] = EXTRA["npo+kl"]
 
 
 def build_model(tokenizer_source: Path, folder: Path, size: str) -> tuple[Path, int]:
@@ -150,7 +156,12 @@ def main() -> None:
     losses = sorted(n for n, m in host.methods.items() if m.kind == "loss")
     cases = {name: ["--method", name] for name in losses} | EXTRA
     if args.methods:
-        cases = {k: v for k, v in cases.items() if k in args.methods.split(",")}
+        asked = args.methods.split(",")
+        for name in asked:
+            if name.endswith(PER_TERM) and name.removesuffix(PER_TERM) in cases:
+                cases[name] = cases[name.removesuffix(PER_TERM)]
+        cases = {k: v for k, v in cases.items() if k in asked}
+    cases = {k: [*v, "--set", "trainer.backward=per-term"] if k.endswith(PER_TERM) else v for k, v in cases.items()}
     for base in ("ga", "gd"):
         cases.setdefault(base, ["--method", base])
     # One epoch in --steps steps, as in a real run (which draws every training item at least once;

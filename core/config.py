@@ -86,6 +86,12 @@ class TrainerSettings(Config):
         "(half the memory, but small updates round away).",
     )
     gradient_checkpointing: bool = False
+    backward: Literal["joint", "per-term"] = Field(
+        "joint",
+        description="joint: one backward pass over the loss. per-term: each LossOutput.add_term term's new forward "
+        "pass first backpropagates what came before it (less memory, same gradients summed in another order; "
+        "one process without DeepSpeed).",
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",

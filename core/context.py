@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
+from . import losses
 from .config import Config, RunConfig
 from .data import Encoded
 from .losses import kl_divergence, kl_from_logprobs, layer_output, nll_from_logprobs, token_logprobs, topk_kl_divergence
@@ -59,10 +60,17 @@ class LossContext:
     def outputs(self, split: str, **kwargs: Any) -> Any:
         """The trained model's forward output on a split (memoised unless kwargs are given)."""
         if kwargs:
+            self._new_pass()
             return self.model(**self._inputs(split), **kwargs)
         if split not in self._outputs:
+            self._new_pass()
             self._outputs[split] = self.model(**self._inputs(split))
         return self._outputs[split]
+
+    def _new_pass(self) -> None:
+        terms = losses.PER_TERM.get()
+        if terms is not None and terms.flush():  # trainer.backward = "per-term" (losses.TermBackward)
+            self._outputs.clear()  # their graphs are spent: a term that needs one runs its pass again
 
     def token_logprobs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logp, mask)`` under the trained model, both float32 [B, T-1]: see
@@ -93,6 +101,7 @@ class LossContext:
 
         The forward pass stops after that layer, so later layers cost nothing.
         """
+        self._new_pass()
         return layer_output(self.model, self._inputs(split), layer)
 
     def reference_hidden_states(self, split: str, layer: int) -> torch.Tensor:

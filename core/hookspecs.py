@@ -179,7 +179,10 @@ def compute_loss(method: str, config: Config, ctx: LossContext) -> torch.Tensor 
         ``input_ids``, ``attention_mask`` [B, T], ``labels`` [B, T] where prompt and padding are
         -100, ``index`` [B] and ``task``) and helpers that share forward passes and cache
         reference log-probs; shapes and averaging are documented on ``LossContext``.
-    :returns: a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms beside it.
+    :returns: a scalar tensor, or ``LossOutput(loss, logs)`` to log extra terms beside it. Add
+        retain-side terms last with ``LossOutput.add_term`` and return that object: under
+        ``trainer.backward = "per-term"`` each term's new forward pass first backpropagates
+        what was built before it.
     """
 
 

@@ -8,6 +8,7 @@ at position t predict the label at t+1, so every per-token result is [B, T-1].
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +27,44 @@ class LossOutput:
     logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
     def add_term(self, name: str, weight: float, term: Callable[[], torch.Tensor]) -> LossOutput:
-        """Add ``weight * term()`` and log the term; a zero weight skips it (and its forward pass)."""
+        """Add ``weight * term()`` and log the term; a zero weight skips it (and its forward pass).
+
+        Add terms last and return this object: under ``trainer.backward = "per-term"`` a term's
+        new forward pass first backpropagates what was added before it (see `TermBackward`)."""
         if weight:
+            terms = PER_TERM.get()
+            if terms is not None:
+                terms.output = self
             value = term()
             self.loss = self.loss + weight * value
             self.logs[name] = value
         return self
+
+
+class TermBackward:
+    """``trainer.backward = "per-term"``: once a method calls `LossOutput.add_term`, a new forward
+    pass of the trained model first backpropagates the loss built so far (freeing the activations
+    of the passes behind it); the trainer backpropagates the rest. DPO then holds two of its three
+    passes at a time. Same gradients, summed in another order. ``backward``: the trainer's."""
+
+    def __init__(self, backward: Callable[[torch.Tensor], None]) -> None:
+        self.backward = backward
+        self.output: LossOutput | None = None  # set by add_term: the loss being built
+        self.groups = 0  # backward passes run this step
+
+    def flush(self) -> bool:
+        """Backpropagate the loss built so far, if it has a graph; True if it did."""
+        out = self.output
+        if out is None or not out.loss.requires_grad:
+            return False
+        self.backward(out.loss)
+        out.loss = out.loss.detach()
+        self.groups += 1
+        return True
+
+
+# The trainer sets it while a method's compute_loss runs under trainer.backward = "per-term".
+PER_TERM: ContextVar[TermBackward | None] = ContextVar("unlearn_per_term", default=None)
 
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

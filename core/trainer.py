@@ -19,7 +19,7 @@ from .config import Config
 from .context import LossContext, RunContext
 from .errors import NonFiniteLossError
 from .host import Method, PluginHost
-from .losses import LossOutput
+from .losses import PER_TERM, LossOutput, TermBackward
 from .reference import ReferenceModel
 
 COMPLETE = "unlearn_complete"  # written into a checkpoint once all its files are on disk
@@ -152,7 +152,14 @@ class UnlearnTrainer(Trainer):
                 self.state.max_steps * self.args.train_batch_size * self.args.gradient_accumulation_steps
             )
         ctx = LossContext(model, inputs, self.state.global_step, self.reference, self.run)
-        result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
+        terms = None
+        if self.run is not None and self.run.config.trainer.backward == "per-term":
+            terms = TermBackward(self._backward_scale(num_items_in_batch))
+        token = PER_TERM.set(terms)
+        try:
+            result = self.host.call("compute_loss", self.method, config=self.method_config, ctx=ctx)
+        finally:
+            PER_TERM.reset(token)
         if self.reference is not None:
             self.reference.settle()  # before the backward pass: a freed reference lowers the peak
         if result is None:
@@ -176,7 +183,25 @@ class UnlearnTrainer(Trainer):
             )
         for key, val in logs.items():
             self._terms[key].append(val)
+        if terms is not None:  # the rest of the loss now; the Trainer's own backward gets a bare leaf
+            if terms.output is not None and terms.output is not out:
+                raise RuntimeError(
+                    f"method {self.method.name!r}: with trainer.backward = 'per-term' compute_loss must return "
+                    "the LossOutput it called add_term on (earlier terms were backpropagated from it)"
+                )
+            terms.output = out
+            terms.flush()
+            loss = out.loss.detach().requires_grad_()
         return (loss, None) if return_outputs else loss
+
+    def _backward_scale(self, num_items_in_batch: Any) -> Any:
+        """``training_step``'s backward: its gradient-accumulation scale, through the accelerator."""
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            normalised = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            scaled = normalised or self.compute_loss_func is not None
+        steps = 1 if scaled else self.current_gradient_accumulation_steps
+        return lambda loss: self.accelerator.backward(loss / steps)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         if _internal_call and self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():

@@ -34,6 +34,5 @@ def register_methods(register: Register) -> None:
 @hookimpl
 def compute_loss(method: str, config: GDConfig, ctx: LossContext) -> LossOutput:
     forget_nll = ctx.nll("forget")
-    retain_nll = ctx.nll("retain")
-    loss = -forget_nll + config.retain_weight * retain_nll
-    return LossOutput(loss, {"forget_nll": forget_nll, "retain_nll": retain_nll})
+    out = LossOutput(-forget_nll, {"forget_nll": forget_nll})
+    return out.add_term("retain_nll", config.retain_weight, lambda: ctx.nll("retain"))

@@ -1,0 +1,117 @@
+"""``trainer.backward = "per-term"``: a loss's ``add_term`` terms backpropagated apart from what came
+before them, on a real tiny model, the installed plugins and real runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unlearn import ConfigError, LossContext, LossOutput, PairCollator, encode, hookimpl, load_rows, run
+from unlearn.losses import PER_TERM, TermBackward
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _batch(tiny_model: Path, tiny_data: Path) -> dict:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    collate = PairCollator(tokenizer.pad_token_id or 0)
+    batch = {}
+    for split in ("forget", "retain"):
+        rows = encode(load_rows(tiny_data / f"{split}.jsonl", split)[:3], tokenizer, max_length=64)
+        batch[split] = collate.pad(list(enumerate(rows)))
+    return batch
+
+
+def _loss(ctx: LossContext) -> LossOutput:
+    """Three groups of passes: the forget pass; the retain pass, used by two terms; the forget
+    pass again, whose graph the first group's backward has spent."""
+    out = LossOutput(-ctx.nll("forget"))
+    out.add_term("retain_nll", 1.5, lambda: ctx.nll("retain"))
+    out.add_term("retain_nll_again", 0.5, lambda: ctx.nll("retain"))
+    return out.add_term("forget_nll", 0.25, lambda: ctx.nll("forget"))
+
+
+def test_per_term_backward_gives_the_joint_gradients_one_group_at_a_time(tiny_model: Path, tiny_data: Path):
+    batch = _batch(tiny_model, tiny_data)
+    grads, passes = {}, {}
+    for mode in ("joint", "per-term"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        seen: list[bool] = []  # at each forward pass: has a backward pass already run?
+        head = model.lm_head.weight
+        model.register_forward_pre_hook(lambda *_, seen=seen, head=head: seen.append(head.grad is not None))
+        ctx = LossContext(model, batch, step=0)
+        terms = TermBackward(lambda loss: loss.backward()) if mode == "per-term" else None
+        token = PER_TERM.set(terms)
+        try:
+            out = _loss(ctx)
+        finally:
+            PER_TERM.reset(token)
+        if terms is None:
+            out.loss.backward()
+        else:
+            terms.output = out
+            terms.flush()
+            assert terms.groups == 3 and not out.loss.requires_grad
+        grads[mode] = {n: p.grad for n, p in model.named_parameters()}
+        passes[mode] = seen
+    assert passes["joint"] == [False, False]  # both passes before the one backward
+    # the retain pass runs once the forget pass is backpropagated, the forget pass again after that
+    assert passes["per-term"] == [False, True, True]
+    for name, joint in grads["joint"].items():
+        assert torch.allclose(grads["per-term"][name], joint, rtol=1e-5, atol=1e-7), name
+
+
+class TermProbe:
+    """A loss built with add_term that returns another LossOutput when asked to."""
+
+    def __init__(self, swap: bool = False) -> None:
+        self.swap = swap
+
+    @hookimpl
+    def register_methods(self, register):
+        register("term-probe", config=Empty, kind="loss", uses_retain=True)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        out = _loss(ctx)
+        return LossOutput(out.loss * 1.0) if self.swap else out
+
+
+def test_a_per_term_run_ends_where_the_joint_run_ends(host, make_config, tmp_path: Path):
+    """GD's two passes give the joint run's weights bit for bit (each weight gets one gradient
+    from each pass, and a sum of two is the same in either order); three groups agree to rounding."""
+    for method, exact in (("gd", True), ("term-probe", False)):
+        host.register(TermProbe(), "term-probe") if method == "term-probe" else None
+        weights = {}
+        for mode in ("joint", "per-term"):
+            trainer = {"max_steps": 3, "learning_rate": 1e-2, "backward": mode}
+            config = make_config(method=method, trainer=trainer, output_dir=str(tmp_path / method / mode))
+            weights[mode] = load_file(run(config, host=host) / "model.safetensors")
+        before = load_file(Path(config.model) / "model.safetensors")
+        assert any(not torch.equal(weights["joint"][k], before[k]) for k in before)  # training moved it
+        for key, joint in weights["joint"].items():
+            if exact:
+                assert torch.equal(weights["per-term"][key], joint), key
+            else:
+                assert torch.allclose(weights["per-term"][key], joint, rtol=1e-4, atol=1e-5), key
+
+
+def test_a_loss_that_drops_its_terms_is_refused(host, make_config):
+    host.register(TermProbe(swap=True), "term-probe")
+    with pytest.raises(RuntimeError, match="must return the LossOutput it called add_term on"):
+        run(make_config(method="term-probe", trainer={"backward": "per-term"}), host=host)
+
+
+def test_per_term_backward_is_refused_where_gradients_sync_at_each_backward(host, make_config, monkeypatch):
+    with pytest.raises(ConfigError, match=r'trainer.backward = "per-term" runs in one process without DeepSpeed'):
+        run(make_config(trainer={"backward": "per-term"}, deepspeed="zero2"), host=host)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="per-term"):
+        run(make_config(trainer={"backward": "per-term"}), host=host)
