@@ -84,23 +84,36 @@ class TermProbe:
         return LossOutput(out.loss * 1.0) if self.swap else out
 
 
-def test_a_per_term_run_ends_where_the_joint_run_ends(host, make_config, tmp_path: Path):
+LORA = {"with": ["lora"], "config": {"npo": {"retain_kl_weight": 1.0}, "lora": {"save": "adapter"}}}
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "exact"),
+    [("gd", {}, True), ("term-probe", {}, False), ("npo", LORA, True)],
+    ids=["gd", "three-groups", "npo+kl+lora+checkpointing"],
+)
+def test_a_per_term_run_ends_where_the_joint_run_ends(host, make_config, tmp_path: Path, method, extra, exact):
     """GD's two passes give the joint run's weights bit for bit (each weight gets one gradient
-    from each pass, and a sum of two is the same in either order); three groups agree to rounding."""
-    for method, exact in (("gd", True), ("term-probe", False)):
-        host.register(TermProbe(), "term-probe") if method == "term-probe" else None
-        weights = {}
-        for mode in ("joint", "per-term"):
-            trainer = {"max_steps": 3, "learning_rate": 1e-2, "backward": mode}
-            config = make_config(method=method, trainer=trainer, output_dir=str(tmp_path / method / mode))
-            weights[mode] = load_file(run(config, host=host) / "model.safetensors")
+    from each pass, and a sum of two is the same in either order), as NPO+KL does under LoRA
+    with gradient checkpointing (its reference the adapter-off network); three groups agree to
+    rounding."""
+    host.register(TermProbe(), "term-probe")
+    weights = {}
+    for mode in ("joint", "per-term"):
+        trainer = {"max_steps": 3, "learning_rate": 1e-2, "backward": mode, "gradient_checkpointing": bool(extra)}
+        config = make_config(method=method, trainer=trainer, output_dir=str(tmp_path / mode), **extra)
+        saved = "adapter_model.safetensors" if extra else "model.safetensors"
+        weights[mode] = load_file(run(config, host=host) / saved)
+    if extra:  # the adapter's zero-initialised B matrices trained
+        assert any(bool(w.abs().sum() > 0) for k, w in weights["joint"].items() if "lora_B" in k)
+    else:
         before = load_file(Path(config.model) / "model.safetensors")
         assert any(not torch.equal(weights["joint"][k], before[k]) for k in before)  # training moved it
-        for key, joint in weights["joint"].items():
-            if exact:
-                assert torch.equal(weights["per-term"][key], joint), key
-            else:
-                assert torch.allclose(weights["per-term"][key], joint, rtol=1e-4, atol=1e-5), key
+    for key, joint in weights["joint"].items():
+        if exact:
+            assert torch.equal(weights["per-term"][key], joint), key
+        else:
+            assert torch.allclose(weights["per-term"][key], joint, rtol=1e-4, atol=1e-5), key
 
 
 def test_a_loss_that_drops_its_terms_is_refused(host, make_config):
