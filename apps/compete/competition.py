@@ -10,9 +10,10 @@ other file. The time limit ends the whole group (SIGTERM, then SIGKILL after a g
 and every process that carries the entrant's token is killed when it ends, so none survives.
 
 The organiser's process then checks the output (safetensors weights only, loadable without
-remote code, finite) and scores it with the evaluator against the target's own evaluation,
-done once. Results are cached per entrant under a key of everything that affects them, so a
-re-run after a crash or with an added entrant does only the missing work.
+remote code, finite) and scores it with the evaluator, in a process of its own
+(``evaluation.py``), against the target's own evaluation, done once. Results are cached per
+entrant under a key of everything that affects them, so a re-run after a crash or with an added
+entrant does only the missing work.
 """
 
 from __future__ import annotations
@@ -41,10 +42,9 @@ from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant, check_installed
 from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
+from .evaluation import EVALUATION_ERROR, Unscorable, evaluate_apart
 from .leaderboard import SCORED, UNSCORABLE, write_leaderboard
 from .sandbox import abi
-
-EVALUATION_ERROR = "evaluation_error.txt"  # beside result.json: why an entrant's model could not be scored
 
 # -- the competition ----------------------------------------------------------------------------
 
@@ -145,7 +145,9 @@ def run_competition(
         "official": comp.official,
         "device": comp.eval_device,
     }
-    scored_key = cache_key({**eval_key, "gate": comp.gate})  # an entrant's scores and its gate verdict
+    eval_memory_gb = comp.eval_memory_gb or comp.memory_gb
+    # an entrant's scores and its gate verdict (the memory limit may decide whether it has scores)
+    scored_key = cache_key({**eval_key, "gate": comp.gate, "eval_memory_gb": eval_memory_gb})
     eval_args = {
         "mia": comp.mia,
         "utility": comp.utility,
@@ -156,11 +158,19 @@ def run_competition(
         "progress": False,
         "reference": comp.reference,
     }
+    bench_options = {"reference": comp.reference, "device": comp.eval_device, "dtype": comp.eval_dtype}
     if comp.benchmark != "lume":  # the benchmark's own evaluation of its own data folder
 
         def evaluate_model(model: Path, _data: Path, out: Path, baseline: Any = None, **_: Any) -> dict[str, Any]:
-            options = {"reference": comp.reference, "device": comp.eval_device, "dtype": comp.eval_dtype}
-            return bench.evaluate(model, comp.data, out, progress=False, **options)
+            return bench.evaluate(model, comp.data, out, progress=False, **bench_options)
+
+    def evaluate_entrant(model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
+        """The same evaluation in a process of its own (`evaluation.py`): what an entrant's model
+        does to it ends that evaluation, not the competition."""
+        if comp.benchmark != "lume":
+            data, options = comp.data, bench_options
+        limits = (eval_memory_gb, comp.stall_s, comp.grace_s)
+        return evaluate_apart(comp.benchmark, model, data, out, out.parent, options, *limits)
 
     report = Reporter(len(entrants), say)
     previous = _stop_on_sigterm()
@@ -182,8 +192,9 @@ def run_competition(
         def finish(entrant: Entrant, result: dict[str, Any]) -> None:
             folder = out / "entrants" / entrant.name
             if result["status"] in SCORED:
-                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_model)
-                result["eval_key"] = scored_key
+                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_entrant)
+                if not result.pop("retry", False):  # else evaluated again by the next `unlearn compete`
+                    result["eval_key"] = scored_key
             write_json(folder / RESULT_FILE, result)
             report.line(f"{tag(entrant)}: {_summary(result)}")
             report.advance()
@@ -305,15 +316,17 @@ def _evaluate(
     """Score a finished entrant's model; one the evaluation fails on is UNSCORABLE, with the reason
     (the target was scored with the same settings, so the model is why) and the competition goes on."""
     model = folder / result.get("model", "work/output")
+    run = {"run_status": result["status"], "run_reason": result.get("reason")}
     try:
         scores = evaluate_model(model, eval_data, folder / "evaluation", **eval_args)
+    except Unscorable as exc:  # from the evaluation's own process, which wrote its traceback
+        return {**result, **run, "status": UNSCORABLE, "reason": f"evaluation: {exc.reason}", "retry": exc.retry}
     except (MemoryError, OSError):
         raise  # the organiser's machine, not the entrant's model
     except Exception as exc:  # noqa: BLE001
         write_text(folder / EVALUATION_ERROR, traceback.format_exc())
         # our own messages name files and rows by id; another's may quote the data, so only its class
         why = str(exc)[:300] if isinstance(exc, UnlearnError) else f"{type(exc).__name__}, see {EVALUATION_ERROR}"
-        run = {"run_status": result["status"], "run_reason": result.get("reason")}
         return {**result, **run, "status": UNSCORABLE, "reason": f"evaluation: {why}"}
     (folder / EVALUATION_ERROR).unlink(missing_ok=True)  # from an earlier evaluation of this entrant
     bench = get_host().benchmark(comp.benchmark)

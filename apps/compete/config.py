@@ -141,6 +141,12 @@ class Competition(BaseModel):
     memory_gb: float | None = Field(
         None, gt=0, description="Memory an entrant may use (RSS summed over its processes); past it: status memory."
     )
+    eval_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory the evaluation of one entrant's model may use (its process's RSS; default memory_gb); "
+        "past it the entrant is unscorable.",
+    )
     disk_gb: float | None = Field(
         None, gt=0, description="Bytes an entrant may write into its folder, no file larger; past it: status disk."
     )

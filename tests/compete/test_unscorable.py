@@ -26,3 +26,28 @@ def test_a_failed_evaluation_names_only_the_exception_class_and_keeps_the_traceb
     for machine in (MemoryError(), OSError(28, "No space left on device")):  # the organiser's, not the entrant's
         with pytest.raises(type(machine)):
             _evaluate(run, tmp_path, tmp_path, tmp_path, {}, None, {}, _failing(machine))
+
+
+def test_the_evaluation_process_says_why_it_has_no_scores(tmp_path: Path):
+    """The real child process on a folder without rows: our message comes back as the reason,
+    with the traceback beside it; a retry is not asked for."""
+    from unlearn.compete.evaluation import Unscorable, evaluate_apart
+
+    folder = tmp_path / "entrant"
+    folder.mkdir()
+    missing = tmp_path / "no_model"
+    with pytest.raises(Unscorable) as caught:
+        evaluate_apart("lume", missing, tmp_path, folder / "evaluation", folder, {"progress": False}, None, 60, 3)
+    assert caught.value.reason == f"{tmp_path}: no forget.jsonl or forget.parquet in this folder"
+    assert not caught.value.retry
+    assert "Traceback" in (folder / EVALUATION_ERROR).read_text()
+
+
+def test_an_evaluation_to_retry_is_unscorable_without_a_cached_verdict(tmp_path: Path):
+    from unlearn.compete.evaluation import Unscorable
+
+    run = {"status": "ok", "reason": "", "wall_time_s": 3.0}
+    killed = _failing(Unscorable("killed by SIGKILL after 4 s (out of memory?)", retry=True))
+    result = _evaluate(run, tmp_path, tmp_path, tmp_path, {}, None, {}, killed)
+    assert result["status"] == "unscorable" and result["retry"] is True
+    assert result["reason"] == "evaluation: killed by SIGKILL after 4 s (out of memory?)"
