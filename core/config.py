@@ -90,7 +90,7 @@ class TrainerSettings(Config):
         "joint",
         description="joint: one backward pass over the loss. per-term: each LossOutput.add_term term's new forward "
         "pass first backpropagates what came before it (less memory, same gradients summed in another order; "
-        "one process without DeepSpeed).",
+        "not under DeepSpeed).",
     )
     device: str = Field(
         "auto",

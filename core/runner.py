@@ -328,10 +328,10 @@ def run(
                 f"trainer.dtype = {t.dtype!r}: mixed precision here needs a GPU ({where}); on this CPU set "
                 'trainer.precision = "pure" or use trainer.dtype = "bfloat16" without DeepSpeed'
             )
-    if t.backward == "per-term" and (config.deepspeed is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+    if t.backward == "per-term" and config.deepspeed is not None:
         raise ConfigError(
-            'trainer.backward = "per-term" runs in one process without DeepSpeed (DDP and ZeRO sync the '
-            'gradients at each backward pass); use "joint" there, or trainer.gradient_checkpointing for memory'
+            'trainer.backward = "per-term" does not run under DeepSpeed (its engine takes one backward pass '
+            'per micro-batch); use "joint" there, or trainer.gradient_checkpointing for memory'
         )
     output, work = _check_paths(config, overwrite)
     if config.deepspeed is not None:

@@ -93,6 +93,16 @@ def test_plain_ddp_on_two_ranks_under_torchrun(tiny_model, tiny_data, tmp_path):
     assert res.stdout.count("unlearned model written") == 1  # reported once, by rank 0
 
 
+def test_per_term_backward_under_ddp_ends_where_the_joint_run_ends(tiny_model, tiny_data, tmp_path):
+    """DDP averages the gradients at each backward pass: the first group's average, then that
+    plus the second group's own, averaged again, is the average of the sums (DPO: three passes)."""
+    for mode in ("joint", "per-term"):
+        _launch(tiny_model, tiny_data, tmp_path / mode, "--set", f"trainer.backward={mode}", "--method", "dpo", nproc=2)
+    joint = load_file(tmp_path / "joint" / "model.safetensors")
+    assert any(not torch.equal(joint[k], w) for k, w in load_file(tiny_model / "model.safetensors").items())
+    _close_to(joint, tmp_path / "per-term")
+
+
 def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_data, tmp_path):
     """Each installed loss method, and NPO+KL with LoRA, two steps under ZeRO-3 (and one method of
     each data path, `zero_matrix.ZERO2`, under ZeRO-2) on two gloo ranks (one launch,

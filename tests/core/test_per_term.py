@@ -122,9 +122,38 @@ def test_a_loss_that_drops_its_terms_is_refused(host, make_config):
         run(make_config(method="term-probe", trainer={"backward": "per-term"}), host=host)
 
 
-def test_per_term_backward_is_refused_where_gradients_sync_at_each_backward(host, make_config, monkeypatch):
-    with pytest.raises(ConfigError, match=r'trainer.backward = "per-term" runs in one process without DeepSpeed'):
+def test_per_term_backward_is_refused_under_deepspeed(host, make_config):
+    with pytest.raises(ConfigError, match=r'trainer.backward = "per-term" does not run under DeepSpeed'):
         run(make_config(trainer={"backward": "per-term"}, deepspeed="zero2"), host=host)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="per-term"):
-        run(make_config(trainer={"backward": "per-term"}), host=host)
+
+
+class GradProbe:
+    """GD built with add_term, recording the head's gradient as each micro-batch starts: what the
+    micro-batches before it in the same optimiser step accumulated."""
+
+    def __init__(self) -> None:
+        self.grads: list[torch.Tensor | None] = []
+
+    @hookimpl
+    def register_methods(self, register):
+        register("grad-probe", config=Empty, kind="loss", uses_retain=True)
+
+    @hookimpl
+    def compute_loss(self, method, config, ctx: LossContext):
+        grad = ctx.model.get_output_embeddings().weight.grad
+        self.grads.append(None if grad is None else grad.clone())
+        return LossOutput(-ctx.nll("forget")).add_term("retain_nll", 1.0, lambda: ctx.nll("retain"))
+
+
+def test_per_term_groups_take_the_gradient_accumulation_scale(host, make_config, tmp_path: Path):
+    seen, probe = {}, GradProbe()
+    host.register(probe, "grad-probe")
+    for mode in ("joint", "per-term"):
+        probe.grads = []
+        trainer = {"max_steps": 2, "batch_size": 1, "gradient_accumulation_steps": 2, "backward": mode}
+        run(make_config(method="grad-probe", trainer=trainer, output_dir=str(tmp_path / mode)), host=host)
+        seen[mode] = probe.grads
+    assert [g is None for g in seen["joint"]] == [True, False, True, False]  # zeroed after each step
+    for joint, apart in zip(seen["joint"][1::2], seen["per-term"][1::2], strict=True):
+        assert float(joint.abs().sum()) > 0
+        assert torch.allclose(apart, joint, rtol=1e-4, atol=1e-7)  # halved as the Trainer halves the joint loss
