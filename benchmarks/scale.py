@@ -55,8 +55,7 @@ EXTRA = {
 # trainer.backward = "per-term": a method's retain terms backpropagated apart from its forget passes.
 # Any case takes the suffix in --methods ("npo+kl cached per-term"); these run by default.
 PER_TERM = " per-term"
-EXTRA |= {f"{name}{PER_TERM}": ["--method", name] for name in ("gd", "kl", "dpo", "altpo")}
-EXTRA["npo+kl per-term"] = EXTRA["npo+kl"]
+PER_TERM_DEFAULT = ("gd", "kl", "dpo", "altpo", "npo+kl")
 
 
 def build_model(tokenizer_source: Path, folder: Path, size: str) -> tuple[Path, int]:
@@ -161,13 +160,10 @@ def main() -> None:
     host = PluginHost()
     losses = sorted(n for n, m in host.methods.items() if m.kind == "loss")
     cases = {name: ["--method", name] for name in losses} | EXTRA
-    if args.methods:
-        asked = args.methods.split(",")
-        for name in asked:
-            if name.endswith(PER_TERM) and name.removesuffix(PER_TERM) in cases:
-                cases[name] = cases[name.removesuffix(PER_TERM)]
-        cases = {k: v for k, v in cases.items() if k in asked}
-    cases = {k: [*v, "--set", "trainer.backward=per-term"] if k.endswith(PER_TERM) else v for k, v in cases.items()}
+    default = [*cases, *(f"{name}{PER_TERM}" for name in PER_TERM_DEFAULT)]
+    cases |= {f"{name}{PER_TERM}": [*extra, "--set", "trainer.backward=per-term"] for name, extra in cases.items()}
+    asked = args.methods.split(",") if args.methods else default
+    cases = {k: v for k, v in cases.items() if k in asked}
     for base in ("ga", "gd"):
         cases.setdefault(base, ["--method", base])
     # One epoch in --steps steps, as in a real run (which draws every training item at least once;

@@ -183,15 +183,12 @@ class UnlearnTrainer(Trainer):
             )
         for key, val in logs.items():
             self._terms[key].append(val)
-        if terms is not None:  # the rest of the loss now; the Trainer's own backward gets a bare leaf
-            if terms.output is not None and terms.output is not out:
-                raise RuntimeError(
-                    f"method {self.method.name!r}: with trainer.backward = 'per-term' compute_loss must return "
-                    "the LossOutput it called add_term on (earlier terms were backpropagated from it)"
-                )
-            terms.output = out
-            terms.flush()
-            loss = out.loss.detach().requires_grad_()
+        # per-term: the Trainer's own backward takes the last group (the earlier ones are detached)
+        if terms is not None and terms.output is not None and terms.output is not out:
+            raise RuntimeError(
+                f"method {self.method.name!r}: with trainer.backward = 'per-term' compute_loss must return "
+                "the LossOutput it called add_term on (earlier terms were backpropagated from it)"
+            )
         return (loss, None) if return_outputs else loss
 
     def _backward_scale(self, num_items_in_batch: Any) -> Any:

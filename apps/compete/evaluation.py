@@ -59,7 +59,7 @@ def evaluate_apart(
     from unlearn.evaluator.evaluate import RESULTS
 
     spec = {"benchmark": benchmark, "model": str(model), "data": str(data), "out": str(out), "options": options}
-    write_json(folder / SPEC, json.loads(json.dumps(spec, default=str)))
+    write_text(folder / SPEC, json.dumps(spec, default=str, indent=2))  # paths as strings
     for name in (STATUS, LOG):
         (folder / name).unlink(missing_ok=True)
     token = secrets.token_hex(8)
@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> None:
             status = {"error": f"{type(exc).__name__}, see {EVALUATION_ERROR}"}
         write_json(folder / STATUS, status)
         sys.exit(1)
-    (folder / EVALUATION_ERROR).unlink(missing_ok=True)  # from an earlier evaluation of this entrant
 
 
 if __name__ == "__main__":
