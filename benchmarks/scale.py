@@ -17,10 +17,11 @@ reference caches), the process's peak RSS and peak heap in use (glibc's mallinfo
 each also as a ratio to GA and to GD (the same forget and retain passes without a reference),
 and how many reference forward passes it ran and whether the reference was still in memory at
 the end. With two ranks of ZeRO-3 (gloo, one thread each), the per-rank peaks of GA and NPO are
-compared with a single process's, both run with glibc's mmap threshold fixed (so that freed tensors
-go back to the system and RSS counts memory in use), as peak RSS, peak RSS above the process's
-start (torch and transformers imported: the runtime ZeRO cannot shard) and peak heap. Finally the
-evaluator's rows per second at each size.
+compared with a single process's (each rank taking ``--batch-size`` rows, and for GA also half as
+many: the same global batch as the one process), both run with glibc's mmap threshold fixed (so
+that freed tensors go back to the system and RSS counts memory in use), as peak RSS, peak RSS
+above the process's start (torch and transformers imported: the runtime ZeRO cannot shard) and
+peak heap. Finally the evaluator's rows per second at each size.
 Prints Markdown tables; one run per cell (single seed, one machine).
 """
 
@@ -110,13 +111,16 @@ def train(
     args: argparse.Namespace,
     nproc: int = 1,
     env_extra: dict[str, str] | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     cmd = ["run", "--model", str(model), "--data", str(data), "-o", str(out), "--overwrite", *extra]
-    cmd += ["--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", "0"]
+    cmd += ["--max-steps", str(args.steps), "--batch-size", str(batch_size or args.batch_size), "--seed", "0"]
     cmd += ["--set", f"trainer.max_length={args.max_length}", "--set", "trainer.progress=false"]
     res, rss, heap, base = measured(cmd, nproc, env_extra)
-    if res.returncode != 0:
-        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    if res.returncode != 0:  # the CLI's one-line message, not torchrun's summary after it
+        lines = res.stderr.strip().splitlines()
+        said = [line for line in lines if line.startswith("error: ")]
+        return {"error": (said or lines or [f"exit {res.returncode}"])[-1]}
     report = json.loads((out / "unlearn_run.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     step_s = report["step_seconds"]["median_after_first"]
@@ -136,6 +140,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--no-zero3", action="store_true", help="Skip the two-rank ZeRO-3 comparison.")
+    parser.add_argument(
+        "--zero3-config",
+        default="zero3",
+        help="The ZeRO-3 comparison's --deepspeed: the preset, or a DeepSpeed JSON file (e.g. one that sets "
+        "sub_group_size, to compare with DeepSpeed's default).",
+    )
     parser.add_argument(
         "--fixed-mmap",
         action="store_true",
@@ -217,18 +227,27 @@ def main() -> None:
             "| ratio RSS / above start / heap | s/step: one, ZeRO-3 |"
         )
         print("| --- | --- | --- | --- | --- |")
-        for name in ("ga", "npo"):
+        # Each rank takes --batch-size rows (twice one process's batch in all), and for GA also half
+        # of them: the same global batch as one process, the same training split over two ranks.
+        half = args.batch_size // 2
+        runs = [(name, name, None) for name in ("ga", "npo") if name in cases]  # npo: if asked for
+        runs += [(f"ga, {half} row{'s' * (half > 1)} per rank (the same global batch)", "ga", half)] if half else []
+        one_process: dict[str, dict] = {}
+        for label, name, per_rank in runs:
             # Both sides with a fixed mmap threshold: glibc otherwise keeps freed tensors' memory in
             # its arenas (about 1 GB per ZeRO-3 rank here), and RSS would count memory no longer in use.
             env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-            one = train(model, case_data[name], args.work / "out", cases[name], args, env_extra=env)
-            z3 = train(model, case_data[name], args.work / "out", [*cases[name], "--deepspeed", "zero3"], args, 2, env)
+            if name not in one_process:
+                one_process[name] = train(model, case_data[name], args.work / "out", cases[name], args, env_extra=env)
+            one = one_process[name]
+            z3_args = [*cases[name], "--deepspeed", args.zero3_config]
+            z3 = train(model, case_data[name], args.work / "out", z3_args, args, 2, env, per_rank)
             if "error" in z3 or "error" in one:
-                print(f"| {name} | failed: {(z3.get('error') or one.get('error'))[:80]} | | | |")
+                print(f"| {label} | failed: {(z3.get('error') or one.get('error'))[:80]} | | | |")
                 continue
             cells = [" / ".join(f"{r[k]:.0f}" for k in ("rss", "above_start", "heap")) for r in (one, z3)]
             ratios = " / ".join(f"{z3[k] / one[k]:.2f}" for k in ("rss", "above_start", "heap"))
-            print(f"| {name} | {cells[0]} | {cells[1]} | {ratios} | {one['step_s']:.2f}, {z3['step_s']:.2f} |")
+            print(f"| {label} | {cells[0]} | {cells[1]} | {ratios} | {one['step_s']:.2f}, {z3['step_s']:.2f} |")
 
     if not args.no_eval:
         from unlearn import load_rows

@@ -164,7 +164,8 @@ def submission_deepspeed(comp: Competition, work: Path) -> Path:
     """The DeepSpeed config a submission is given under launcher ``deepspeed``: the competition's
     file as is, or a preset with HF's ``auto`` sizes (what the HF Trainer and accelerate fill in).
     A ZeRO-3 preset also gathers the weights on save (else HF's ``save_model`` writes no loadable
-    model) and sizes the live parameters from the target's hidden size as ``unlearn run`` does."""
+    model) and sizes the live parameters and the optimiser's sub-groups from the target's hidden
+    size as ``unlearn run`` does."""
     path, preset = work / "ds_config.json", re.fullmatch(r"zero([0-3])", comp.deepspeed)
     if preset and not Path(comp.deepspeed).exists():
         sizes = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
@@ -174,7 +175,8 @@ def submission_deepspeed(comp: Competition, work: Path) -> Path:
             zero["stage3_gather_16bit_weights_on_model_save"] = True
             hidden = _hidden_size(comp.model)
             if hidden:  # DeepSpeed's 1e9-element defaults keep a whole model gathered per rank
-                zero |= dict.fromkeys(("stage3_max_live_parameters", "stage3_max_reuse_distance"), 12 * hidden**2)
+                keys = ("stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size")
+                zero |= dict.fromkeys(keys, 12 * hidden**2)
         write_json(path, config)
     else:
         shutil.copy2(comp.deepspeed, path)

@@ -43,3 +43,17 @@ def test_scale_measures_each_method_and_cached_kl_frees_the_reference(tmp_path: 
     assert set(rows) == {"ga", "gd", "kl cached"}
     assert rows["ga"][3] == "1.00" and rows["gd"][4] == "1.00"  # ratios to GA's and to GD's own row
     assert rows["ga"][-1] == "none" and rows["kl cached"][-1] == "2, no"  # the retain rows read once, then freed
+
+
+def test_scale_compares_zero3_ranks_with_one_process_also_on_the_same_global_batch(tmp_path: Path):
+    """The ZeRO-3 table (two gloo ranks) for the methods asked for only, GA also at half the rows
+    per rank; ``--zero3-config`` reaches the ranks' ``--deepspeed``."""
+    args = ("--work", str(tmp_path), "--sizes", "3m", "--steps", "2", "--methods", "ga", "--no-eval")
+    table = _script("scale.py", *args).stdout.split("ZeRO-3, 2 ranks", 1)[1]
+    rows = {r[0]: r for r in _rows(table)[2:]}  # past the header
+    assert set(rows) == {"ga", "ga, 1 row per rank (the same global batch)"}  # no npo: not asked for
+    for row in rows.values():
+        assert all(float(x) > 0 for x in row[3].split(" / ")), row  # RSS, above start, heap ratios
+    missing = tmp_path / "no_such_config.json"
+    table = _script("scale.py", *args, "--zero3-config", str(missing)).stdout.split("ZeRO-3, 2 ranks", 1)[1]
+    assert all(r[1].startswith("failed: error: deepspeed: ") for r in _rows(table)[2:]), table  # its message

@@ -368,7 +368,7 @@ def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competi
 @pytest.mark.parametrize("preset", ["zero2", "zero3"])
 def test_the_deepspeed_preset_a_submission_gets(arena, competition_file, tmp_path, preset):
     """HF's "auto" sizes; under ZeRO-3 the weights gathered on save (a loadable model from HF's
-    save_model) and the live parameters sized from the target's hidden size, as `unlearn run` does."""
+    save_model) and the live parameters and sub-groups sized from the target's hidden size, as `unlearn run` does."""
     from unlearn.compete.config import load_competition
     from unlearn.compete.entrant import submission_deepspeed
 
@@ -382,3 +382,4 @@ def test_the_deepspeed_preset_a_submission_gets(arena, competition_file, tmp_pat
         hidden = json.loads((arena / "target" / "config.json").read_text())["hidden_size"]
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
         assert zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == 12 * hidden**2
+        assert zero["sub_group_size"] == 12 * hidden**2

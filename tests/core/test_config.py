@@ -100,9 +100,11 @@ def test_deepspeed_batch_sizes_follow_the_trainer_settings():
         "stage3_prefetch_bucket_size": "auto",
     }
     assert cfg["train_micro_batch_size_per_gpu"] == 2 and cfg["gradient_accumulation_steps"] == 3
-    # with the model's hidden size, about one layer of gathered parameters stays live, not DeepSpeed's 1e9
+    # with the model's hidden size, about one layer of gathered parameters stays live, not DeepSpeed's 1e9,
+    # and the optimiser steps sub-groups of about one layer (each step flattens a sub-group's gradients)
     sized = deepspeed_config("zero3", trainer, world_size=2, hidden_size=64)["zero_optimization"]
     assert sized["stage3_max_live_parameters"] == sized["stage3_max_reuse_distance"] == 12 * 64**2
+    assert sized["sub_group_size"] == 12 * 64**2
     given = {"zero_optimization": {"stage": 3, "stage3_max_live_parameters": 10}}
     assert deepspeed_config(given, trainer, 2, hidden_size=64)["zero_optimization"]["stage3_max_live_parameters"] == 10
     assert "train_batch_size" not in cfg  # DeepSpeed derives it with the real world size
