@@ -165,8 +165,8 @@ def deepspeed_config(
         if hidden_size:
             # DeepSpeed's 1e9-element defaults keep every gathered layer until the backward pass
             # reuses it: a whole model per rank at the peak. About one layer (12 h^2) releases them.
-            # The same for the optimiser's sub-groups: each step flattens a sub-group's whole gradient
-            # partition into a new fp32 tensor, one more gradient partition per rank in one group.
+            # Optimiser sub-groups of that size too: each step flattens a sub-group's gradients into a
+            # new fp32 tensor, which in DeepSpeed's one 1e9-element group copies a rank's whole partition.
             for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size"):
                 zero.setdefault(key, 12 * hidden_size**2)
     return cfg

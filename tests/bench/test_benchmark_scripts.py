@@ -1,8 +1,8 @@
 """The benchmark scripts that quote the README's speed and memory tables, each run at its smallest:
 they import the evaluator's and trainer's internals, so a change there must not break them. What
 they measure is not asserted (timings are not tests); what they check is: the evaluator's
-generations and MIA losses equal the organisers' one-at-a-time loop in both dtypes, and a
-cached-KL run frees its reference."""
+generations and MIA losses equal the organisers' one-at-a-time loop in both dtypes, a
+cached-KL run frees its reference, and the ZeRO-3 table has its rows."""
 
 from __future__ import annotations
 
