@@ -122,10 +122,16 @@ def ensure_distributed_env() -> None:
 
 
 def deepspeed_config(
-    value: Path | dict[str, Any], trainer: TrainerSettings, world_size: int = 1, hidden_size: int | None = None
+    value: Path | dict[str, Any],
+    trainer: TrainerSettings,
+    world_size: int = 1,
+    hidden_size: int | None = None,
+    resumed_sub_group: int | None = None,
 ) -> dict[str, Any]:
     """Read a DeepSpeed config (a file, a table, or a preset ``zero0``..``zero3``) and fill
-    what the Trainer and a loadable save need.
+    what the Trainer and a loadable save need. ``resumed_sub_group`` is the ZeRO-3 optimiser
+    sub-group size of the checkpoint a run resumes from (`checkpoint_sub_group`), kept unless
+    the config sets one.
 
     Batch sizes come from ``trainer.*``; ``train_batch_size`` is left for DeepSpeed to derive,
     because the Trainer computes it before it knows the world size, which breaks multi-rank runs.
@@ -162,6 +168,8 @@ def deepspeed_config(
         zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
         # HF sizes these from the hidden size; DeepSpeed's 5e8-element buckets outweigh a small model
         zero.update({k: zero.get(k, "auto") for k in ("reduce_bucket_size", "stage3_prefetch_bucket_size")})
+        if resumed_sub_group:  # DeepSpeed loads an optimiser state only into the sub-groups it was saved from
+            zero.setdefault("sub_group_size", resumed_sub_group)
         if hidden_size:
             # DeepSpeed's 1e9-element defaults keep every gathered layer until the backward pass
             # reuses it: a whole model per rank at the peak. About one layer (12 h^2) releases them.
@@ -219,14 +227,40 @@ def prepare_work_dir(config: RunConfig, work: Path, overwrite: bool) -> bool:
     return False
 
 
-def training_arguments(config: RunConfig, work: Path, sequential: bool = False, hidden_size: int | None = None) -> Any:
+def checkpoint_sub_group(work: Path) -> int | None:
+    """The ZeRO-3 optimiser sub-group size of the newest complete checkpoint in ``work``, or None.
+
+    A checkpoint written before the presets sized the sub-groups has DeepSpeed's default (one group
+    of 1e9 elements) and resumes only with it. DeepSpeed records its config in the small
+    model-states file of each checkpoint (our own staging folder, so its pickle is ours)."""
+    from .trainer import last_checkpoint
+
+    last = last_checkpoint(work / "checkpoints")
+    for states in sorted(Path(last).glob("global_step*/*model_states.pt"))[:1] if last else ():
+        saved = torch.load(states, map_location="cpu", weights_only=False).get("ds_config") or {}
+        return int(saved.get("zero_optimization", {}).get("sub_group_size", 1_000_000_000))
+    return None
+
+
+def training_arguments(
+    config: RunConfig,
+    work: Path,
+    sequential: bool = False,
+    hidden_size: int | None = None,
+    resumed_sub_group: int | None = None,
+) -> Any:
     """The HF ``TrainingArguments`` for a run; ``sequential`` keeps a method's own item order,
-    ``hidden_size`` (the model's) sizes ZeRO-3's live parameters."""
+    ``hidden_size`` (the model's) sizes ZeRO-3's live parameters, ``resumed_sub_group`` see
+    `deepspeed_config`."""
     from transformers import TrainingArguments
 
     t = config.trainer
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    deepspeed = deepspeed_config(config.deepspeed, t, world, hidden_size) if config.deepspeed is not None else None
+    deepspeed = (
+        deepspeed_config(config.deepspeed, t, world, hidden_size, resumed_sub_group)
+        if config.deepspeed is not None
+        else None
+    )
     return TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -403,9 +437,13 @@ def run(
     if trainable == 0:
         raise RunError(f"no parameter is trainable after parameter selection by {config.methods()}")
 
+    # Every rank reads the checkpoint it will resume from (complete ones only; with --overwrite rank
+    # 0 may be removing them, and nothing is resumed).
+    resumed = checkpoint_sub_group(work) if config.deepspeed is not None and not overwrite else None
+    hidden = getattr(model.config, "hidden_size", None)
     trainer = UnlearnTrainer(
         model=model,
-        args=training_arguments(config, work, items is not None, getattr(model.config, "hidden_size", None)),
+        args=training_arguments(config, work, items is not None, hidden, resumed),
         train_dataset=dataset,
         data_collator=collate,
         processing_class=tokenizer,

@@ -105,6 +105,11 @@ def test_deepspeed_batch_sizes_follow_the_trainer_settings():
     sized = deepspeed_config("zero3", trainer, world_size=2, hidden_size=64)["zero_optimization"]
     assert sized["stage3_max_live_parameters"] == sized["stage3_max_reuse_distance"] == 12 * 64**2
     assert sized["sub_group_size"] == 12 * 64**2
+    # a resumed run keeps its checkpoint's sub-groups (DeepSpeed loads no other layout); a config's own wins
+    resumed = deepspeed_config("zero3", trainer, 2, 64, resumed_sub_group=10**9)["zero_optimization"]
+    assert resumed["sub_group_size"] == 10**9
+    given = {"zero_optimization": {"stage": 3, "sub_group_size": 5}}
+    assert deepspeed_config(given, trainer, 2, 64, resumed_sub_group=10**9)["zero_optimization"]["sub_group_size"] == 5
     given = {"zero_optimization": {"stage": 3, "stage3_max_live_parameters": 10}}
     assert deepspeed_config(given, trainer, 2, hidden_size=64)["zero_optimization"]["stage3_max_live_parameters"] == 10
     assert "train_batch_size" not in cfg  # DeepSpeed derives it with the real world size

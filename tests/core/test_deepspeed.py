@@ -161,9 +161,30 @@ def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(t
     extra = ("--max-steps", "6", "--deepspeed", "zero3", "--set", "trainer.save_steps=1")
     _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
     args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
-    env = undistributed_env()
-    checkpoints = tmp_path / ".cut.partial" / "checkpoints"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    kept = _kill_after_first_checkpoint(args, tmp_path / ".cut.partial" / "checkpoints")
+    assert list(kept.glob("global_step*")), "DeepSpeed's sharded state is in the checkpoint"
+    assert not list(kept.glob("*.safetensors")), "no gathered model in a ZeRO-3 checkpoint"
+    _resumes_to(args, tmp_path / "cut", load_file(tmp_path / "whole" / "model.safetensors"))
+
+
+def test_a_zero3_checkpoint_resumes_with_the_optimiser_sub_groups_it_was_saved_with(tiny_model, tiny_data, tmp_path):
+    """A checkpoint from before the presets sized ZeRO-3's optimiser sub-groups holds DeepSpeed's one
+    1e9-element group, which DeepSpeed loads into that layout only ("loaded state dict contains a
+    parameter group that doesn't match the size of optimizer's group"): the resumed run takes the
+    checkpoint's size and ends where an uninterrupted run ends."""
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3, "sub_group_size": 1_000_000_000}}))
+    extra = ("--max-steps", "6", "--deepspeed", str(config), "--set", "trainer.save_steps=1")
+    _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
+    args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
+    _kill_after_first_checkpoint(args, tmp_path / ".cut.partial" / "checkpoints")
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))  # the same run config, today's sizing
+    _resumes_to(args, tmp_path / "cut", load_file(tmp_path / "whole" / "model.safetensors"))
+
+
+def _kill_after_first_checkpoint(args: list[str], checkpoints: Path) -> Path:
+    """Start ``args`` and SIGKILL it once its first checkpoint is complete; returns that checkpoint."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=undistributed_env())
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not list(checkpoints.glob("*/unlearn_complete")):
         time.sleep(0.002)
@@ -171,10 +192,12 @@ def test_zero3_checkpoints_hold_shards_only_and_a_killed_run_resumes_from_them(t
     proc.wait()
     kept = sorted(checkpoints.glob("checkpoint-*"))
     assert kept and (kept[0] / "unlearn_complete").exists(), "killed before its first checkpoint"
-    assert list(kept[0].glob("global_step*")), "DeepSpeed's sharded state is in the checkpoint"
-    assert not list(kept[0].glob("*.safetensors")), "no gathered model in a ZeRO-3 checkpoint"
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    return kept[0]
+
+
+def _resumes_to(args: list[str], out: Path, weights: dict[str, torch.Tensor]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, env=undistributed_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "cut" / "unlearn_run.json").read_text())
+    report = json.loads((out / "unlearn_run.json").read_text())
     assert report["resumed_from"] and Path(report["resumed_from"]).name.startswith("checkpoint-")
-    _close_to(load_file(tmp_path / "whole" / "model.safetensors"), tmp_path / "cut")
+    _close_to(weights, out)
