@@ -57,7 +57,16 @@ from .losses import (
 from .monitor import Expression, Monitor
 from .params import decoder_layers, embedding_parameters, layer_index, train_only
 from .reference import ReferenceModel
-from .runner import CONFIG_FILE, REPORT_FILE, claim_device, free_port, resolve_device, run, run_identity
+from .runner import (
+    CONFIG_FILE,
+    REPORT_FILE,
+    claim_device,
+    free_port,
+    resolve_device,
+    run,
+    run_identity,
+    zero3_layer_sizes,
+)
 
 try:
     __version__ = version("unlearn-core")
@@ -143,6 +152,7 @@ __all__ = [
     "resolve_device",
     "claim_device",
     "run_identity",
+    "zero3_layer_sizes",
     "CONFIG_FILE",
     "REPORT_FILE",
     "write_text",

@@ -171,13 +171,19 @@ def deepspeed_config(
         if resumed_sub_group:  # DeepSpeed loads an optimiser state only into the sub-groups it was saved from
             zero.setdefault("sub_group_size", resumed_sub_group)
         if hidden_size:
-            # DeepSpeed's 1e9-element defaults keep every gathered layer until the backward pass
-            # reuses it: a whole model per rank at the peak. About one layer (12 h^2) releases them.
-            # Optimiser sub-groups of that size too: each step flattens a sub-group's gradients into a
-            # new fp32 tensor, which in DeepSpeed's one 1e9-element group copies a rank's whole partition.
-            for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size"):
-                zero.setdefault(key, 12 * hidden_size**2)
+            for key, size in zero3_layer_sizes(hidden_size).items():
+                zero.setdefault(key, size)
     return cfg
+
+
+def zero3_layer_sizes(hidden_size: int) -> dict[str, int]:
+    """ZeRO-3 settings sized to about one layer (12 h^2) instead of DeepSpeed's 1e9 elements.
+
+    The live-parameter defaults keep every gathered layer until the backward pass reuses it (a whole
+    model per rank at the peak); in one optimiser sub-group each step flattens a rank's whole
+    gradient partition into a new fp32 tensor."""
+    keys = ("stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size")
+    return dict.fromkeys(keys, 12 * hidden_size**2)
 
 
 def weights_dtype(config: RunConfig) -> torch.dtype:
@@ -236,10 +242,11 @@ def checkpoint_sub_group(work: Path) -> int | None:
     from .trainer import last_checkpoint
 
     last = last_checkpoint(work / "checkpoints")
-    for states in sorted(Path(last).glob("global_step*/*model_states.pt"))[:1] if last else ():
-        saved = torch.load(states, map_location="cpu", weights_only=False).get("ds_config") or {}
-        return int(saved.get("zero_optimization", {}).get("sub_group_size", 1_000_000_000))
-    return None
+    states = sorted(Path(last).glob("global_step*/*model_states.pt")) if last else []
+    if not states:
+        return None
+    saved = torch.load(states[0], map_location="cpu", weights_only=False).get("ds_config") or {}
+    return int(saved.get("zero_optimization", {}).get("sub_group_size", 1_000_000_000))
 
 
 def training_arguments(

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from unlearn import ConfigError, free_port, write_json, write_jsonl
+from unlearn import ConfigError, free_port, write_json, write_jsonl, zero3_layer_sizes
 
 from .checks import check_output
 from .config import Competition, Entrant
@@ -174,9 +174,8 @@ def submission_deepspeed(comp: Competition, work: Path) -> Path:
         if zero["stage"] == 3:
             zero["stage3_gather_16bit_weights_on_model_save"] = True
             hidden = _hidden_size(comp.model)
-            if hidden:  # DeepSpeed's 1e9-element defaults keep a whole model gathered per rank
-                keys = ("stage3_max_live_parameters", "stage3_max_reuse_distance", "sub_group_size")
-                zero |= dict.fromkeys(keys, 12 * hidden**2)
+            if hidden:
+                zero |= zero3_layer_sizes(hidden)
         write_json(path, config)
     else:
         shutil.copy2(comp.deepspeed, path)
