@@ -469,7 +469,16 @@ def run(
         monitor.trainer = trainer
     trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the work folder
     last = last_checkpoint(work / "checkpoints", clean=is_main)
-    result = trainer.train(resume_from_checkpoint=last)
+    try:
+        result = trainer.train(resume_from_checkpoint=last)
+    except ValueError as exc:  # torch's optimiser load: a DeepSpeed file changed sub_group_size since
+        if not (resumed and "size of optimizer's group" in str(exc)):
+            raise
+        raise RunError(
+            f"{last}: saved in ZeRO-3 optimiser sub-groups of {resumed} elements, which {config.deepspeed} "
+            f"now sets to {trainer.args.deepspeed['zero_optimization'].get('sub_group_size')}; set "
+            f"sub_group_size back to {resumed} (or remove it) to resume, or pass --overwrite to start over"
+        ) from None
     if trainer.state.best_model_checkpoint:  # best_by: the best evaluated step's weights, not the last
         trainer._load_best_model()
     monitored = monitor.report() if monitor is not None else None

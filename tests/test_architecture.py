@@ -92,9 +92,10 @@ def test_the_core_stays_small():
     # trainer (a freed ZeRO-3 reference's shards, the fp32 master copy of float32 shards) to ~2,920,
     # the exact KL from cached reference distributions (reference.kl = "cached") to ~2,970, a
     # loss's terms backpropagated apart (trainer.backward = "per-term") to ~3,050, a ZeRO-3 run
-    # resuming with its checkpoint's optimiser sub-groups to ~3,095.
+    # resuming with its checkpoint's optimiser sub-groups (and one line when its DeepSpeed file no
+    # longer matches them) to ~3,110.
     lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 3105, f"the core has {lines} lines"
+    assert lines < 3115, f"the core has {lines} lines"
 
 
 def test_the_evaluator_never_imports_the_trainer():

@@ -171,13 +171,19 @@ def test_a_zero3_checkpoint_resumes_with_the_optimiser_sub_groups_it_was_saved_w
     """A checkpoint from before the presets sized ZeRO-3's optimiser sub-groups holds DeepSpeed's one
     1e9-element group, which DeepSpeed loads into that layout only ("loaded state dict contains a
     parameter group that doesn't match the size of optimizer's group"): the resumed run takes the
-    checkpoint's size and ends where an uninterrupted run ends."""
+    checkpoint's size and ends where an uninterrupted run ends. A file that sets another size by then
+    gets one line saying which size the checkpoint needs, and the run still resumes once it is fixed."""
     config = tmp_path / "ds.json"
     config.write_text(json.dumps({"zero_optimization": {"stage": 3, "sub_group_size": 1_000_000_000}}))
     extra = ("--max-steps", "6", "--deepspeed", str(config), "--set", "trainer.save_steps=1")
     _single_process(tiny_model, tiny_data, tmp_path / "whole", *extra)
     args = [sys.executable, "-m", "unlearn", *_args(tiny_model, tiny_data, tmp_path / "cut", *extra)]
     _kill_after_first_checkpoint(args, tmp_path / ".cut.partial" / "checkpoints")
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3, "sub_group_size": 1000}}))
+    refused = subprocess.run(args, capture_output=True, text=True, env=undistributed_env(), timeout=600)
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "now sets to 1000;" in last and "back to 1000000000" in last
     config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))  # the same run config, today's sizing
     _resumes_to(args, tmp_path / "cut", load_file(tmp_path / "whole" / "model.safetensors"))
 
