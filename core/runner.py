@@ -472,12 +472,13 @@ def run(
     try:
         result = trainer.train(resume_from_checkpoint=last)
     except ValueError as exc:  # torch's optimiser load: a DeepSpeed file changed sub_group_size since
-        if not (resumed and "size of optimizer's group" in str(exc)):
+        zero = (trainer.args.deepspeed or {}).get("zero_optimization", {})
+        if not (resumed and int(zero.get("stage", 0)) == 3 and "size of optimizer's group" in str(exc)):
             raise
         raise RunError(
-            f"{last}: saved in ZeRO-3 optimiser sub-groups of {resumed} elements, which {config.deepspeed} "
-            f"now sets to {trainer.args.deepspeed['zero_optimization'].get('sub_group_size')}; set "
-            f"sub_group_size back to {resumed} (or remove it) to resume, or pass --overwrite to start over"
+            f"{last}: saved in ZeRO-3 optimiser sub-groups of {resumed} elements, which {config.deepspeed} now "
+            f"sets to {zero.get('sub_group_size')}; set sub_group_size back to {resumed} (or remove it) to "
+            "resume, or pass --overwrite to start over"
         ) from None
     if trainer.state.best_model_checkpoint:  # best_by: the best evaluated step's weights, not the last
         trainer._load_best_model()
