@@ -36,7 +36,9 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
 
     ``dest`` must not be, contain or sit inside any of ``inputs``, nor be a file or unwritable. An
     existing, non-empty ``dest`` is replaced only when unlearn wrote it as the same ``kind`` (its
-    marker file), and, for a command with ``--overwrite`` (``overwrite`` not None), only with it.
+    marker file), holding nothing at its top level that unlearn did not put there (the marker
+    lists what `publish` put), and, for a command with ``--overwrite`` (``overwrite`` not None),
+    only with it.
     """
     dest = Path(dest).resolve()
     for given in inputs:
@@ -49,11 +51,20 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
         raise ConfigError(f"{dest}: is a file, not a folder; choose an output folder")
     if dest.is_dir() and any(dest.iterdir()):
         try:
-            found = json.loads((dest / MARKER).read_text(encoding="utf-8")).get("kind")
+            marker = json.loads((dest / MARKER).read_text(encoding="utf-8"))
+            found, written = marker.get("kind"), marker.get("files")
         except (OSError, ValueError, AttributeError):
-            found = None
+            found, written = None, None
         if found != kind:
-            raise ConfigError(f"{dest}: holds files that are not a {kind} unlearn wrote; it is never replaced")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ConfigError(f"{dest}: holds files that are not {article} {kind} unlearn wrote; it is never replaced")
+        added = sorted(set(os.listdir(dest)) - {MARKER, *written}) if isinstance(written, list) else []
+        if added:
+            more = f" and {len(added) - 1} more" if len(added) > 1 else ""
+            raise ConfigError(
+                f"{dest}: holds {added[0]}{more}, which unlearn did not write there; replacing the {kind} "
+                "would delete it: move it out, or choose another output"
+            )
         if overwrite is False:
             raise ConfigError(f"{dest}: already holds a {kind}; pass --overwrite to replace it, or choose another")
     parent = next(p for p in (dest, *dest.parents) if p.exists())
@@ -62,14 +73,16 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
     return dest
 
 
-def mark(folder: Path, kind: str) -> None:
-    """Record that unlearn wrote ``folder`` as a ``kind`` (see ``check_output``)."""
-    write_json(folder / MARKER, {"kind": kind})
+def mark(folder: Path, kind: str, files: list[str] | None = None) -> None:
+    """Record that unlearn wrote ``folder`` as a ``kind``, and with ``files`` what its top level
+    holds (see ``check_output``)."""
+    write_json(folder / MARKER, {"kind": kind, **({"files": files} if files is not None else {})})
 
 
 def publish(staging: Path, output: Path, kind: str) -> None:
-    """Mark the finished folder ``staging`` as a ``kind`` and put it in place of ``output``."""
-    mark(staging, kind)
+    """Mark the finished folder ``staging`` as a ``kind`` (listing what it holds) and put it in
+    place of ``output``."""
+    mark(staging, kind, sorted(set(os.listdir(staging)) - {MARKER}))
     old = output.parent / f".{output.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if output.exists():

@@ -49,10 +49,23 @@ def test_evaluate_never_replaces_an_input_or_a_folder_it_did_not_write(tiny_mode
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
-    with pytest.raises(ConfigError, match="not a evaluation unlearn wrote"):
+    with pytest.raises(ConfigError, match="not an evaluation unlearn wrote"):
         evaluate_model(tiny_model, bench, foreign)
     assert (foreign / "thesis.tex").read_text() == "years of work"
     assert digest(tiny_model) == model_before and digest(bench) == data_before
+
+
+def test_an_evaluation_is_replaced_only_while_it_holds_nothing_else(tiny_model, bench, tmp_path):
+    """A file the user put beside earlier results is never deleted by the next evaluation there."""
+    out = tmp_path / "eval"
+    args = ("evaluate", str(tiny_model), "--data", str(bench), "--out", str(out), "--max-new-tokens", "4")
+    assert cli(*args).returncode == 0
+    (out / "NOTES.txt").write_text("what I saw")
+    res = cli(*args)
+    assert res.returncode == 2 and "holds NOTES.txt, which unlearn did not write there" in res.stderr, res.stderr
+    assert (out / "NOTES.txt").read_text() == "what I saw" and (out / "evaluation_results.json").is_file()
+    (out / "NOTES.txt").unlink()
+    assert cli(*args).returncode == 0  # its own files alone: replaced
 
 
 def test_run_never_replaces_its_data_and_says_why(tiny_model, tiny_data, tmp_path, host, make_config):
@@ -186,9 +199,13 @@ def test_a_run_that_failed_validation_leaves_nothing_behind(tiny_data, tmp_path,
 def test_data_synth_replaces_only_its_own_benchmark_whole(tmp_path):
     out = tmp_path / "b"
     assert cli("data", "synth", "--out", str(out), "--size", "tiny").returncode == 0
-    (out / "forget.jsonl").write_text("stale")  # e.g. left over from an older layout
-    assert cli("data", "synth", "--out", str(out), "--size", "tiny", "--seed", "1").returncode == 0
-    assert not (out / "forget.jsonl").exists()  # replaced whole: no old file can win over a new one
+    (out / "forget_train.jsonl").write_text("stale")  # one of its own files, changed: replaced whole
+    assert cli("data", "synth", "--out", str(out), "--size", "tiny", "--seed", "1", "--overwrite").returncode == 0
+    assert (out / "forget_train.jsonl").read_text() != "stale"
+    (out / "forget.jsonl").write_text("mine")  # a file it did not write: never deleted
+    res = cli("data", "synth", "--out", str(out), "--size", "tiny", "--overwrite")
+    assert res.returncode == 2 and "holds forget.jsonl, which unlearn did not write there" in res.stderr
+    assert (out / "forget.jsonl").read_text() == "mine"
     other = tmp_path / "mine"
     other.mkdir()
     (other / "keep.txt").write_text("x")

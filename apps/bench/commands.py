@@ -56,13 +56,15 @@ def register_commands(cli: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Same seed, same benchmark."),
         size: str = typer.Option("small", help="tiny | small | medium"),
         benchmark: str = typer.Option("lume", help="lume | tofu | muse | any installed benchmark plugin."),
+        overwrite: bool = typer.Option(False, help="Replace a benchmark written there before."),
     ) -> None:
         """Generate a benchmark's embedded default (LUME: stories, PII biographies, encyclopedic
         biographies; TOFU: fictitious authors; MUSE: passages, QA and holdout)."""
-        from unlearn import get_host
+        from unlearn import check_output, get_host
 
         if size not in ("tiny", "small", "medium"):
             raise ConfigError(f"--size {size!r}: choose one of tiny, small, medium")
+        check_output(out_dir, "benchmark", [], overwrite)  # a target may have been built from it
         counts = get_host().benchmark(benchmark).synthesize(out_dir, seed, size)
         table = Table(title=f"{benchmark} benchmark written to {out_dir}")
         table.add_column("file")

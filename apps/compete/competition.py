@@ -6,8 +6,10 @@ copies of the forget and retain rows (``forget/forget.jsonl`` + ``.parquet``, th
 retain), its code, a private HOME and TMPDIR, and ``output/`` for the model. It is given the
 target model's path and nothing else: no organiser environment variables, no evaluation, MIA
 or utility data, and (where the kernel has Landlock, see ``sandbox.py``) no way to open any
-other file. The time limit ends the whole group (SIGTERM, then SIGKILL after a grace period),
-and every process that carries the entrant's token is killed when it ends, so none survives.
+other file; in PID and network namespaces of its own where the kernel allows, it sees none of the
+organiser's processes and reaches no network beyond its own loopback. The time limit ends the
+whole group (SIGTERM, then SIGKILL after a grace period), and every process that carries the
+entrant's token is killed when it ends, so none survives.
 
 The organiser's process then checks the output (safetensors weights only, loadable without
 remote code, finite) and scores it with the evaluator, in a process of its own
@@ -44,7 +46,7 @@ from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
 from .evaluation import EVALUATION_ERROR, Unscorable, evaluate_apart
 from .leaderboard import SCORED, UNSCORABLE, write_leaderboard
-from .sandbox import abi
+from .sandbox import Protection
 
 # -- the competition ----------------------------------------------------------------------------
 
@@ -116,14 +118,8 @@ def run_competition(
     eval_data = organiser / "data"
     write_split(forget, eval_data, "forget")
     write_split(retain, eval_data, "retain")
-    landlock = abi()
-    isolation = (
-        f"Landlock ABI {landlock}: own folder, read-only system and model"
-        if landlock
-        else "environment and folder only (this kernel has no Landlock)"
-    )
-    if comp.network == "none":
-        isolation += "; no TCP" if landlock >= 4 else "; network open (Landlock here has no network rules)"
+    protection = Protection.probe()
+    isolation = protection.describe(comp.network)
     limits = [f"{k} {v:g}" for k, v in (("memory GB", comp.memory_gb), ("disk GB", comp.disk_gb)) if v is not None]
     limits += [f"processes {comp.processes}"] if comp.processes is not None else []
     isolation += f"; limits: {', '.join(limits)}" if limits else ""
@@ -148,6 +144,9 @@ def run_competition(
     eval_memory_gb = comp.eval_memory_gb or comp.memory_gb
     # an entrant's scores and its gate verdict (the memory limit may decide whether it has scores)
     scored_key = cache_key({**eval_key, "gate": comp.gate, "eval_memory_gb": eval_memory_gb})
+    # An unscorable verdict also keeps where the organiser's inputs were: one that a setting of the
+    # organiser's caused (a path the evaluation could not find) is not served again once it is fixed.
+    inputs = {k: str(getattr(comp, k)) for k in ("data", "reference", "mia", "utility") if getattr(comp, k)}
     eval_args = {
         "mia": comp.mia,
         "utility": comp.utility,
@@ -195,6 +194,8 @@ def run_competition(
                 result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_entrant)
                 if not result.pop("retry", False):  # else evaluated again by the next `unlearn compete`
                     result["eval_key"] = scored_key
+                if result["status"] == UNSCORABLE:
+                    result["eval_inputs"] = inputs
             write_json(folder / RESULT_FILE, result)
             report.line(f"{tag(entrant)}: {_summary(result)}")
             report.advance()
@@ -205,7 +206,10 @@ def run_competition(
             run_key = _run_key(comp, entrant, data_key)
             cached = read_result(folder)
             if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
-                if cached["status"] not in (*SCORED, UNSCORABLE) or cached.get("eval_key") == scored_key:
+                fresh = cached.get("eval_key") == scored_key and (
+                    cached["status"] != UNSCORABLE or cached.get("eval_inputs") == inputs
+                )
+                if cached["status"] not in (*SCORED, UNSCORABLE) or fresh:
                     report.line(f"{tag(entrant)}: cached, {_summary(cached)}")
                     report.advance()
                 else:  # the run is done; only its evaluation is missing or stale
@@ -213,7 +217,7 @@ def run_competition(
                         cached.update(status=cached.pop("run_status"), reason=cached.pop("run_reason"))
                     finish(entrant, cached)
                 continue
-            args = (comp, entrant, folder, model, forget, retain, readable, landlock, out / "environments")
+            args = (comp, entrant, folder, model, forget, retain, readable, protection, out / "environments")
             tasks.append(((entrant, run_key), args))
 
         def started(key: tuple[Entrant, str]) -> None:

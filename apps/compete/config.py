@@ -279,7 +279,10 @@ def check_installed(entrants: list[Entrant], host: PluginHost) -> None:
 def load_competition(
     path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
 ) -> Competition:
-    """Read a competition file; relative paths (entrants' files too) are relative to it."""
+    """Read a competition file; relative paths (entrants' files too) are relative to it, and every
+    path comes back absolute (an override's relative to the working folder), since the entrants
+    and the evaluations run in folders of their own."""
+    path = path.absolute()
     data = read_config_file(path)
     if edit is not None:
         edit(data)
@@ -305,6 +308,13 @@ def load_competition(
                     if isinstance(value, str) and (base / value).exists():
                         item[key] = str(base / value)
     try:
-        return Competition.model_validate(data)
+        comp = Competition.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, source=str(path))) from None
+    for holder in [comp, *(e for e in comp.entrants if isinstance(e, Entrant))]:
+        for name, value in holder:
+            if isinstance(value, Path) and not value.is_absolute():
+                setattr(holder, name, value.absolute())
+    if Path(comp.deepspeed).is_file():
+        comp.deepspeed = str(Path(comp.deepspeed).absolute())
+    return comp

