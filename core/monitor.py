@@ -5,11 +5,14 @@ Signals come from the benchmark named by ``trainer.eval_benchmark`` (its ``signa
 ``unlearn.hookspecs.Benchmark``). Conditions and the best-step criterion are arithmetic
 expressions over signal names: ``abs(mia_auc - 0.5) <= 0.05``, ``forget_nll >= nonmember_nll``,
 ``retain_nll > 1.5 * initial_retain_nll`` (``initial_X`` is X of the input model, step 0).
+An expression that cannot be evaluated at a step (a division by zero, an overflow) is false
+there (a ``best_by`` value is skipped), said once (the ``unlearn`` logger) and kept in the run report.
 """
 
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import operator
 from collections.abc import Callable
@@ -67,6 +70,7 @@ class Expression:
             )
 
     def __call__(self, values: dict[str, float]) -> Any:
+        """The value; raises `ArithmeticError` where it cannot be computed (a division by zero)."""
         return eval(self._code, {"__builtins__": {}}, {**FUNCTIONS, **values})  # noqa: S307 - nodes checked
 
 
@@ -100,6 +104,22 @@ class Monitor(TrainerCallback):
         self.stop_when, self.best_by, self.best_mode = stop_when, best_by, best_mode
         self.trainer: Any = None  # set by the runner: logging and stopping go through it
         self.stopped: dict[str, Any] | None = None
+        self.unevaluable: dict[str, str] = {}  # expression -> why, at the first step it failed
+
+    def _value(self, expr: Expression, scope: dict[str, float], step: int) -> Any:
+        """``expr`` on ``scope``, or None where it cannot be computed (said once per expression)."""
+        try:
+            return expr(scope)
+        except ArithmeticError as exc:
+            if expr.text not in self.unevaluable:
+                why = f"step {step}: {type(exc).__name__} ({exc})"
+                self.unevaluable[expr.text] = why
+                if self.trainer is None or self.trainer.is_world_process_zero():
+                    logging.getLogger("unlearn").warning(
+                        f"warning: {expr.field}: {expr.text!r} cannot be evaluated at {why}; "
+                        + ("skipped where it cannot" if expr.field == "trainer.best_by" else "false where it cannot")
+                    )
+            return None
 
     def curve(self) -> list[dict[str, float]]:
         """Every evaluation so far: ``{"step": n, <signal>: value, ...}``."""
@@ -146,7 +166,8 @@ class Monitor(TrainerCallback):
         if step == 0:
             return
         if self.best_by is not None and self.best_by.names <= set(scope):
-            value = float(self.best_by(scope))
+            found = self._value(self.best_by, scope, step)
+            value = math.nan if found is None else float(found)
             better = operator.gt if self.best_mode == "max" else operator.lt
             if math.isfinite(value) and (state.best_metric is None or better(value, state.best_metric)):
                 state.best_metric, state.best_global_step = value, step
@@ -154,7 +175,7 @@ class Monitor(TrainerCallback):
                 if last:
                     state.best_model_checkpoint = None  # the weights in hand are the best
         for expr in self.stop_when:
-            if expr.names <= set(scope) and expr(scope):
+            if expr.names <= set(scope) and self._value(expr, scope, step):
                 self.stopped = {"step": step, "condition": expr.text}
                 control.should_training_stop = True
                 break
@@ -166,7 +187,7 @@ class Monitor(TrainerCallback):
         if self.best_by is not None and state.best_global_step:
             best = {"by": self.best_by.text, "mode": self.best_mode, "step": state.best_global_step}
             best["value"] = state.best_metric
-        return {"curve": self.curve(), "stopped": self.stopped, "best": best}
+        return {"curve": self.curve(), "stopped": self.stopped, "best": best, "unevaluable": self.unevaluable}
 
 
 def build_monitor(trainer: Any, data: Any, host: Any, tokenizer: Any) -> Monitor:

@@ -280,9 +280,10 @@ def load_competition(
     path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
 ) -> Competition:
     """Read a competition file; relative paths (entrants' files too) are relative to it, and every
-    path comes back absolute (an override's relative to the working folder), since the entrants
-    and the evaluations run in folders of their own."""
-    path = path.absolute()
+    path comes back absolute and resolved (an override's relative to the working folder): the
+    entrants and the evaluations run in folders of their own, and the cache keys hold the paths,
+    which must not depend on where the command was started."""
+    path = path.resolve()
     data = read_config_file(path)
     if edit is not None:
         edit(data)
@@ -299,9 +300,9 @@ def load_competition(
                 and item.endswith((".py", ".toml", ".yaml", ".yml", ".json"))
                 and not Path(item).is_absolute()
             ):
-                entrants[i] = str(base / item)
+                entrants[i] = str((base / item).resolve())
             elif isinstance(item, str) and "/" in item and not Path(item).is_absolute():
-                entrants[i] = str(base / item)
+                entrants[i] = str((base / item).resolve())
             elif isinstance(item, dict):
                 for key in ("submission", "recipe", "requirements"):
                     value = item.get(key)
@@ -313,8 +314,8 @@ def load_competition(
         raise ConfigError(describe_error(exc, source=str(path))) from None
     for holder in [comp, *(e for e in comp.entrants if isinstance(e, Entrant))]:
         for name, value in holder:
-            if isinstance(value, Path) and not value.is_absolute():
-                setattr(holder, name, value.absolute())
+            if isinstance(value, Path):
+                setattr(holder, name, value.resolve())
     if Path(comp.deepspeed).is_file():
-        comp.deepspeed = str(Path(comp.deepspeed).absolute())
+        comp.deepspeed = str(Path(comp.deepspeed).resolve())
     return comp

@@ -176,3 +176,34 @@ def test_the_curve_ends_at_the_trained_model(host, make_config):
     report = _report(run(cfg, host=host))["monitor"]
     assert [(c["step"], c["x"]) for c in report["curve"]] == [(0, 3), (2, 2), (3, 1)]
     assert report["best"]["step"] == 3  # the last step is best: its weights are the output, no checkpoint needed
+
+
+def test_a_condition_that_cannot_be_evaluated_is_false_and_said_once(host, make_config, caplog):
+    """A division by zero ends nothing: the condition is false at that step, the run goes on to
+    its end (no traceback, no staging folder left), and the report keeps why."""
+    host.register(ScriptedPlugin([4.0, 3.0, 2.0, 1.0, 0.0]), "scripted")
+    trainer = {
+        "max_steps": 4,
+        "eval_steps": 1,
+        "eval_benchmark": "scripted",
+        "stop_when": ["x / (x - x) > 1", "x < 1"],
+        "best_by": "1 / (x - 2)",
+        "best_mode": "min",
+    }
+    cfg = make_config(trainer=trainer)
+    out = run(cfg, host=host)
+    report = _report(out)["monitor"]
+    assert report["stopped"] == {"step": 4, "condition": "x < 1"}  # the other condition never held
+    assert report["unevaluable"] == {
+        "x / (x - x) > 1": "step 1: ZeroDivisionError (float division by zero)",
+        "1 / (x - 2)": "step 2: ZeroDivisionError (float division by zero)",
+    }
+    assert report["best"]["step"] == 3 and report["best"]["value"] == -1.0  # step 2 skipped, not chosen
+    said = [r.getMessage() for r in caplog.records if "cannot be evaluated" in r.getMessage()]
+    assert said == [
+        "warning: trainer.stop_when[0]: 'x / (x - x) > 1' cannot be evaluated at step 1: ZeroDivisionError "
+        "(float division by zero); false where it cannot",
+        "warning: trainer.best_by: '1 / (x - 2)' cannot be evaluated at step 2: ZeroDivisionError "
+        "(float division by zero); skipped where it cannot",
+    ]
+    assert not list(out.parent.glob(f".{out.name}*"))
