@@ -38,8 +38,13 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
     existing, non-empty ``dest`` is replaced only when unlearn wrote it as the same ``kind`` (its
     marker file), holding nothing at its top level that unlearn did not put there (the marker
     lists what `publish` put), and, for a command with ``--overwrite`` (``overwrite`` not None),
-    only with it.
+    only with it. A symbolic link is followed to the folder it names, which the same rules then
+    check; a link to nothing is refused (the output would land wherever it happens to point).
     """
+    if Path(dest).is_symlink() and not Path(dest).exists():
+        raise ConfigError(
+            f"{dest}: a symbolic link to {os.readlink(dest)}, which does not exist; give a folder, not a dangling link"
+        )
     dest = Path(dest).resolve()
     for given in inputs:
         src = Path(given).resolve() if given else None
@@ -57,7 +62,10 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
             found, written = None, None
         if found != kind:
             article = "an" if kind[0] in "aeiou" else "a"
-            raise ConfigError(f"{dest}: holds files that are not {article} {kind} unlearn wrote; it is never replaced")
+            raise ConfigError(
+                f"{dest}: holds files but is not {article} {kind} that unlearn wrote, so it is never replaced; "
+                "choose a new or empty folder"
+            )
         added = sorted(set(os.listdir(dest)) - {MARKER, *written}) if isinstance(written, list) else []
         if added:
             more = f" and {len(added) - 1} more" if len(added) > 1 else ""

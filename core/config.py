@@ -304,14 +304,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, flag: str = "--set") -> Any:
     """A ``--set`` value: a TOML literal if it parses (1e-5, true, [1, 2], "x"), else a string; a
-    value that starts like a quoted string, list or table but does not parse is an error."""
+    value that starts like a quoted string, list or table but does not parse is an error naming
+    ``flag`` (the option it came from)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError as exc:
         if text[:1] in "\"'[{":
-            raise ConfigError(f"--set value {text}: not valid TOML ({exc}); write a regex as 'a\\.b'") from None
+            raise ConfigError(f"{flag} value {text}: not valid TOML ({exc}); write a regex as 'a\\.b'") from None
         return text
 
 

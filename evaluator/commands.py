@@ -88,6 +88,11 @@ def register_commands(cli: typer.Typer) -> None:
 
         if (model is None) == (generations is None):
             raise ConfigError("give either a MODEL folder or --generations DIR")
+        for flag, value, least in (("--max-new-tokens", max_new_tokens, 1), ("--batch-size", batch_size, 1)):
+            if value is not None and value < least:  # not taken as "the default" (0 is falsy)
+                raise ConfigError(f"{flag} {value}: must be at least {least}")
+        if mmlu_shots is not None and mmlu_shots < 0:
+            raise ConfigError(f"--mmlu-shots {mmlu_shots}: must be at least 0")
         bench = get_host().benchmark(benchmark)
         if benchmark != "lume":
             lume_only = {"--mia": mia, "--utility": utility, "--baseline": baseline}
@@ -142,7 +147,7 @@ def register_commands(cli: typer.Typer) -> None:
                 mia=mia,
                 utility=utility,
                 baseline=baseline,
-                max_new_tokens=max_new_tokens or 256,
+                max_new_tokens=256 if max_new_tokens is None else max_new_tokens,
                 batch_size=64 if batch_size is None else batch_size,
                 mmlu_shots=5 if mmlu_shots is None else mmlu_shots,
                 dtype=dtype or ("bfloat16" if official else "float32"),

@@ -49,7 +49,7 @@ def test_evaluate_never_replaces_an_input_or_a_folder_it_did_not_write(tiny_mode
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
-    with pytest.raises(ConfigError, match="not an evaluation unlearn wrote"):
+    with pytest.raises(ConfigError, match="holds files but is not an evaluation that unlearn wrote"):
         evaluate_model(tiny_model, bench, foreign)
     assert (foreign / "thesis.tex").read_text() == "years of work"
     assert digest(tiny_model) == model_before and digest(bench) == data_before
@@ -78,6 +78,14 @@ def test_run_never_replaces_its_data_and_says_why(tiny_model, tiny_data, tmp_pat
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         run(make_config(output_dir=str(tmp_path / "file")), host=host)
+
+
+def test_an_output_that_is_a_dangling_link_is_refused(tiny_model, tiny_data, tmp_path):
+    """Followed, it would put the model wherever the link happens to point."""
+    (tmp_path / "out").symlink_to(tmp_path / "elsewhere" / "model")
+    res = cli(*run_args(tiny_model, tiny_data, tmp_path / "out"))
+    assert res.returncode == 2 and "a symbolic link to" in res.stderr and "which does not exist" in res.stderr
+    assert not (tmp_path / "elsewhere").exists() and (tmp_path / "out").is_symlink()
 
 
 def test_a_competition_whose_output_is_the_target_is_refused_before_any_entrant(tiny_model, tiny_data, tmp_path):
@@ -164,6 +172,24 @@ def test_evaluate_settings_and_baseline_errors(tiny_model, bench, tmp_path):
             str(tmp_path / "base.json"),
         )
         assert res.returncode == 2 and "base.json: not an evaluation" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("benchmark", ["lume", "tofu"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-new-tokens", "0", "--max-new-tokens 0: must be at least 1"),
+        ("--batch-size", "-2", "--batch-size -2: must be at least 1"),
+    ],
+)
+def test_a_zero_or_negative_number_is_an_error_not_the_default(tiny_model, tmp_path, benchmark, flag, value, message):
+    """0 is not "unset": it was taken as the default 256 new tokens before."""
+    out = tmp_path / "e"
+    res = cli(
+        "evaluate", str(tiny_model), "--data", str(tmp_path), "--out", str(out), "--benchmark", benchmark, flag, value
+    )
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not out.exists()
 
 
 def test_a_task_without_knowledge_rows_fails_before_any_generation(tiny_model, bench, tmp_path):

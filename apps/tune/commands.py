@@ -79,7 +79,7 @@ def register_commands(cli: typer.Typer) -> None:
             path, sep, value = item.partition("=")
             if not sep:
                 raise ConfigError(f"--space {item!r}: expected PATH=RANGE, e.g. config.npo.beta={{low=0.01, high=1}}")
-            given[path.strip()] = parse_value(value.strip())
+            given[path.strip()] = parse_value(value.strip(), flag=f"--space {path.strip()}")
         seeds = [int(s) for s in holdout_seeds.replace(" ", "").split(",") if s]
         tuning_seeds = [int(s) for s in instance_seeds.replace(" ", "").split(",") if s]
         if set(seeds) & set(tuning_seeds):

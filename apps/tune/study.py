@@ -331,7 +331,8 @@ def _same(saved: dict[str, Any]) -> dict[str, Any]:
 
 def prepare(settings: TuneSettings, out: Path, overwrite: bool = False) -> Study:
     """Check the settings, create or reuse ``out`` (resuming the study it holds when the settings
-    are the same), and return the study."""
+    are the same), and return the study. Every check comes before anything is written, so a
+    refused command leaves no folder that would then refuse the corrected one."""
     config = build_config({**settings.base, "output_dir": str(out / "trials")}, source="tune: base")
     inputs = [config.model, config.tokenizer, config.data, config.forget, config.retain]
     for i, other in enumerate(settings.instances):
@@ -339,6 +340,8 @@ def prepare(settings: TuneSettings, out: Path, overwrite: bool = False) -> Study
             raise ConfigError(f"tune: instances[{i}]: {other.model} and {other.data} must be folders")
         inputs += [Path(other.model), Path(other.data)]
     out = Path(out).resolve()
+    study = Study(settings, out)  # the space, the objective and the constraints, checked
+    study.check_signals()
     saved = out / SETTINGS_FILE
     if saved.is_file() and not overwrite:
         previous = json.loads(saved.read_text(encoding="utf-8"))
@@ -352,8 +355,6 @@ def prepare(settings: TuneSettings, out: Path, overwrite: bool = False) -> Study
         out.mkdir(parents=True)
         mark(out, KIND)
         write_json(saved, settings.model_dump(mode="json"))
-    study = Study(settings, out)
-    study.check_signals()
     return study
 
 

@@ -117,7 +117,7 @@ def test_synth_replaces_an_existing_benchmark_only_with_overwrite(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     res = cli("data", "synth", "--out", str(tmp_path / "mine"), "--size", "tiny", "--overwrite")
-    assert res.returncode == 2 and "not a benchmark unlearn wrote" in res.stderr
+    assert res.returncode == 2 and "holds files but is not a benchmark that unlearn wrote" in res.stderr
 
 
 def test_forget_rows_carry_rewrites_without_their_facts(bench):

@@ -206,3 +206,21 @@ def test_a_bad_study_setting_is_one_line_naming_the_option(tmp_path):
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "unlearn tune: trials: Input should be greater than or equal to 1 (got 0)" in res.stderr
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+def test_a_refused_study_leaves_nothing_and_the_corrected_command_starts(tiny_model, tiny_bench, tmp_path):
+    """The objective names no signal: refused before anything is written, so the corrected command
+    is not refused as "a study with other settings". A malformed --space names --space."""
+    from unlearn.tune import TuneSettings, prepare
+
+    out = tmp_path / "study"
+    args = ["tune", "-o", str(out), "--model", str(tiny_model), "--data", str(tiny_bench), "--method", "gd"]
+    res = cli(*args, "--objective", "scroe")
+    assert res.returncode == 2 and "objective: 'scroe' is not a signal of this run" in res.stderr, res.stderr
+    assert not out.exists()
+    res = cli(*args, "--space", "trainer.learning_rate={low=1e-5, high=")
+    assert res.returncode == 2 and "--space trainer.learning_rate value {low=1e-5, high=: not valid TOML" in res.stderr
+    assert not out.exists()
+    base = {"model": str(tiny_model), "data": str(tiny_bench), "method": "gd"}
+    study = prepare(TuneSettings(base=base, objective="score"), out)  # the corrected one
+    assert study.out == out.resolve() and (out / "unlearn_output.json").is_file()
