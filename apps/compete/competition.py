@@ -45,7 +45,7 @@ from .config import Competition, Entrant, check_installed
 from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
 from .evaluation import EVALUATION_ERROR, Unscorable, evaluate_apart
-from .leaderboard import SCORED, UNSCORABLE, write_leaderboard
+from .leaderboard import CANCELLED, LOST, SCORED, UNSCORABLE, write_leaderboard
 from .sandbox import Protection
 
 # -- the competition ----------------------------------------------------------------------------
@@ -205,7 +205,8 @@ def run_competition(
             folder = out / "entrants" / entrant.name
             run_key = _run_key(comp, entrant, data_key)
             cached = read_result(folder)
-            if cached and cached.get("run_key") == run_key and entrant.name not in (rerun or []):
+            again = entrant.name in (rerun or []) or (cached or {}).get("status") in (CANCELLED, LOST)
+            if cached and cached.get("run_key") == run_key and not again:
                 fresh = cached.get("eval_key") == scored_key and (
                     cached["status"] != UNSCORABLE or cached.get("eval_inputs") == inputs
                 )

@@ -5,12 +5,19 @@ share of the cores (and of the GPUs), ``slurm`` submits each entrant as a Slurm 
 resources the competition's ``slurm`` table asks for, and Slurm places them.
 
 Every task runs `entrant.run_entrant`, the same function the sequential runner calls, so the
-statuses and the leaderboard are the same whichever engine ran them.
+statuses and the leaderboard are the same whichever engine ran them. A Slurm job that ends without
+its result (``scancel``; its wrapper killed, as by the out-of-memory killer; its node lost) becomes
+the entrant's status, ``cancelled`` or ``lost``, within ``LOST_AFTER_S`` of leaving Slurm's queue,
+and the competition carries on; the entrant's processes end with the job's (see ``supervise``).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +28,11 @@ from unlearn import ConfigError
 
 from .config import Competition
 from .entrant import run_entrant
+from .leaderboard import CANCELLED, LOST
+
+# How long a Slurm job that left the queue may take to show its result (a shared filesystem's
+# delay) before its entrant is `lost`.
+LOST_AFTER_S = 60.0
 
 
 @dataclass
@@ -45,10 +57,24 @@ def slots(parallel: int, gpus: list[int]) -> list[Slot]:
 
 
 def run_task(args: tuple[Any, ...], slot: Slot | None) -> dict[str, Any]:
-    """One entrant's run in a task (pickled by submitit): `run_entrant` within its ``slot``."""
-    if slot is None:
-        return run_entrant(*args)
-    return run_entrant(*args, cores=slot.cores, devices=",".join(map(str, slot.gpus)) or "cpu")
+    """One entrant's run in a task (pickled by submitit): `run_entrant` within its ``slot``. A
+    SIGTERM to the task (``scancel``) ends the run (the entrant gets it too) as ``cancelled``."""
+    cancelled: list[float] = []
+    started = time.time()
+    main = threading.current_thread() is threading.main_thread()  # where a handler can be set
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancelled.append(time.time())) if main else None
+    try:
+        if slot is None:
+            result = run_entrant(*args)
+        else:
+            result = run_entrant(*args, cores=slot.cores, devices=",".join(map(str, slot.gpus)) or "cpu")
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    if cancelled:
+        reason = f"the job was cancelled (SIGTERM) after {cancelled[0] - started:.0f} s"
+        result.update(status=CANCELLED, reason=reason, model=None)
+    return result
 
 
 def run_all(
@@ -67,15 +93,17 @@ def run_all(
     if comp.engine == "slurm":
         # UNLEARN_SLURM_CLUSTER=local runs this same path on submitit's local executor (for tests)
         executor = submitit.AutoExecutor(work, cluster=os.environ.get("UNLEARN_SLURM_CLUSTER", "slurm"))
-        executor.update_parameters(timeout_min=timeout_min, slurm_array_parallelism=comp.parallel, **comp.slurm)
+        requested = {"timeout_min": timeout_min, "slurm_array_parallelism": comp.parallel}
+        if comp.memory_gb is not None:  # else Slurm gives each job the whole node's memory
+            requested["mem_gb"] = math.ceil(comp.memory_gb) + 1  # the job's own Python beside the entrant
+        executor.update_parameters(**(requested | comp.slurm))
         jobs = []
         with executor.batch():  # one job array; Slurm runs `parallel` at once where they fit
             for key, args in tasks:
                 jobs.append((key, executor.submit(run_task, args, None)))
         for key, _ in jobs:
             started(key)
-        for key, job in jobs:
-            yield key, job.result()
+        yield from _awaited(jobs, slurm=executor.cluster == "slurm")
         return
     executor = submitit.LocalExecutor(work)
     executor.update_parameters(timeout_min=timeout_min)  # the entrant's own GPUs are set by `run_entrant`
@@ -93,6 +121,60 @@ def run_all(
             running.remove(entry)
             free.append(entry[1])
             yield entry[0], entry[2].result()
+
+
+def _awaited(jobs: list[tuple[Any, Any]], slurm: bool, poll: float = 2.0) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(key, result) of each submitit job as it ends. A job with no result once it left Slurm's
+    queue (``squeue`` no longer lists it) for `LOST_AFTER_S`, or that submitit reports finished
+    without one, gives a `cancelled` or `lost` result instead of waiting forever or raising."""
+    submitted, pending, gone = time.time(), list(jobs), {}
+    while pending:
+        for key, job in list(pending):
+            finished = job.paths.result_pickle.exists() or job.done()
+            if not finished and slurm and not _queued(job.job_id):
+                gone.setdefault(job.job_id, time.time())
+                finished = time.time() - gone[job.job_id] > LOST_AFTER_S
+            if finished:
+                pending.remove((key, job))
+                yield key, _outcome(job, time.time() - submitted)
+        if pending:
+            time.sleep(poll)
+
+
+def _queued(job_id: str) -> bool:
+    """Whether Slurm still lists the job (pending, running or completing); True when it cannot say."""
+    try:
+        listed = subprocess.run(
+            ["squeue", "--noheader", "--format=%T", f"--jobs={job_id}"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if listed.returncode != 0:  # "Invalid job id": ended and purged
+        return "invalid job id" not in listed.stderr.lower()
+    return bool(listed.stdout.strip())
+
+
+def _outcome(job: Any, waited: float) -> dict[str, Any]:
+    """The job's result, or the status of a job that ended without one."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        return job.result()  # waits a little for a result file a shared filesystem shows late
+    except FailedJobError as exc:  # run_entrant itself raised: its exception's class, the log has the rest
+        kind = str(exc).strip().splitlines()[-1].split(":")[0] if str(exc).strip() else "an error"
+        reason = f"the job failed in the organiser's code ({kind}); see {job.paths.stderr}"
+        return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
+    except UncompletedJobError:
+        pass
+    state = job.state if hasattr(job, "state") else "UNKNOWN"
+    if str(state).startswith("CANCELLED"):
+        reason = f"the Slurm job {job.job_id} was cancelled before it could report"
+        return {"status": CANCELLED, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
+    reason = (
+        f"the job {job.job_id} ended without a result (state {state}): its wrapper was killed (out of "
+        "memory?) or its node lost"
+    )
+    return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
 
 
 def _gpus(devices: str) -> list[int]:

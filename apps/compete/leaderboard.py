@@ -16,7 +16,10 @@ CHECKPOINT_SCORED = "timeout (checkpoint scored)"  # cut by the limit; its newes
 SCORED = ("ok", CHECKPOINT_SCORED)
 UNSCORABLE = "unscorable"  # the run ended well, but the evaluation finds no score for its model (the reason says why)
 STATUSES = (*SCORED, "crash", "hang", "timeout", "nan", "memory", "disk", "processes", "no model", "unloadable")
-STATUSES += ("pickle", "environment", UNSCORABLE)
+# Ended from outside, not by the entrant (a Slurm job cancelled, or lost with its wrapper or node):
+# never served from the cache, so the next `unlearn compete` runs it again.
+CANCELLED, LOST = "cancelled", "lost"
+STATUSES += ("pickle", "environment", UNSCORABLE, CANCELLED, LOST)
 # -- the leaderboard ----------------------------------------------------------------------------
 
 _COLUMNS = (

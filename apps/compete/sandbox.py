@@ -28,6 +28,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -149,6 +150,7 @@ def restrict(read_only: list[str], read_write: list[str], tcp_ports: list[int] |
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_PR_SET_PDEATHSIG = 1
 
 
 def enter_namespaces(net: bool) -> None:
@@ -286,9 +288,16 @@ def main(argv: list[str] | None = None) -> None:
             enter_namespaces(args.net_namespace)
         except OSError as exc:
             sys.exit(f"sandbox: no namespaces: {exc}")
+        alive, held = os.pipe()  # this process holds `held` open while it lives
         init = os.fork()  # PID 1 of the new namespace
         if init:
+            os.close(alive)
             _wait_for(init, relayed, everyone=False)
+        os.close(held)
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # this sandbox gone (killed): the namespace ends
+        if select.select([alive], [], [], 0)[0]:  # end of file: it went before the line above took effect
+            os._exit(1)
+        os.close(alive)
         try:
             _mount_proc(args.net_namespace)
         except OSError as exc:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class Limits:
     """Per-entrant resource limits (None: none). ``memory``: bytes of RSS summed over the entrant's
@@ -26,9 +29,12 @@ class Limits:
     overhead: int = 0
 
     def apply(self) -> None:
-        """In the child, before exec: the kernel-enforced parts."""
+        """In the child, before exec: the kernel-enforced parts, and its death with the supervisor
+        (killed by the out-of-memory killer, or with its Slurm job), so that no run outlives it."""
+        import ctypes
         import resource
 
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if self.cores:
             os.sched_setaffinity(0, self.cores)
         if self.disk is not None:

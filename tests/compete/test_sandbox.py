@@ -233,3 +233,62 @@ def test_landlock_lets_a_training_run_and_opens_only_the_devices_it_needs(tmp_pa
     done = sandboxed(*rules, code=TRAIN, tmp=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "kmsg refused" and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_the_namespace_ends_when_its_sandbox_is_killed(protection, tmp_path):
+    """The sandbox killed from outside (its Slurm job's wrapper killed, the out-of-memory killer):
+    the namespace's init dies with it, and every process of the entrant with that."""
+    if not protection.pid:
+        pytest.skip("this kernel refuses a PID namespace to this user (see Protection.probe)")
+    marker = tmp_path / "started"
+    code = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open({str(marker)!r}, "w").close()
+time.sleep(120)
+"""
+    outer = subprocess.Popen([sys.executable, str(SANDBOX), "--pid-namespace", "--", sys.executable, "-c", code])
+    deadline = time.time() + 30
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists() and _sleepers()
+    outer.kill()
+    outer.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and (_sleepers() or _alive(code)):
+        time.sleep(0.1)
+    assert _sleepers() == [] and _alive(code) == []
+
+
+def _alive(text: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(entry)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_supervised_run_ends_when_its_supervisor_is_killed(tmp_path):
+    """`supervise`'s child dies with the process that supervises it (PR_SET_PDEATHSIG)."""
+    marker = tmp_path / "started"
+    supervisor = f"""
+import sys, time
+from pathlib import Path
+from unlearn.compete.supervise import supervise
+child = [sys.executable, "-c", "open({str(marker)!r}, 'w').close(); import time; time.sleep(121)"]
+supervise(child, Path({str(tmp_path)!r}), {{}}, Path({str(tmp_path / "log")!r}), 300, 1, "t0k3n")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", supervisor])
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists() and _alive("time.sleep(121)")
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and _alive("time.sleep(121)"):
+        time.sleep(0.1)
+    assert _alive("time.sleep(121)") == []
