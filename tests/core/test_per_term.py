@@ -113,7 +113,10 @@ def test_a_per_term_run_ends_where_the_joint_run_ends(host, make_config, tmp_pat
         if exact:
             assert torch.equal(weights["per-term"][key], joint), key
         else:
-            assert torch.allclose(weights["per-term"][key], joint, rtol=1e-4, atol=1e-5), key
+            # rounding, which Adam's division by the gradient's root mean square magnifies where a
+            # gradient is near 0: bounded by 1/300 of the most a weight can move (3 steps of lr 1e-2);
+            # 1.45e-5 measured on one Intel Xeon, under 1e-5 on other CPUs
+            assert torch.allclose(weights["per-term"][key], joint, rtol=1e-4, atol=1e-4), key
 
 
 def test_a_loss_that_drops_its_terms_is_refused(host, make_config):
