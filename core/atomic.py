@@ -67,12 +67,9 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
                 "choose a new or empty folder"
             )
         added = sorted(set(os.listdir(dest)) - {MARKER, *written}) if isinstance(written, list) else []
-        if added:
-            more = f" and {len(added) - 1} more" if len(added) > 1 else ""
-            raise ConfigError(
-                f"{dest}: holds {added[0]}{more}, which unlearn did not write there; replacing the {kind} "
-                "would delete it: move it out, or choose another output"
-            )
+        if added:  # e.g. the user's notes beside an evaluation
+            raise ConfigError(f"{dest}: holds {', '.join(added)}, which unlearn did not write there; replacing "
+                              f"the {kind} would delete it: move it out, or choose another output")  # fmt: skip
         if overwrite is False:
             raise ConfigError(f"{dest}: already holds a {kind}; pass --overwrite to replace it, or choose another")
     parent = next(p for p in (dest, *dest.parents) if p.exists())
@@ -81,16 +78,15 @@ def check_output(dest: Path, kind: str, inputs: Iterable[Path | str | None], ove
     return dest
 
 
-def mark(folder: Path, kind: str, files: list[str] | None = None) -> None:
-    """Record that unlearn wrote ``folder`` as a ``kind``, and with ``files`` what its top level
-    holds (see ``check_output``)."""
-    write_json(folder / MARKER, {"kind": kind, **({"files": files} if files is not None else {})})
+def mark(folder: Path, kind: str) -> None:
+    """Record that unlearn wrote ``folder`` as a ``kind`` (see ``check_output``)."""
+    write_json(folder / MARKER, {"kind": kind})
 
 
 def publish(staging: Path, output: Path, kind: str) -> None:
     """Mark the finished folder ``staging`` as a ``kind`` (listing what it holds) and put it in
     place of ``output``."""
-    mark(staging, kind, sorted(set(os.listdir(staging)) - {MARKER}))
+    write_json(staging / MARKER, {"kind": kind, "files": sorted(set(os.listdir(staging)) - {MARKER})})
     old = output.parent / f".{output.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if output.exists():

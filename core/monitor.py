@@ -111,14 +111,11 @@ class Monitor(TrainerCallback):
         try:
             return expr(scope)
         except ArithmeticError as exc:
-            if expr.text not in self.unevaluable:
-                why = f"step {step}: {type(exc).__name__} ({exc})"
-                self.unevaluable[expr.text] = why
-                if self.trainer is None or self.trainer.is_world_process_zero():
-                    logging.getLogger("unlearn").warning(
-                        f"warning: {expr.field}: {expr.text!r} cannot be evaluated at {why}; "
-                        + ("skipped where it cannot" if expr.field == "trainer.best_by" else "false where it cannot")
-                    )
+            if expr.text not in self.unevaluable and self.trainer.is_world_process_zero():
+                self.unevaluable[expr.text] = why = f"step {step}: {type(exc).__name__} ({exc})"
+                taken = "skipped" if expr.field == "trainer.best_by" else "false"
+                logging.getLogger("unlearn").warning(f"warning: {expr.field}: {expr.text!r} cannot be evaluated at "
+                                                     f"{why}; {taken} where it cannot")  # fmt: skip
             return None
 
     def curve(self) -> list[dict[str, float]]:

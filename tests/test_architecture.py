@@ -93,9 +93,11 @@ def test_the_core_stays_small():
     # the exact KL from cached reference distributions (reference.kl = "cached") to ~2,970, a
     # loss's terms backpropagated apart (trainer.backward = "per-term") to ~3,050, a ZeRO-3 run
     # resuming with its checkpoint's optimiser sub-groups (and one line when its DeepSpeed file no
-    # longer matches them) to ~3,110.
+    # longer matches them) to ~3,110, output safety (a published folder lists what it holds, so a
+    # user's file beside it is never deleted; a dangling link refused) and conditions that cannot
+    # be evaluated (false, said once) to ~3,150.
     lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 3115, f"the core has {lines} lines"
+    assert lines < 3150, f"the core has {lines} lines"
 
 
 def test_the_evaluator_never_imports_the_trainer():

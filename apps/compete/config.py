@@ -162,7 +162,14 @@ class Competition(BaseModel):
     slurm: dict[str, Any] = Field(
         default_factory=dict,
         description="submitit's Slurm parameters for each entrant's job, e.g. slurm_partition, gpus_per_node, "
-        "cpus_per_task, mem_gb.",
+        "cpus_per_task, mem_gb (default: memory_gb + 1, the job's own Python beside the entrant; without "
+        "memory_gb Slurm gives each job the whole node's memory, so jobs run one at a time).",
+    )
+    lost_after_s: float = Field(
+        60,
+        gt=0,
+        description="How long a job (slurm, local) that ended may take to show its result (a shared "
+        "filesystem's delay) before its entrant is `lost` (or `cancelled`, where Slurm says so).",
     )
     wheelhouse: Path | None = Field(
         None, description="A folder of wheels for submissions' declared packages; the package index is not used."

@@ -7,7 +7,7 @@ resources the competition's ``slurm`` table asks for, and Slurm places them.
 Every task runs `entrant.run_entrant`, the same function the sequential runner calls, so the
 statuses and the leaderboard are the same whichever engine ran them. A Slurm job that ends without
 its result (``scancel``; its wrapper killed, as by the out-of-memory killer; its node lost) becomes
-the entrant's status, ``cancelled`` or ``lost``, within ``LOST_AFTER_S`` of leaving Slurm's queue,
+the entrant's status, ``cancelled`` or ``lost``, within ``lost_after_s`` of leaving Slurm's queue,
 and the competition carries on; the entrant's processes end with the job's (see ``supervise``).
 """
 
@@ -29,10 +29,6 @@ from unlearn import ConfigError
 from .config import Competition
 from .entrant import run_entrant
 from .leaderboard import CANCELLED, LOST
-
-# How long a Slurm job that left the queue may take to show its result (a shared filesystem's
-# delay) before its entrant is `lost`.
-LOST_AFTER_S = 60.0
 
 
 @dataclass
@@ -103,7 +99,7 @@ def run_all(
                 jobs.append((key, executor.submit(run_task, args, None)))
         for key, _ in jobs:
             started(key)
-        yield from _awaited(jobs, slurm=executor.cluster == "slurm")
+        yield from _awaited(jobs, comp.lost_after_s, slurm=executor.cluster == "slurm")
         return
     executor = submitit.LocalExecutor(work)
     executor.update_parameters(timeout_min=timeout_min)  # the entrant's own GPUs are set by `run_entrant`
@@ -123,51 +119,65 @@ def run_all(
             yield entry[0], entry[2].result()
 
 
-def _awaited(jobs: list[tuple[Any, Any]], slurm: bool, poll: float = 2.0) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """(key, result) of each submitit job as it ends. A job with no result once it left Slurm's
-    queue (``squeue`` no longer lists it) for `LOST_AFTER_S`, or that submitit reports finished
-    without one, gives a `cancelled` or `lost` result instead of waiting forever or raising."""
-    submitted, pending, gone = time.time(), list(jobs), {}
+# Slurm's states of a job that has ended (squeue lists them for a while after, MinJobAge)
+_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+_ENDED |= {"REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
+
+
+def _awaited(
+    jobs: list[tuple[Any, Any]], lost_after_s: float, slurm: bool, poll: float = 2.0
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(key, result) of each submitit job as it ends. A job that ended without its result file
+    (submitit says so, or with ``slurm`` squeue, which needs no accounting) and still has none
+    ``lost_after_s`` later gives a `cancelled` or `lost` result instead of a wait forever."""
+    submitted, pending, ended, listed = time.time(), list(jobs), {}, set()
     while pending:
         for key, job in list(pending):
-            finished = job.paths.result_pickle.exists() or job.done()
-            if not finished and slurm and not _queued(job.job_id):
-                gone.setdefault(job.job_id, time.time())
-                finished = time.time() - gone[job.job_id] > LOST_AFTER_S
-            if finished:
+            over = job.paths.result_pickle.exists()
+            if not over:
+                state = _slurm_state(job.job_id) if slurm else "UNKNOWN"
+                if state is not None:
+                    listed.add(job.job_id)
+                forgotten = state is None and job.job_id in listed  # gone from squeue after MinJobAge
+                if forgotten or state in _ENDED or job.done():
+                    ended.setdefault(job.job_id, (time.time(), state))
+                    over = time.time() - ended[job.job_id][0] > lost_after_s
+            if over:
                 pending.remove((key, job))
-                yield key, _outcome(job, time.time() - submitted)
+                yield key, _outcome(job, time.time() - submitted, ended.get(job.job_id, (0, None))[1])
         if pending:
             time.sleep(poll)
 
 
-def _queued(job_id: str) -> bool:
-    """Whether Slurm still lists the job (pending, running or completing); True when it cannot say."""
+def _slurm_state(job_id: str) -> str | None:
+    """The job's state as ``squeue`` shows it (PENDING, RUNNING, CANCELLED, ...); None once Slurm
+    forgot it (or never listed it); "UNKNOWN" when squeue cannot say (taken as still queued)."""
     try:
         listed = subprocess.run(
             ["squeue", "--noheader", "--format=%T", f"--jobs={job_id}"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
-        return True
+        return "UNKNOWN"
     if listed.returncode != 0:  # "Invalid job id": ended and purged
-        return "invalid job id" not in listed.stderr.lower()
-    return bool(listed.stdout.strip())
+        return None if "invalid job id" in listed.stderr.lower() else "UNKNOWN"
+    return listed.stdout.strip().split("\n")[0] or None
 
 
-def _outcome(job: Any, waited: float) -> dict[str, Any]:
-    """The job's result, or the status of a job that ended without one."""
-    from submitit.core.utils import FailedJobError, UncompletedJobError
+def _outcome(job: Any, waited: float, seen: str | None) -> dict[str, Any]:
+    """The job's result, or the status of a job that ended without one (``seen``: the state squeue
+    showed last, where accounting cannot say)."""
+    from submitit.core.utils import FailedJobError
 
-    try:
-        return job.result()  # waits a little for a result file a shared filesystem shows late
-    except FailedJobError as exc:  # run_entrant itself raised: its exception's class, the log has the rest
-        kind = str(exc).strip().splitlines()[-1].split(":")[0] if str(exc).strip() else "an error"
-        reason = f"the job failed in the organiser's code ({kind}); see {job.paths.stderr}"
-        return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
-    except UncompletedJobError:
-        pass
-    state = job.state if hasattr(job, "state") else "UNKNOWN"
-    if str(state).startswith("CANCELLED"):
+    if job.paths.result_pickle.exists():
+        try:
+            return job.result()
+        except FailedJobError as exc:  # run_entrant itself raised: its exception's class; the log has the rest
+            kind = str(exc).strip().splitlines()[-1].split(":")[0] if str(exc).strip() else "an error"
+            reason = f"the job failed in the organiser's code ({kind}); see {job.paths.stderr}"
+            return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
+    state = str(job.state)
+    state = seen if state == "UNKNOWN" and seen else state
+    if state.startswith("CANCELLED"):
         reason = f"the Slurm job {job.job_id} was cancelled before it could report"
         return {"status": CANCELLED, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
     reason = (
