@@ -168,7 +168,7 @@ class Competition(BaseModel):
     lost_after_s: float = Field(
         60,
         gt=0,
-        description="How long a job (slurm, local) that ended may take to show its result (a shared "
+        description="engine slurm: how long a job that ended may take to show its result (a shared "
         "filesystem's delay) before its entrant is `lost` (or `cancelled`, where Slurm says so).",
     )
     wheelhouse: Path | None = Field(

@@ -13,8 +13,8 @@ so neither the organiser's environment nor its command line (``/proc/PID/environ
 can be read. With ``--net-namespace`` it also gets a network namespace holding only its own
 loopback: no TCP or UDP reaches this machine's services or anything beyond. This process stays
 outside and waits; a small init (PID 1 inside) forwards signals, reaps orphans, and ends with
-COMMAND, which ends every process left in the namespace. ``isolation()`` says which of these the
-kernel allows.
+COMMAND, which ends every process left in the namespace, and dies with this process if it is
+killed. ``Protection.probe()`` says which of these the kernel allows.
 
 Run as a file, not as ``-m unlearn.sandbox``, so the launcher does not import torch. Where the
 kernel has no Landlock, ``abi()`` is 0 and the organiser falls back to a scrubbed environment

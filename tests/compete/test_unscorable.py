@@ -51,3 +51,21 @@ def test_an_evaluation_to_retry_is_unscorable_without_a_cached_verdict(tmp_path:
     result = _evaluate(run, tmp_path, tmp_path, tmp_path, {}, None, {}, killed)
     assert result["status"] == "unscorable" and result["retry"] is True
     assert result["reason"] == "evaluation: killed by SIGKILL after 4 s (out of memory?)"
+
+
+def test_an_organisers_input_the_evaluation_cannot_find_stops_the_competition(tmp_path: Path, monkeypatch):
+    """Not the entrant's doing, so not its `unscorable` verdict (which would be cached): the
+    competition stops with one line naming the input. Relative paths reach the child absolute."""
+    from unlearn import RunError
+    from unlearn.compete.evaluation import evaluate_apart
+
+    folder = tmp_path / "entrant"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        RunError, match="mia: .*no_such_mia: not found .*the organiser's settings; the competition stops"
+    ):
+        evaluate_apart("lume", Path("no_model"), Path("."), folder / "evaluation", folder,
+                       {"mia": "no_such_mia", "progress": False}, None, 60, 3)  # fmt: skip
+    spec = (folder / "evaluation_spec.json").read_text()
+    assert f'"mia": "{tmp_path / "no_such_mia"}"' in spec and f'"model": "{tmp_path / "no_model"}"' in spec
