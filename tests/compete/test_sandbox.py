@@ -30,12 +30,8 @@ SCAN = f"""
 import json, os
 needle = bytes.fromhex("{SECRET.encode().hex()}")
 found, pids = [], []
-try:
-    listed = os.listdir("/proc")
-except PermissionError:
-    listed, pids = [str(os.getpid())], None  # tried one by one below
-for entry in listed:
-    if entry.isdigit() and pids is not None:
+for entry in os.listdir("/proc"):
+    if entry.isdigit():
         pids.append(int(entry))
         for name in ("environ", "cmdline"):
             try:
@@ -43,14 +39,7 @@ for entry in listed:
                     found.append(f"{{entry}}/{{name}}")
             except OSError:
                 pass
-for entry in map(str, range(1, 100)) if pids is None else []:
-    for name in ("environ", "cmdline"):
-        try:
-            if needle in open(f"/proc/{{entry}}/{{name}}", "rb").read():
-                found.append(f"{{entry}}/{{name}}")
-        except OSError:
-            pass
-print(json.dumps({{"pids": pids if pids is None else sorted(pids), "found": found, "me": os.getpid()}}))
+print(json.dumps({{"pids": sorted(pids), "found": found, "me": os.getpid()}}))
 """
 
 
