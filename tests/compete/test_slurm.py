@@ -2,7 +2,8 @@
 folder of the test's own, without accounting): entrants run as Slurm jobs; a job whose wrapper is
 killed (as the out-of-memory killer or a lost node would) becomes `lost` and a cancelled one
 `cancelled`, the competition carries on to its leaderboard, the entrants' processes end with their
-jobs, and the next run runs those two again instead of serving them from the cache."""
+jobs, and the next run runs those two again instead of serving them from the cache. Where Slurm
+keeps accounting, a job it reports ended without a result becomes a status the same way."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from pathlib import Path
 
 import pytest
 from helpers import cli
-
-pytestmark = pytest.mark.heavy
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
@@ -158,6 +157,7 @@ def _job_of(entry: str, deadline: float) -> tuple[int, str]:
     raise AssertionError(f"no Slurm job runs {entry}")
 
 
+@pytest.mark.heavy
 def test_lost_and_cancelled_jobs_become_statuses_and_run_again(arena, competition_file, tmp_path, slurm):
     hold = tmp_path / "hold"
     hold.touch()
@@ -221,3 +221,32 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
     for f in os.listdir(input_model_path):
         shutil.copy(os.path.join(input_model_path, f), output_dir)
 """
+
+
+class _Job:
+    """Stands in for a submitit job that ended without a result, as Slurm with accounting reports
+    it (``done()`` true, a final ``state``), for the case the single-node cluster above (no
+    accounting) does not show."""
+
+    def __init__(self, folder: Path, state: str) -> None:
+        from types import SimpleNamespace
+
+        self.job_id, self.state = "7_1", state
+        self.paths = SimpleNamespace(result_pickle=folder / "7_1_0_result.pkl", stderr=folder / "7_1_0_log.err")
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):  # pragma: no cover - there is no result file to read
+        raise AssertionError("submitit's result() waits on a job with no result file")
+
+
+@pytest.mark.parametrize(
+    ("state", "status"), [("CANCELLED by 0", "cancelled"), ("NODE_FAIL", "lost"), ("OUT_OF_MEMORY", "lost")]
+)
+def test_with_accounting_a_job_without_result_becomes_a_status(tmp_path, state, status):
+    from unlearn.compete.engines import _awaited
+
+    ((key, result),) = _awaited([("entrant", _Job(tmp_path, state))], lost_after_s=0.1, slurm=False, poll=0.05)
+    assert key == "entrant" and result["status"] == status and result["wall_time_s"] >= 0.1
+    assert ("cancelled" if status == "cancelled" else f"state {state}") in result["reason"]
