@@ -15,6 +15,27 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL_NET = {"hidden_size": 96, "intermediate_size": 384, "layers": 2, "vocab_size": 1200}
 
 
+# A SemEval-style submission (organiser mode) that hands in the target unchanged.
+COPY_SUBMISSION = """
+import os, shutil
+def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
+    for f in os.listdir(input_model_path):
+        shutil.copy(os.path.join(input_model_path, f), output_dir)
+"""
+
+
+def processes_with(text: str) -> list[int]:
+    """The pids of this machine's processes whose command line holds ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
 def cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

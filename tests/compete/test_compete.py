@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import COPY_SUBMISSION, cli, processes_with
 
 from unlearn import ConfigError, PluginHost
 from unlearn.compete import Competition, load_competition, rank
@@ -117,18 +116,6 @@ EXPECTED = {
 }
 
 
-def _alive(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def test_good_and_bad_entrants(arena, competition_file, tmp_path, monkeypatch):
     secret = arena / "private" / "mia_member.jsonl"
     monkeypatch.setenv("UNLEARN_TEST_SECRET", str(secret))  # set for the organiser, must not reach entrants
@@ -164,7 +151,7 @@ def test_good_and_bad_entrants(arena, competition_file, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "entrants" / "snoops" / "work" / "env_seen.txt").read_text() == "False ''"
     if abi():
         assert by_name["snoops"]["status"] == "crash" and by_name["snoops"]["reason"].endswith("PermissionError")
-    assert not _alive("survivor-in-group") and not _alive("survivor-own-session")
+    assert not processes_with("survivor-in-group") and not processes_with("survivor-own-session")
     # one row per team: gd's best valid entry
     teams = [t["team"] for t in board["teams"]]
     assert sorted(teams) == sorted({*plugins, *BAD}) and teams.count("gd") == 1
@@ -385,17 +372,10 @@ def test_the_deepspeed_preset_a_submission_gets(arena, competition_file, tmp_pat
         assert zero["sub_group_size"] == 12 * hidden**2
 
 
-COPIES = """
-import os, shutil
-def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
-    for f in os.listdir(input_model_path):
-        shutil.copy(os.path.join(input_model_path, f), output_dir)
-"""
-
 # What a SemEval entrant did: read every process's environment and command line under /proc (the
 # organiser's secret spelt in hex, so that no command line holds it), and send the forget rows by
 # UDP to a port on this machine's loopback; then hand in the target unchanged.
-SPIES = COPIES.replace(
+SPIES = COPY_SUBMISSION.replace(
     "def unlearn(input_model_path, output_dir, forget_dir, retain_dir):\n",
     """import json, socket
 def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
@@ -435,7 +415,7 @@ def test_a_competition_file_with_relative_paths_run_from_another_folder(arena, t
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(0.5)
-    (comp / "copies.py").write_text(COPIES)
+    (comp / "copies.py").write_text(COPY_SUBMISSION)
     spies = SPIES.replace("SECRET_HEX", secret.encode().hex()).replace("UDP_PORT", str(listener.getsockname()[1]))
     (comp / "spies.py").write_text(spies)
     target = os.path.relpath(arena / "target", comp)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import processes_with
 
 from unlearn.compete.entrant import readable_paths, system_paths
 from unlearn.compete.sandbox import Protection, abi
@@ -171,20 +172,9 @@ sys.exit(7)
     inner = marker.read_text()  # its pid inside; find it outside by its command line
     assert inner.isdigit()
     deadline = time.time() + 5
-    while time.time() < deadline and _sleepers():
+    while time.time() < deadline and processes_with("time.sleep(120)"):
         time.sleep(0.1)
-    assert _sleepers() == []
-
-
-def _sleepers() -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and b"time.sleep(120)" in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(entry)
-        except OSError:
-            pass
-    return found
+    assert processes_with("time.sleep(120)") == []
 
 
 # A step of the HF Trainer and a save: DeepSpeed's CPU accelerator (imported by the Trainer) reads
@@ -240,24 +230,13 @@ time.sleep(120)
     deadline = time.time() + 30
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.05)
-    assert marker.exists() and _sleepers()
+    assert marker.exists() and processes_with("time.sleep(120)")
     outer.kill()
     outer.wait()
     deadline = time.time() + 5
-    while time.time() < deadline and (_sleepers() or _alive(code)):
+    while time.time() < deadline and (processes_with("time.sleep(120)") or processes_with(code)):
         time.sleep(0.1)
-    assert _sleepers() == [] and _alive(code) == []
-
-
-def _alive(text: str) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(entry)
-        except OSError:
-            pass
-    return found
+    assert processes_with("time.sleep(120)") == [] and processes_with(code) == []
 
 
 def test_a_supervised_run_ends_when_its_supervisor_is_killed(tmp_path):
@@ -274,10 +253,10 @@ supervise(child, Path({str(tmp_path)!r}), {{}}, Path({str(tmp_path / "log")!r}),
     deadline = time.time() + 60
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.05)
-    assert marker.exists() and _alive("time.sleep(121)")
+    assert marker.exists() and processes_with("time.sleep(121)")
     proc.kill()
     proc.wait()
     deadline = time.time() + 5
-    while time.time() < deadline and _alive("time.sleep(121)"):
+    while time.time() < deadline and processes_with("time.sleep(121)"):
         time.sleep(0.1)
-    assert _alive("time.sleep(121)") == []
+    assert processes_with("time.sleep(121)") == []

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import COPY_SUBMISSION, cli, processes_with
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
@@ -127,23 +127,11 @@ def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
 """
 
 
-def _processes(text: str) -> list[int]:
-    """Processes whose command line holds ``text``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            pass
-    return found
-
-
 def _job_of(entry: str, deadline: float) -> tuple[int, str]:
     """The submitit wrapper running the entrant whose entry file is ``entry`` (waiting for it),
     and its Slurm job id."""
     while time.time() < deadline:
-        for pid in _processes(entry):
+        for pid in processes_with(entry):
             parent = pid
             while parent > 1:
                 stat = Path(f"/proc/{parent}/stat").read_text()
@@ -162,7 +150,7 @@ def test_lost_and_cancelled_jobs_become_statuses_and_run_again(arena, competitio
     hold = tmp_path / "hold"
     hold.touch()
     for name in ("finishes", "killed", "cancelled"):
-        code = COPY if name == "finishes" else WAITS.replace("HOLD", repr(str(hold)))
+        code = COPY_SUBMISSION if name == "finishes" else WAITS.replace("HOLD", repr(str(hold)))
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
     settings = {"engine": "slurm", "parallel": 3, "memory_gb": 1.0, "lost_after_s": 5, "stall_s": 600}
     config = competition_file(tmp_path, ["finishes.py", "killed.py", "cancelled.py"], limit=300, **settings)
@@ -197,7 +185,7 @@ def test_lost_and_cancelled_jobs_become_statuses_and_run_again(arena, competitio
     assert time.time() - started < 300  # bounded: it did not wait on the lost job
     # nothing of the two entrants outlived their jobs (they would write their model once HOLD goes)
     time.sleep(1)
-    assert _processes("submission/killed.py") == [] and _processes("submission/cancelled.py") == []
+    assert processes_with("submission/killed.py") == [] and processes_with("submission/cancelled.py") == []
     hold.unlink()
     time.sleep(1)
     assert not list((tmp_path / "out" / "entrants" / "killed" / "work" / "output").iterdir())
@@ -213,14 +201,6 @@ def test_lost_and_cancelled_jobs_become_statuses_and_run_again(arena, competitio
         "killed": "ok",
         "cancelled": "ok",
     }
-
-
-COPY = """
-import os, shutil
-def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
-    for f in os.listdir(input_model_path):
-        shutil.copy(os.path.join(input_model_path, f), output_dir)
-"""
 
 
 class _Job:

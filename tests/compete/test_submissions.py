@@ -17,16 +17,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import COPY_SUBMISSION, cli
 
 pytestmark = pytest.mark.heavy
 
-COPY = """
-import os, shutil
-def unlearn(input_model_path, output_dir, forget_dir, retain_dir):
-    for f in os.listdir(input_model_path):
-        shutil.copy(os.path.join(input_model_path, f), output_dir)
-"""
+COPY = COPY_SUBMISSION
 
 # A folder submission: the entry imports its own module, and drops the organisers' `split` column
 # (which fails where the column is missing).
