@@ -132,10 +132,12 @@ def _awaited(
     ``lost_after_s`` later gives a `cancelled` or `lost` result instead of a wait forever."""
     submitted, pending, ended, listed = time.time(), list(jobs), {}, set()
     while pending:
+        waiting = [job.job_id for _, job in pending if not job.paths.result_pickle.exists()]
+        states = _slurm_states(waiting) if slurm and waiting else {}
         for key, job in list(pending):
-            over = job.paths.result_pickle.exists()
+            over = job.job_id not in waiting
             if not over:
-                state = _slurm_state(job.job_id) if slurm else "UNKNOWN"
+                state = states.get(job.job_id, "UNKNOWN") if slurm else "UNKNOWN"
                 if state is not None:
                     listed.add(job.job_id)
                 forgotten = state is None and job.job_id in listed  # gone from squeue after MinJobAge
@@ -149,18 +151,19 @@ def _awaited(
             time.sleep(poll)
 
 
-def _slurm_state(job_id: str) -> str | None:
-    """The job's state as ``squeue`` shows it (PENDING, RUNNING, CANCELLED, ...); None once Slurm
-    forgot it (or never listed it); "UNKNOWN" when squeue cannot say (taken as still queued)."""
+def _slurm_states(job_ids: list[str]) -> dict[str, str | None]:
+    """Each job's state as one ``squeue`` call shows it (PENDING, RUNNING, CANCELLED, ...); None
+    once Slurm forgot it (or never listed it); "UNKNOWN" when squeue cannot say (taken as queued)."""
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})  # every task of these arrays, one a line
+    command = ["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(arrays)}"]
     try:
-        listed = subprocess.run(
-            ["squeue", "--noheader", "--format=%T", f"--jobs={job_id}"], capture_output=True, text=True, timeout=60
-        )
+        listed = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return "UNKNOWN"
+        return dict.fromkeys(job_ids, "UNKNOWN")
     if listed.returncode != 0:  # "Invalid job id": ended and purged
-        return None if "invalid job id" in listed.stderr.lower() else "UNKNOWN"
-    return listed.stdout.strip().split("\n")[0] or None
+        return dict.fromkeys(job_ids, None if "invalid job id" in listed.stderr.lower() else "UNKNOWN")
+    shown = dict(line.split(maxsplit=1) for line in listed.stdout.splitlines() if len(line.split()) == 2)
+    return {job_id: shown.get(job_id) for job_id in job_ids}
 
 
 def _outcome(job: Any, waited: float, seen: str | None) -> dict[str, Any]:
@@ -168,23 +171,24 @@ def _outcome(job: Any, waited: float, seen: str | None) -> dict[str, Any]:
     showed last, where accounting cannot say)."""
     from submitit.core.utils import FailedJobError
 
+    def without_result(status: str, reason: str) -> dict[str, Any]:
+        return {"status": status, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
+
     if job.paths.result_pickle.exists():
         try:
             return job.result()
         except FailedJobError as exc:  # run_entrant itself raised: its exception's class; the log has the rest
             kind = str(exc).strip().splitlines()[-1].split(":")[0] if str(exc).strip() else "an error"
-            reason = f"the job failed in the organiser's code ({kind}); see {job.paths.stderr}"
-            return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
+            return without_result(LOST, f"the job failed in the organiser's code ({kind}); see {job.paths.stderr}")
     state = str(job.state)
     state = seen if state == "UNKNOWN" and seen else state
     if state.startswith("CANCELLED"):
-        reason = f"the Slurm job {job.job_id} was cancelled before it could report"
-        return {"status": CANCELLED, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
-    reason = (
+        return without_result(CANCELLED, f"the Slurm job {job.job_id} was cancelled before it could report")
+    return without_result(
+        LOST,
         f"the job {job.job_id} ended without a result (state {state}): its wrapper was killed (out of "
-        "memory?) or its node lost"
+        "memory?) or its node lost",
     )
-    return {"status": LOST, "reason": reason, "wall_time_s": round(waited, 2), "exit_code": None}
 
 
 def _gpus(devices: str) -> list[int]:
