@@ -32,6 +32,8 @@ from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, write_rows
 from unlearn.evaluator import answer_nll
 
 TOFU_REFUSALS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu" / "idontknow.jsonl"
+# a user's clone has no ../shared: the cases that read TOFU's file skip there
+needs_tofu = pytest.mark.skipif(not TOFU_REFUSALS.is_file(), reason="needs ../shared/data/tofu/idontknow.jsonl")
 NEW_METHODS = ["dpo", "idk", "altpo", "undial", "wga", "satimp", "ceu", "relearn"]
 
 
@@ -66,6 +68,7 @@ def test_alternates_load_from_jsonl_and_parquet(tmp_path):
     assert [r.alternate for r in loaded[:3]] == [(), ("One.", "Two."), ()]
 
 
+@needs_tofu
 def test_refusal_sets_ours_and_tofus():
     ours = read_refusals()
     assert len(ours) >= 100 and len(set(ours)) == len(ours)
@@ -129,6 +132,7 @@ def test_each_forget_row_is_trained_once_per_alternate(tiny_model):
     assert all("retain" in data[i] for i in range(len(data)))
 
 
+@needs_tofu
 def test_a_run_learns_tofus_refusals_and_reports_where_its_alternates_came_from(
     host, make_config, memorised_model, tmp_path
 ):
