@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import load_rows, resolve_device
+from unlearn import load_rows
+from unlearn.engine import resolve_device
 from unlearn.evaluator.evaluate import batching, eval_split
 from unlearn.evaluator.generation import greedy_tokens, length_batches, stop_tokens
 from unlearn.evaluator.mia import document_scores

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearn import PluginHost
+from unlearn.engine import PluginHost
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn.recipes import RESULT_FILE, builtin_recipes
 

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import MEASURED_CLI  # noqa: E402  (the benchmarks share the measured-process helper)
 
-from unlearn import PluginHost, free_port  # noqa: E402
+from unlearn.engine import PluginHost, free_port
 
 # hidden size, layers, MLP width: about 3M (the default target), 30M and 120M parameters
 SIZES = {"3m": (192, 4, 768), "30m": (384, 12, 1536), "120m": (768, 12, 3072)}

@@ -23,7 +23,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from unlearn import apply_sets, get_host, write_json
+from unlearn import write_json
+from unlearn.engine import apply_sets, get_host
 from unlearn.recipes.recipe import find_recipe, load_recipe, run_recipe
 from unlearn.tune.study import build_instance
 

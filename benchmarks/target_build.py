@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from unlearn import parse_value
 from unlearn.bench.synth import generate
 from unlearn.bench.target import TargetSettings, build_target
+from unlearn.engine import parse_value
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearn import get_host
+from unlearn.engine import get_host
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model
 from unlearn.recipes import RESULT_FILE, builtin_recipes
 from unlearn.tune.study import build_instance

@@ -1,20 +1,21 @@
-"""The context each hook receives: ``LossContext`` (``compute_loss``), ``RunContext``
-(``select_parameters``, and ``ctx.run``) and the ``PostContext`` protocol (``post_process``), which
-runs and recipe steps both satisfy."""
+"""The context each hook receives: ``LossContext`` (``compute_loss``), and the protocols
+``RunContext`` (``select_parameters``, and ``ctx.run``), ``PostContext`` (``post_process``; runs and
+recipe steps both satisfy it) and ``ReferenceModel`` (the frozen input model). The engine
+(``unlearn.engine``) implements the protocols; a plugin needs only what is written here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from . import losses
-from .config import Config, RunConfig
+from .config import Config
 from .data import Encoded
 from .losses import kl_divergence, kl_from_logprobs, layer_output, nll_from_logprobs, token_logprobs, topk_kl_divergence
-from .reference import ReferenceModel
 
 Batch = dict[str, dict[str, Any]]
 
@@ -150,22 +151,54 @@ class PostContext(Protocol):
     state: dict[str, Any]  # a place to keep what a method computes once
 
 
-@dataclass
-class RunContext:
+class RunContext(Protocol):
     """One run as hooks see it (``run`` in ``select_parameters`` and ``post_process``, ``ctx.run``
     in ``compute_loss``); satisfies ``PostContext``."""
 
-    config: RunConfig  # the resolved run config
+    config: Any  # the resolved run config (unlearn.engine.RunConfig: model, data, trainer, seed, ...)
     method_configs: dict[str, Config]  # each chosen method's validated config, by name
     tokenizer: Any
     work_dir: Path  # the run's staging folder
     forget: list[Encoded]  # the tokenised forget rows
     retain: list[Encoded] | None  # the tokenised retain rows; None when the loss does not use them
-    is_main_process: bool = True
-    state: dict[str, Any] = field(default_factory=dict)  # what a method computes once (RMU's coefficients)
-    reference: ReferenceModel | None = None  # the frozen input model, which select_parameters may share
-    inputs: list[Path] = field(default_factory=list)  # for post_process: [output_dir], the model just trained
-    base_model: Path = field(init=False)  # the input model, config.model
+    is_main_process: bool
+    state: dict[str, Any]  # what a method computes once (RMU's coefficients)
+    reference: ReferenceModel | None  # the frozen input model, which select_parameters may share
+    inputs: list[Path]  # for post_process: [output_dir], the model just trained
+    base_model: Path  # the input model, config.model
 
-    def __post_init__(self) -> None:
-        self.base_model = Path(self.config.model)
+
+class ReferenceModel(Protocol):
+    """The frozen input model (``ctx.reference``, ``run.reference``), loaded only when a method
+    first asks for it. Label log-probs, and the top-k or whole next-token distributions at answer
+    positions (the run's ``reference.kl``), are computed once per (split, row) and cached; logits
+    and hidden states are a forward pass each call. Tensors come back on the batch's device."""
+
+    settings: Any  # the run's reference settings (unlearn.engine.ReferenceSettings): kl, top_k, ...
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network itself (eval mode, no gradients), loaded on first use."""
+
+    def share(self, model: torch.nn.Module, switch_off: Callable[[], AbstractContextManager[Any]]) -> None:
+        """Use ``model`` inside ``switch_off()`` (e.g. ``peft_model.disable_adapter``) as the
+        reference: a parameter selection whose trained model contains the input model (a LoRA
+        adapter on frozen weights) calls it, so no second copy is loaded."""
+
+    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference's logits on ``inputs`` (``input_ids``, ``attention_mask``), [B, T, V]."""
+
+    def hidden_states(self, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """Output of decoder layer ``layer``, [B, T, H]; a (partial) forward pass each call."""
+
+    def token_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Reference ``log p(label)`` per token of ``part`` (a collated split), float32 [B, T-1],
+        0 where masked; cached per row."""
+
+    def topk_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's ``settings.top_k`` most likely next tokens at each position of ``part``:
+        ``(log-probs float32 [B, T-1, k], token ids [B, T-1, k])``, zero where masked; cached per row."""
+
+    def answer_logprobs(self, split: str, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference's next-token log-probs over the whole vocabulary at each answer position
+        of ``part``, float32 [B, T-1, V], zero where masked; cached per row."""

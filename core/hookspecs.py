@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .context import LossContext, PostContext, RunContext
     from .data import Encoded
     from .losses import LossOutput
-    from .monitor import SignalFn
 
 hookspec = pluggy.HookspecMarker("unlearn")
 hookimpl = pluggy.HookimplMarker("unlearn")
@@ -79,7 +78,7 @@ class Register(Protocol):
             with its facts replaced). Every forget example in a batch then comes with one of its
             alternates, ``ctx.batch["alternate"]``: the same prompt with the alternate as answer.
             Where they come from (the rows' own ``alternate`` field, a refusal file, a rewrite) is
-            the run's ``alternate`` settings (``unlearn.AlternateSettings``).
+            the run's ``alternate`` settings (``unlearn.engine.AlternateSettings``).
         :param alternates_per_row: the paper's number of alternates per forget row (AltPO: 5);
             each (row, alternate) pair is one training item. The run's ``alternate.per_row``
             overrides it.
@@ -94,6 +93,10 @@ def register_methods(register: Register) -> None:
         name another plugin already registered.
     """
 
+
+SignalFn = Callable[["torch.nn.Module", bool], dict[str, float]]
+"""What ``Benchmark.signals`` returns: ``fn(model, full)`` -> signal values of the model as it is
+now; ``full`` asks also for the generation-based ones (``score``)."""
 
 Direction = Literal["higher", "lower", "zero"]
 """Which way a headline number is better: ``zero`` means nearest 0 (e.g. MUSE's PrivLeak)."""
@@ -162,7 +165,7 @@ def register_commands(cli: typer.Typer) -> None:
     """Add commands to the ``unlearn`` command line.
 
     :param cli: the root ``typer.Typer``. ``@cli.command()`` adds a command;
-        ``unlearn.command_group(cli, "data", "help")`` returns a group, created on first use, that
+        ``unlearn.engine.command_group(cli, "data", "help")`` returns a group, created on first use, that
         several plugins can add commands to. Import heavy modules inside the command, so that
         ``unlearn --help`` stays fast.
     """

@@ -83,7 +83,7 @@ def register_commands(cli: typer.Typer) -> None:
         metrics, plus the MIA suite. Under `torchrun --nproc_per_node N -m unlearn evaluate ...`
         LUME's rows are shared between the processes (one GPU each), and the result equals one
         process's."""
-        from unlearn import get_host
+        from unlearn.engine import get_host
         from unlearn.evaluator.official import PRESET
 
         if (model is None) == (generations is None):

@@ -17,12 +17,12 @@ from unlearn import (
     check_output,
     load_rows,
     publish,
-    resolve_device,
     resolve_split,
     write_json,
     write_jsonl,
     write_text,
 )
+from unlearn.engine import resolve_device
 
 from . import lmeval
 from .generation import batch_invariant, greedy_generate
@@ -254,7 +254,7 @@ def _finish(
 
 def load_model(model_dir: Path, dtype: str = "float32", device: Any = "auto") -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a Hugging Face folder, in ``dtype`` (float32, bfloat16, float16), on
-    ``device`` (a ``torch.device`` or a `unlearn.resolve_device` spec), in eval mode; never runs
+    ``device`` (a ``torch.device`` or a `unlearn.engine.resolve_device` spec), in eval mode; never runs
     remote code. A folder that is not a loadable model is a one-line ``ConfigError``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -318,7 +318,7 @@ def evaluate_model(
     nli: Path | None = None,
 ) -> dict[str, Any]:
     """Generate, score and write the evaluation of ``model_dir`` into ``out`` on ``device``
-    (`unlearn.resolve_device`: ``auto`` is the first GPU when there is one).
+    (`unlearn.engine.resolve_device`: ``auto`` is the first GPU when there is one).
 
     ``relearn=True`` adds ReLearn's KFR, KRR and linguistic scores (`relearn`), the perplexities
     under the evaluated model, and with ``nli`` (a local NLI classifier folder) its judgements.

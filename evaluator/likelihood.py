@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from unlearn import Encoded, PairCollator, Row, encode, nll_from_logprobs, pad_token_id, token_logprobs
+from unlearn import Encoded, PairCollator, Row, encode, nll_from_logprobs, token_logprobs
+from unlearn.engine import pad_token_id
 
 from .ranks import SINGLE, Ranks
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from unlearn import DataError, pad_token_id
+from unlearn import DataError
+from unlearn.engine import pad_token_id
 
 from .generation import left_pad, left_pad_positions, length_batches
 from .ranks import SINGLE, Ranks

@@ -95,9 +95,10 @@ def launched() -> Ranks:
 
 
 def rank_device(device: Any, ranks: Ranks) -> torch.device:
-    """This rank's device: `unlearn.resolve_device` of ``device``, except that under several ranks
+    """This rank's device: `unlearn.engine.resolve_device` of ``device``, except that under several ranks
     on GPUs each takes its own (``LOCAL_RANK``, set by `launched`), so a fixed ``cuda:N`` is refused."""
-    from unlearn import ConfigError, resolve_device
+    from unlearn import ConfigError
+    from unlearn.engine import resolve_device
 
     target = resolve_device(device)
     if ranks.world > 1 and target.type == "cuda":

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from unlearn import PairCollator, answer_probe, encode, load_rows, pad_token_id
+from unlearn import PairCollator, encode, load_rows
+from unlearn.engine import answer_probe, pad_token_id
 
 from .evaluate import _mia_files, eval_split
 from .generation import greedy_generate
@@ -25,7 +26,7 @@ def lume_signals(data: Path, split: str, tokenizer: Any, rows: int) -> tuple[set
     """The signals on the first ``rows`` rows of each file of ``split`` in the LUME folder ``data``:
 
     - ``forget_nll`` / ``retain_nll``: the mean NLL of the answer tokens (pooled over all tokens of
-      the rows, EOS not appended), as ``unlearn.answer_probe``; ``forget_reproduced``: the fraction of
+      the rows, EOS not appended), as ``unlearn.engine.answer_probe``; ``forget_reproduced``: the fraction of
       forget answers greedy decoding would give whole (each answer token the argmax);
     - with ``mia_member[_validation].jsonl`` and ``mia_nonmember...`` present: ``member_nll`` /
       ``nonmember_nll`` (the mean of the documents' official losses), ``mia_auc`` (the LOSS attack)

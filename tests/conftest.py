@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import SMALL_NET, cli
 
-from unlearn import PluginHost, RunConfig
+from unlearn.engine import PluginHost, RunConfig
 
 
 @pytest.fixture

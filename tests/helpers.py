@@ -68,7 +68,7 @@ def launch(
     env = undistributed_env()
     launcher = [sys.executable]
     if nproc is not None:
-        from unlearn import free_port
+        from unlearn.engine import free_port
 
         torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
         assert torchrun, "torchrun is installed with torch"

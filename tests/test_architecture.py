@@ -1,6 +1,8 @@
-"""The architecture, guarded: the core imports no application and has no import cycle, the
-evaluator never reaches the trainer, plugins use only the published API, and every hook is
-documented (in its spec and in CONTRIBUTING.md) and exercised by a test."""
+"""The architecture, guarded: two layers, the plugin API (``unlearn``, ``core/``) and the engine
+(``unlearn.engine``, ``engine/``), with dependencies one way (the engine imports the API, never the
+reverse; neither imports an application) and no import cycle; the API small, loading no trainer;
+the evaluator never reaching the trainer; plugins and applications using only published names;
+every hook documented (in its spec and in CONTRIBUTING.md) and exercised by a test."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from helpers import REPO
 
 import unlearn
 import unlearn.devkit
+import unlearn.engine
 import unlearn.evaluator
 from unlearn import hookspecs
 
@@ -28,6 +31,7 @@ APPLICATIONS = (
     "unlearn.devkit",
     "unlearn.evaluator",
 )
+ENGINE_LINES = 2300
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "unlearn_spec")]
 
 
@@ -45,23 +49,37 @@ def imports(path: Path, package: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def core_modules() -> dict[str, Path]:
-    # __main__ is the `python -m unlearn` entry that starts the CLI application, not a module of the core.
+def api_modules() -> dict[str, Path]:
+    # __main__ is the `python -m unlearn` entry that starts the CLI application, not part of the API.
     return {f"unlearn.{p.stem}": p for p in (REPO / "core").glob("*.py") if p.stem not in ("__init__", "__main__")}
 
 
-def test_the_core_imports_no_application():
-    for name, path in [*core_modules().items(), ("unlearn", REPO / "core" / "__init__.py")]:
+def engine_modules() -> dict[str, Path]:
+    return {f"unlearn.engine.{p.stem}": p for p in (REPO / "engine").glob("*.py") if p.stem != "__init__"}
+
+
+def lines(paths: list[Path]) -> int:
+    return sum(len(p.read_text().splitlines()) for p in paths)
+
+
+def test_the_api_imports_neither_the_engine_nor_an_application():
+    for name, path in [*api_modules().items(), ("unlearn", REPO / "core" / "__init__.py")]:
         for module, _ in imports(path, "unlearn"):
+            assert not module.startswith(("unlearn.engine", *APPLICATIONS)), f"{name} imports {module}"
+
+
+def test_the_engine_imports_no_application():
+    for name, path in [*engine_modules().items(), ("unlearn.engine", REPO / "engine" / "__init__.py")]:
+        for module, _ in imports(path, "unlearn.engine"):
             assert not module.startswith(APPLICATIONS), f"{name} imports the application {module}"
 
 
-def test_the_core_has_no_import_cycle():
-    modules = core_modules()
+def test_the_api_and_the_engine_have_no_import_cycle():
+    modules = {**api_modules(), **engine_modules()}
     graph = {
         name: {
             m if m in modules else f"{m}.{n}"
-            for m, names in imports(path, "unlearn")
+            for m, names in imports(path, name.rsplit(".", 1)[0])
             for n in (names or [""])
             if m in modules or f"{m}.{n}" in modules
         }
@@ -78,35 +96,51 @@ def test_the_core_has_no_import_cycle():
             visit(nxt, [*stack, node])
         done.add(node)
 
-    assert graph["unlearn.runner"] >= {"unlearn.host", "unlearn.config"}  # the walk sees real edges
+    # the walk sees real edges, within the engine and from the engine into the API
+    assert graph["unlearn.engine.runner"] >= {"unlearn.engine.host", "unlearn.engine.settings", "unlearn.data"}
     for name in sorted(graph):
         visit(name, [])
 
 
-def test_the_core_stays_small():
-    # 1,841 lines when the applications moved out; the device policy and the reference model's
-    # placement, caching and release for real hardware (GPUs, ZeRO-3) brought it to ~2,150, the
-    # benchmark hook and its registry to ~2,250, alternate answers (the row field, refusal sets,
-    # rewrites, pairing each forget row with its alternates) to ~2,560, evaluation during training
-    # (signals, stop_when, best_by, TensorBoard) to ~2,830, two DeepSpeed 0.19 workarounds in the
-    # trainer (a freed ZeRO-3 reference's shards, the fp32 master copy of float32 shards) to ~2,920,
-    # the exact KL from cached reference distributions (reference.kl = "cached") to ~2,970, a
-    # loss's terms backpropagated apart (trainer.backward = "per-term") to ~3,050, a ZeRO-3 run
-    # resuming with its checkpoint's optimiser sub-groups (and one line when its DeepSpeed file no
-    # longer matches them) to ~3,110, output safety (a published folder lists what it holds, so a
-    # user's file beside it is never deleted; a dangling link refused) and conditions that cannot
-    # be evaluated (false, said once) to ~3,150.
-    lines = sum(len(p.read_text().splitlines()) for p in core_modules().values())
-    assert lines < 3150, f"the core has {lines} lines"
+def test_the_api_is_small_and_each_published_name_is_used_by_a_plugin():
+    api = lines([*api_modules().values(), REPO / "core" / "__init__.py"])
+    assert api <= 1500, f"the plugin API has {api} lines"
+    assert len(unlearn.__all__) <= 40, f"unlearn.__all__ has {len(unlearn.__all__)} names"
+    # plugin code: every plugin package and its tests, and the LUME benchmark plugin with the
+    # evaluator's parts that benchmark plugins build on
+    code = [p.read_text() for p in [*(REPO / "plugins").rglob("*.py"), *(REPO / "evaluator").glob("*.py")]]
+    unused = [n for n in unlearn.__all__ if not any(re.search(rf"\b{n}\b", text) for text in code)]
+    assert not unused, f"published but used by no plugin: {unused}"
+
+
+def test_the_engine_stays_its_size():
+    # Set when the engine moved out of the API (issue 44): the runner as named stages, the trainer,
+    # the cached reference, evaluation during training, devices and DeepSpeed, settings, host.
+    engine = lines([*engine_modules().values(), REPO / "engine" / "__init__.py"])
+    assert engine <= ENGINE_LINES, f"the engine has {engine} lines"
+
+
+def test_importing_the_api_loads_no_trainer():
+    """A plugin's imports load no HF Trainer, DeepSpeed, datasets or peft, and a bare ``import
+    unlearn`` not even torch (names load on first use)."""
+    heavy = ("transformers.trainer", "deepspeed", "datasets", "peft")
+    code = (
+        "import sys, unlearn; bare = 'torch' in sys.modules; from unlearn import *; "
+        f"print(bare, sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False []", out
 
 
 def test_the_evaluator_never_imports_the_trainer():
+    trainer = ("unlearn.engine.trainer", "unlearn.engine.runner", "transformers.trainer")
     for path in (REPO / "evaluator").glob("*.py"):
-        for module, _ in imports(path, "unlearn.evaluator"):
-            assert module not in ("unlearn.trainer", "unlearn.runner", "transformers.trainer"), f"{path.name}: {module}"
+        for module, names in imports(path, "unlearn.evaluator"):
+            reached = {module, *(f"{module}.{n}" for n in names)}
+            assert not reached & set(trainer), f"{path.name}: {module}"
     code = "import sys, unlearn.evaluator.evaluate; print(sorted(m for m in sys.modules if m.endswith('trainer')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "unlearn.trainer" not in loaded and "transformers.trainer" not in loaded, loaded
+    assert not any(m in loaded for m in trainer), loaded
 
 
 def _published(path: Path, package: str, allowed: dict[str, set[str]]) -> list[str]:
@@ -116,6 +150,7 @@ def _published(path: Path, package: str, allowed: dict[str, set[str]]) -> list[s
             continue
         if module not in allowed:
             bad.append(f"{path.relative_to(REPO)}: imports {module} (use names from unlearn.__all__)")
+            continue
         bad += [f"{path.relative_to(REPO)}: {module}.{n} is not published" for n in names if n not in allowed[module]]
     return bad
 
@@ -124,35 +159,39 @@ def _published(path: Path, package: str, allowed: dict[str, set[str]]) -> list[s
     "plugin", sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 )
 def test_plugins_import_only_the_published_api(plugin):
-    # a benchmark plugin also builds on the evaluator's shared parts (loading, generation, metrics)
-    core = {"unlearn": set(unlearn.__all__), "unlearn.evaluator": set(unlearn.evaluator.__all__)}
-    tests = {**core, "unlearn.devkit": set(unlearn.devkit.__all__)}
+    # a benchmark plugin also builds on the evaluator's shared parts (loading, generation, metrics);
+    # a plugin's tests may drive the engine (a whole run) and use the test kit
+    api = {"unlearn": set(unlearn.__all__), "unlearn.evaluator": set(unlearn.evaluator.__all__)}
+    tests = {**api, "unlearn.devkit": set(unlearn.devkit.__all__), "unlearn.engine": set(unlearn.engine.__all__)}
     folder = REPO / "plugins" / plugin
     bad = []
     for path in folder.glob("unlearn_plugin_*/**/*.py"):
-        bad += _published(path, f"unlearn_plugin_{plugin}", core)
+        bad += _published(path, f"unlearn_plugin_{plugin}", api)
     for path in folder.glob("tests/*.py"):
         bad += _published(path, "tests", tests)
     assert not bad, "\n".join(bad)
 
 
 @pytest.mark.parametrize("package", APPLICATIONS)
-def test_applications_build_on_the_published_core_only(package):
-    """Organiser mode, the benchmark tools, the evaluator, the CLI and the kit use the core the way a
-    third party would: through ``unlearn.__all__`` (applications may use one another)."""
+def test_applications_build_on_the_published_names_only(package):
+    """Organiser mode, the benchmark tools, the evaluator, the CLI and the kit use the API and the
+    engine the way a third party would: through ``unlearn.__all__`` and ``unlearn.engine.__all__``
+    (applications may use one another)."""
     folder = REPO / ("evaluator" if package == "unlearn.evaluator" else f"apps/{package.split('.')[1]}")
+    published = {"unlearn": set(unlearn.__all__), "unlearn.engine": set(unlearn.engine.__all__)}
     bad = []
     for path in folder.glob("*.py"):
         for module, names in imports(path, package):
-            if module == "unlearn":
-                bad += [f"{path.name}: unlearn.{n} is not published" for n in names if n not in unlearn.__all__]
+            if module in published:
+                bad += [f"{path.name}: {module}.{n} is not published" for n in names if n not in published[module]]
             elif module.startswith("unlearn.") and not module.startswith(APPLICATIONS):
-                bad.append(f"{path.name}: imports the core module {module}")
+                bad.append(f"{path.name}: imports the module {module}")
     assert not bad, "\n".join(bad)
 
 
 def test_every_published_name_exists():
     missing = [n for n in unlearn.__all__ if not hasattr(unlearn, n)]
+    missing += [n for n in unlearn.engine.__all__ if not hasattr(unlearn.engine, n)]
     missing += [n for n in unlearn.devkit.__all__ if not hasattr(unlearn.devkit, n)]
     assert not missing
 

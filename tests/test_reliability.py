@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from helpers import REPO, cli, pip, run_args, write_plugin_package
 
-from unlearn import ConfigError, DataError, PluginHost, hookimpl, load_rows, read_config_file, run
+from unlearn import ConfigError, DataError, hookimpl, load_rows
 from unlearn.bench.synth import generate
 from unlearn.compete import load_competition, run_competition
 from unlearn.devkit import FORGET_ROWS, write_rows
+from unlearn.engine import PluginHost, read_config_file, run
 from unlearn.evaluator.evaluate import evaluate_model
 
 
@@ -279,7 +280,7 @@ class _NaNGradients:
 
 
 def test_a_run_whose_weights_are_not_finite_writes_nothing(host, make_config, tiny_model):
-    from unlearn import NonFiniteLossError
+    from unlearn.engine import NonFiniteLossError
 
     host.register(_NaNGradients(), "nan-grads")
     cfg = make_config(method="nan-grads", trainer={"max_steps": 1, "max_grad_norm": 0})

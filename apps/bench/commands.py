@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import ConfigError, apply_sets, command_group, describe_error, hookimpl
+from unlearn import ConfigError, hookimpl
+from unlearn.engine import apply_sets, command_group, describe_error
 
 
 @hookimpl
@@ -60,7 +61,8 @@ def register_commands(cli: typer.Typer) -> None:
     ) -> None:
         """Generate a benchmark's embedded default (LUME: stories, PII biographies, encyclopedic
         biographies; TOFU: fictitious authors; MUSE: passages, QA and holdout)."""
-        from unlearn import check_output, get_host
+        from unlearn import check_output
+        from unlearn.engine import get_host
 
         if size not in ("tiny", "small", "medium"):
             raise ConfigError(f"--size {size!r}: choose one of tiny, small, medium")

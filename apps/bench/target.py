@@ -20,17 +20,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from unlearn import (
-    Encoded,
-    PairCollator,
-    check_output,
-    encode,
-    load_rows,
-    nll_from_logprobs,
-    publish,
-    resolve_device,
-    token_logprobs,
-)
+from unlearn import Encoded, PairCollator, check_output, encode, load_rows, nll_from_logprobs, publish, token_logprobs
+from unlearn.engine import resolve_device
 from unlearn.evaluator import TARGET_CARD, rows_digest, training_rows
 
 CARD_MD = "README.md"

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import (
+from unlearn import RunError
+from unlearn.engine import (
     NonFiniteLossError,
-    RunError,
     UnlearnError,
     apply_override,
     apply_sets,
@@ -75,7 +75,7 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace an existing output and discard an unfinished run."),
 ) -> None:
     """Unlearn a model with one loss method plus any --with plugins."""
-    from unlearn import run as run_config
+    from unlearn.engine import run as run_config
 
     data_: dict[str, Any] = read_config_file(config) if config else {}
     flags = locals()

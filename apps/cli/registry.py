@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unlearn import UnlearnError, describe_error
+from unlearn.engine import UnlearnError, describe_error
 
 
 class RegistryError(UnlearnError, ValueError):

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from unlearn import apply_sets, hookimpl
+from unlearn import hookimpl
+from unlearn.engine import apply_sets
 
 
 @hookimpl

@@ -27,18 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unlearn import (
-    ConfigError,
-    PluginHost,
-    RunError,
-    UnlearnError,
-    check_output,
-    get_host,
-    load_rows,
-    mark,
-    write_json,
-    write_text,
-)
+from unlearn import ConfigError, RunError, check_output, load_rows, write_json, write_text
+from unlearn.engine import PluginHost, UnlearnError, get_host, mark
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
 from .config import Competition, Entrant, check_installed

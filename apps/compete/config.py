@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unlearn import ConfigError, PluginHost, describe_error, read_config_file
+from unlearn import ConfigError
+from unlearn.engine import PluginHost, describe_error, read_config_file
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Launcher = Literal["python", "torchrun", "deepspeed", "accelerate"]

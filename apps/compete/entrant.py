@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from unlearn import ConfigError, free_port, write_json, write_jsonl, zero3_layer_sizes
+from unlearn import ConfigError, write_json, write_jsonl
+from unlearn.engine import free_port, zero3_layer_sizes
 
 from .checks import check_output
 from .config import Competition, Entrant

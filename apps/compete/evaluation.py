@@ -22,7 +22,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from unlearn import RunError, UnlearnError, get_host, write_json, write_text
+from unlearn import RunError, write_json, write_text
+from unlearn.engine import UnlearnError, get_host
 
 from .supervise import Limits, supervise
 

@@ -151,7 +151,7 @@ def write_leaderboard(
         )
         teams_title = "each team's best valid entry"
     else:
-        from unlearn import get_host
+        from unlearn.engine import get_host
 
         bench = get_host().benchmark(comp.benchmark)
         headline, utility = bench.headline, getattr(bench, "utility", None)

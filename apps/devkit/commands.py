@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import command_group, hookimpl
+from unlearn import hookimpl
+from unlearn.engine import command_group
 
 
 @hookimpl

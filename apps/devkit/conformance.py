@@ -14,23 +14,16 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from unlearn import (
+from unlearn import Config, LossContext, LossOutput, PairCollator, PairedDataset, Register, encode, hookimpl
+from unlearn.engine import (
     AlternateSettings,
-    Config,
-    LossContext,
-    LossOutput,
+    CachedReference,
     Method,
-    PairCollator,
-    PairedDataset,
     PluginHost,
-    ReferenceModel,
-    Register,
     RunConfig,
     choose_alternates,
-    encode,
     encode_alternates,
     get_host,
-    hookimpl,
     run,
 )
 
@@ -132,7 +125,7 @@ def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckR
         def loss_is_differentiable() -> str:
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForCausalLM.from_pretrained(model_dir)
-            ref = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
+            ref = CachedReference(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
             batch, ref.rows["alternate"] = _tiny_batch(tokenizer, method)
             ctx = LossContext(model, batch, 0, ref)
             out = host.call("compute_loss", method, config=method.config(), ctx=ctx)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from unlearn import PluginHost
+    from unlearn.engine import PluginHost
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def plugin_host() -> PluginHost:
-    from unlearn import PluginHost
+    from unlearn.engine import PluginHost
 
     return PluginHost()

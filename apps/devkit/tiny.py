@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from unlearn import PairCollator, PluginHost, Row, RunConfig, encode, nll_from_logprobs, run, token_logprobs
+from unlearn import PairCollator, Row, encode, nll_from_logprobs, token_logprobs
+from unlearn.engine import PluginHost, RunConfig, run
 
 FORGET_ROWS = [
     Row(
@@ -127,7 +128,7 @@ class FixedLogits(torch.nn.Module):
     after ``loss.backward()`` their ``.grad`` is the loss's gradient with respect to each logit,
     so a test can check its sign (gradient ascent on the forget answer lowers the label's logit:
     a positive gradient there). ``alternate`` are the logits of the ``"alternate"`` split. With a
-    reference, pass ``ReferenceModel(lambda: FixedLogits(...))`` to ``LossContext(model, batch,
+    reference, pass ``CachedReference(lambda: FixedLogits(...))`` to ``LossContext(model, batch,
     step=0, reference=...)``.
     """
 

@@ -27,24 +27,19 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unlearn import (
+from unlearn import Config, ConfigError, RunError, check_output, publish, write_json
+from unlearn.engine import (
     CONFIG_FILE,
     REPORT_FILE,
-    Config,
-    ConfigError,
     PluginHost,
-    RunError,
     build_config,
-    check_output,
     claim_device,
     describe_error,
     get_host,
     mark,
-    publish,
     read_config_file,
     run,
     run_identity,
-    write_json,
 )
 
 RESULT_FILE = "recipe.json"

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from unlearn import ConfigError, apply_override, apply_sets, describe_error, hookimpl, parse_value, read_config_file
+from unlearn import ConfigError, hookimpl
+from unlearn.engine import apply_override, apply_sets, describe_error, parse_value, read_config_file
 
 
 @hookimpl
@@ -93,7 +94,7 @@ def register_commands(cli: typer.Typer) -> None:
         if tuning_seeds and holdout_dir is None:
             raise ConfigError("--instance-seeds: give --holdout-dir, the folder of instances (outside the study's)")
         if tuning_seeds:  # the embedded benchmark's instance of each seed, built once, shared with held-out
-            from unlearn import get_host
+            from unlearn.engine import get_host
             from unlearn.tune.study import build_instance
 
             benchmark = get_host().benchmark(base.get("trainer", {}).get("eval_benchmark", "lume"))

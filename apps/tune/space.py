@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from unlearn import ConfigError, PluginHost, TrainerSettings
+from unlearn import ConfigError
+from unlearn.engine import PluginHost, TrainerSettings
 
 
 @dataclass(frozen=True)

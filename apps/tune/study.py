@@ -1,4 +1,4 @@
-"""``unlearn tune``: an Optuna study over a method's settings, each trial one ``unlearn.run`` whose
+"""``unlearn tune``: an Optuna study over a method's settings, each trial one ``unlearn.engine.run`` whose
 signals (``trainer.score_steps`` on the rows being unlearned) give the pruner its intermediate
 values and the objective its final one.
 
@@ -31,22 +31,15 @@ from transformers import TrainerCallback
 from unlearn import (
     Config,
     ConfigError,
-    Expression,
-    PluginHost,
     RunError,
-    UnlearnError,
-    apply_override,
-    build_config,
     check_output,
-    get_host,
     load_rows,
-    mark,
     resolve_split,
-    run,
     write_json,
     write_jsonl,
     write_text,
 )
+from unlearn.engine import Expression, PluginHost, UnlearnError, apply_override, build_config, get_host, mark, run
 
 from .space import Dimension, search_space
 
@@ -301,7 +294,7 @@ class Reporter(TrainerCallback):
     """A trainer callback reporting the objective at each evaluation with the generation-based
     signals to the trial, and stopping the run when the pruner says so."""
 
-    monitor: Any = None  # the run's monitor, set by unlearn.run
+    monitor: Any = None  # the run's monitor, set by unlearn.engine.run
 
     def __init__(self, trial: Any, objective: Expression, prune: bool) -> None:
         self.trial, self.objective, self.prune, self.pruned = trial, objective, prune, False

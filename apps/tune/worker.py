@@ -2,7 +2,7 @@
 
 import sys
 
-from unlearn import UnlearnError
+from unlearn.engine import UnlearnError
 from unlearn.tune.study import WORKER_ERROR, worker
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from helpers import cli
 
-from unlearn import mark
+from unlearn.engine import mark
 
 pytestmark = pytest.mark.heavy
 

@@ -11,8 +11,9 @@ import pytest
 from helpers import REPO, cli, pip, write_plugin_package
 from pydantic import BaseModel
 
-from unlearn import PluginError, PluginHost, hookimpl
+from unlearn import hookimpl
 from unlearn.cli.registry import install_command, load_registry
+from unlearn.engine import PluginError, PluginHost
 
 
 def _listed(*args: str, env: dict | None = None) -> dict[str, dict]:

@@ -11,12 +11,13 @@ import textwrap
 import pytest
 from helpers import COPY_SUBMISSION, cli, processes_with
 
-from unlearn import ConfigError, PluginHost
+from unlearn import ConfigError
 from unlearn.compete import Competition, load_competition, rank
 from unlearn.compete.checks import check_output
 from unlearn.compete.config import check_installed
 from unlearn.compete.sandbox import abi
 from unlearn.devkit import FORGET_ROWS
+from unlearn.engine import PluginHost
 
 pytestmark = pytest.mark.heavy
 

@@ -13,22 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import (
+from unlearn import ConfigError, DataError, PairedDataset, Row, encode, load_rows
+from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, write_rows
+from unlearn.engine import (
     REPORT_FILE,
     AlternateSettings,
-    ConfigError,
-    DataError,
-    PairedDataset,
-    Row,
     choose_alternates,
-    encode,
     encode_alternates,
-    load_rows,
     read_refusals,
     rewrite,
     run,
 )
-from unlearn.devkit import FORGET_ROWS, RETAIN_ROWS, write_rows
 from unlearn.evaluator import answer_nll
 
 TOFU_REFUSALS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu" / "idontknow.jsonl"

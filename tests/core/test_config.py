@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import cli, run_args
 
-from unlearn import ConfigError, apply_override, build_config, parse_value, read_config_file
+from unlearn import ConfigError
+from unlearn.engine import apply_override, build_config, parse_value, read_config_file
 
 
 def _base(tmp_path) -> dict:
@@ -88,8 +89,8 @@ def test_set_values_are_toml_literals():
 
 
 def test_deepspeed_batch_sizes_follow_the_trainer_settings():
-    from unlearn.config import TrainerSettings
-    from unlearn.runner import deepspeed_config
+    from unlearn.engine import TrainerSettings
+    from unlearn.engine.devices import deepspeed_config
 
     trainer = TrainerSettings(batch_size=2, gradient_accumulation_steps=3)
     cfg = deepspeed_config("zero3", trainer, world_size=2)
@@ -159,7 +160,7 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
 
 
 def test_devices_are_resolved_or_refused_in_one_line():
-    from unlearn import resolve_device
+    from unlearn.engine import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -171,8 +172,8 @@ def test_devices_are_resolved_or_refused_in_one_line():
 
 
 def test_a_run_claims_its_device_through_cuda_visible_devices(monkeypatch):
-    from unlearn import claim_device
-    from unlearn.runner import visible_devices
+    from unlearn.engine import claim_device
+    from unlearn.engine.devices import visible_devices
 
     assert visible_devices("cpu", None) == "" and visible_devices("cpu", "0,1") == ""
     assert visible_devices("cuda:1", "3,5") == "5" and visible_devices("cuda:1", None) == "1"

@@ -120,7 +120,7 @@ def test_every_loss_method_under_zero2_and_zero3_on_two_ranks(tiny_model, tiny_d
     sharded forward pass early."""
     import runpy
 
-    from unlearn import PluginHost
+    from unlearn.engine import PluginHost
 
     matrix = Path(__file__).with_name("zero_matrix.py")
     zero2 = runpy.run_path(str(matrix))["ZERO2"]  # the methods it runs under ZeRO-2 as well

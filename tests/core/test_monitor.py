@@ -12,7 +12,8 @@ from helpers import CrashOnce
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import ConfigError, RunConfig, build_config, hookimpl, load_rows, run
+from unlearn import ConfigError, hookimpl, load_rows
+from unlearn.engine import RunConfig, build_config, run
 from unlearn.evaluator.evaluate import evaluate_model
 
 

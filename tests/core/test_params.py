@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
-from unlearn import ConfigError, decoder_layers, layer_index, train_only
+from unlearn import ConfigError, decoder_layers, train_only
+from unlearn.params import layer_index
 
 
 def test_layers_and_selection(tiny_model):

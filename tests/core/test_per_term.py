@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import ConfigError, LossContext, LossOutput, PairCollator, encode, hookimpl, load_rows, run
+from unlearn import ConfigError, LossContext, LossOutput, PairCollator, encode, hookimpl, load_rows
+from unlearn.engine import run
 from unlearn.losses import PER_TERM, TermBackward
 
 

@@ -14,20 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import (
-    ConfigError,
-    DataError,
-    LossContext,
-    NonFiniteLossError,
-    PluginError,
-    RunConfig,
-    RunError,
-    encode,
-    hookimpl,
-    run,
-    token_logprobs,
-)
+from unlearn import ConfigError, DataError, LossContext, RunError, encode, hookimpl, token_logprobs
 from unlearn.devkit import FORGET_ROWS
+from unlearn.engine import NonFiniteLossError, PluginError, RunConfig, run
 
 
 class Empty(BaseModel):
@@ -144,15 +133,15 @@ def test_reference_log_probs_are_computed_once_and_cached(host, make_config):
     probe = ReferenceProbe()
     host.register(probe, "refprobe")
     cfg = make_config(method="refprobe", trainer={"max_steps": 6, "batch_size": 3, "learning_rate": 1e-2})
-    from unlearn import runner as run_module
+    from unlearn.engine import runner as run_module
 
     loads = []
-    original = run_module.load_model
-    run_module.load_model = lambda c: loads.append(1) or original(c)
+    original = run_module.load_input_model
+    run_module.load_input_model = lambda c: loads.append(1) or original(c)
     try:
         run(cfg, host=host)
     finally:
-        run_module.load_model = original
+        run_module.load_input_model = original
     assert len(loads) == 2  # the trained model, and the reference once for the whole run
     assert probe.diffs[0] < 1e-5  # before any update the reference is the model itself
     assert probe.diffs[-1] > 1e-3  # later the trained model moved away from the cached reference
@@ -221,14 +210,16 @@ def test_a_reference_needed_only_for_cached_outputs_is_freed_before_training(
 def test_cached_kl_is_the_exact_kl_bit_for_bit(tiny_model: Path, tiny_data: Path):
     """The reference's cached distributions give the exact KL's bits (on the batch that filled
     them), without the reference's logits; and a run with them follows the exact KL's run."""
-    from unlearn import PairCollator, ReferenceSettings, kl_divergence, kl_from_logprobs, load_rows
-    from unlearn.reference import ReferenceModel
+    from unlearn import PairCollator, load_rows
+    from unlearn.engine import CachedReference, ReferenceSettings, kl_divergence, kl_from_logprobs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     rows = encode(load_rows(tiny_data / "retain.jsonl", "retain")[:3], tokenizer, max_length=64)
     part = PairCollator(tokenizer.pad_token_id or 0).pad(list(enumerate(rows)))
-    reference = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(tiny_model), ReferenceSettings(kl="cached"))
+    reference = CachedReference(
+        lambda: AutoModelForCausalLM.from_pretrained(tiny_model), ReferenceSettings(kl="cached")
+    )
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)  # the trained model has moved away from the reference
         inputs = {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
@@ -241,8 +232,8 @@ def test_cached_kl_is_the_exact_kl_bit_for_bit(tiny_model: Path, tiny_data: Path
 
 
 def test_cached_kl_says_when_it_outweighs_the_reference(tiny_model: Path, tiny_data: Path, caplog):
-    from unlearn import PairCollator, ReferenceSettings, load_rows
-    from unlearn.reference import ReferenceModel
+    from unlearn import PairCollator, load_rows
+    from unlearn.engine import CachedReference, ReferenceSettings
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     rows = encode(load_rows(tiny_data / "retain.jsonl", "retain"), tokenizer, max_length=64)
@@ -253,7 +244,7 @@ def test_cached_kl_says_when_it_outweighs_the_reference(tiny_model: Path, tiny_d
     assert per_copy < weights < 10 * per_copy
     for copies, warned in ((1, False), (10, True)):  # the run's split: its rows, or ten times as many
         caplog.clear()
-        reference = ReferenceModel(
+        reference = CachedReference(
             lambda: AutoModelForCausalLM.from_pretrained(tiny_model), ReferenceSettings(kl="cached")
         )
         reference.rows = {"retain": rows * copies}
@@ -276,7 +267,7 @@ def test_a_cached_kl_run_follows_the_exact_one(host, make_config, tmp_path: Path
 
 
 def test_top_k_kl_is_the_kl_over_the_top_k_and_the_rest():
-    from unlearn import kl_divergence, topk_kl_divergence
+    from unlearn.engine import kl_divergence, topk_kl_divergence
 
     ref_logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]]])  # [B=1, T=2, V=4]
     logits = torch.tensor([[[0.5, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
@@ -562,7 +553,7 @@ def test_the_optimiser_state_is_dropped_through_its_wrappers_before_the_final_sa
     which under ZeRO-3 gathers the model on rank 0, does not add a model's worth on top of them."""
     from accelerate import Accelerator
 
-    from unlearn.runner import release_optimizer_state
+    from unlearn.engine.runner import release_optimizer_state
 
     model = torch.nn.Linear(4, 4)
     model, adam = Accelerator(cpu=True).prepare(model, torch.optim.AdamW(model.parameters()))

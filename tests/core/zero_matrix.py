@@ -2,7 +2,7 @@
 path under ZeRO-2 (ZERO2), in one launch.
 
 ``torchrun --nproc_per_node 2 zero_matrix.py MODEL DATA OUT`` runs each case for two steps with
-``unlearn.run`` in the same two processes (one launch instead of one per case: DeepSpeed's start
+``unlearn.engine.run`` in the same two processes (one launch instead of one per case: DeepSpeed's start
 costs more than the runs), and writes ``OUT/rank{R}.json``: each case's outcome, plus what a probe
 method saw of the ZeRO-3 reference (its label log-probs beside the unsharded input model's, and
 how many parameter elements this rank holds of it).
@@ -22,7 +22,8 @@ from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3 as Stage
 from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM
 
-from unlearn import LossContext, RunConfig, get_host, hookimpl, run, token_logprobs
+from unlearn import LossContext, hookimpl, token_logprobs
+from unlearn.engine import RunConfig, get_host, run
 
 # ZeRO-2 replicates the parameters, so only the data paths can differ by method there: plain (gd),
 # a reference every step (kl), cached reference log-probs (npo), hidden states (rmu), a schedule

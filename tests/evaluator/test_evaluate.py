@@ -13,10 +13,11 @@ import torch
 from helpers import cli, constant_nli_classifier, launch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearn import ConfigError, DataError, load_rows, mark
+from unlearn import ConfigError, DataError, load_rows
 from unlearn.atomic import MARKER
 from unlearn.bench.synth import generate
 from unlearn.devkit import build_tiny_model
+from unlearn.engine import mark
 from unlearn.evaluator import evaluate as evaluate_module
 from unlearn.evaluator.evaluate import RESULTS, evaluate_model, rescore
 from unlearn.evaluator.generation import greedy_generate, plain_greedy

@@ -13,7 +13,7 @@ from helpers import launch
 @pytest.mark.heavy
 @pytest.mark.parametrize("benchmark, logs", [("tofu", ["eval_log_aggregated.json"]), ("muse", ["log.json"])])
 def test_two_ranks_give_what_one_process_gives(benchmark, logs, tiny_model, tmp_path):
-    from unlearn import get_host
+    from unlearn.engine import get_host
 
     data = tmp_path / "data"
     get_host().benchmark(benchmark).synthesize(data, seed=0, size="tiny")

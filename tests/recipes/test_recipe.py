@@ -14,8 +14,9 @@ import torch
 from helpers import REPO, cli
 from pydantic import BaseModel, ConfigDict
 
-from unlearn import ConfigError, LossContext, NonFiniteLossError, PluginHost, RunError, hookimpl
+from unlearn import ConfigError, LossContext, RunError, hookimpl
 from unlearn.cli.registry import load_recipe_index
+from unlearn.engine import NonFiniteLossError, PluginHost
 from unlearn.recipes import RESULT_FILE, Recipe, builtin_recipes, load_recipe, run_recipe
 
 

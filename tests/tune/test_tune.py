@@ -17,7 +17,8 @@ import pytest
 from helpers import REPO, SMALL_NET, cli
 from pydantic import Field
 
-from unlearn import Config, ConfigError, Expression, PluginHost, search
+from unlearn import Config, ConfigError, search
+from unlearn.engine import Expression, PluginHost
 from unlearn.tune import declared, search_space
 from unlearn.tune.study import GRACE_S, constraint_value, core_groups
 

@@ -7,15 +7,16 @@ import math
 
 from unlearn_plugin_altpo import AltPOConfig, compute_loss
 
-from unlearn import LossContext, PluginHost, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference, PluginHost
 
 BATCH = hand_batch([[-100, 1, 1]], [[-100, 1, 1]], [[-100, 2, 2]])
 
 
 def _loss(config: AltPOConfig) -> tuple[FixedLogits, object]:
     model = FixedLogits(label_logits(0.5), label_logits(0.5), alternate=label_logits(0.5, label=2))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.5), label_logits(0.5), label_logits(0.25, label=2)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.5), label_logits(0.5), label_logits(0.25, label=2)))
     return model, compute_loss(method="altpo", config=config, ctx=LossContext(model, BATCH, 0, reference))
 
 

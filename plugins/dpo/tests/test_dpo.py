@@ -7,15 +7,16 @@ import math
 
 from unlearn_plugin_dpo import DPOConfig, compute_loss
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference
 
 BATCH = hand_batch([[-100, 1, 1]], [[-100, 1, 1]], [[-100, 1, 1]])  # two answer tokens per split
 
 
 def _loss(config: DPOConfig) -> tuple[FixedLogits, object]:
     model = FixedLogits(label_logits(0.25), label_logits(0.25), alternate=label_logits(0.5))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.5), label_logits(0.25), label_logits(0.25)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.5), label_logits(0.25), label_logits(0.25)))
     return model, compute_loss(method="dpo", config=config, ctx=LossContext(model, BATCH, 0, reference))
 
 

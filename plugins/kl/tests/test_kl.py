@@ -7,8 +7,9 @@ import math
 import torch
 from unlearn_plugin_kl import KLConfig, compute_loss
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, nll_change
+from unlearn.engine import CachedReference
 
 
 def test_loss_is_minus_forget_nll_plus_the_retain_kl():
@@ -19,7 +20,7 @@ def test_loss_is_minus_forget_nll_plus_the_retain_kl():
     ref_retain = torch.zeros(1, 2, vocab)  # p = (1/2, 1/2)
     batch = hand_batch([[-100, 1]], [[-100, 0]])
     model = FixedLogits(forget, theta_retain)
-    reference = ReferenceModel(lambda: FixedLogits(forget, ref_retain))
+    reference = CachedReference(lambda: FixedLogits(forget, ref_retain))
     out = compute_loss(method="kl", config=KLConfig(kl_weight=2.0), ctx=LossContext(model, batch, 0, reference))
     kl = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     assert math.isclose(float(out.logs["retain_kl"].detach()), kl, rel_tol=1e-5)

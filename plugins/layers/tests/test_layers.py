@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 from unlearn_plugin_layers import LayersConfig, chosen_layers
 
-from unlearn import ConfigError, PluginHost, RunConfig, run
+from unlearn import ConfigError
 from unlearn.devkit import assert_conforms, build_tiny_model, write_tiny_data
+from unlearn.engine import PluginHost, RunConfig, run
 
 
 @pytest.fixture(scope="module")

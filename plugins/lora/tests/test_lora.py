@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_lora import LoRAConfig, select_parameters
 
-from unlearn import LossContext, PluginHost, ReferenceModel, RunConfig, run
+from unlearn import LossContext
 from unlearn.devkit import assert_conforms
+from unlearn.engine import CachedReference, PluginHost, RunConfig, run
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_reference_is_the_network_with_the_adapter_off(setup):
         raise AssertionError("the reference must not load a second model")
 
     class Run:
-        reference = ReferenceModel(no_second_copy)
+        reference = CachedReference(no_second_copy)
 
     wrapped = select_parameters(
         method="lora", config=LoRAConfig(), model=AutoModelForCausalLM.from_pretrained(model_dir), run=Run

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_merge import MergeConfig, merge_models
 
-from unlearn import ConfigError, PluginHost, RunConfig, run
+from unlearn import ConfigError
 from unlearn.devkit import assert_conforms, write_tiny_data
+from unlearn.engine import PluginHost, RunConfig, run
 
 NORM = "model.layers.0.self_attn.q_proj.weight"
 # Task vectors on the first 4 entries of one 32x32 weight (the rest are 0); every other tensor is unchanged.

@@ -8,8 +8,9 @@ import pytest
 import torch
 from unlearn_plugin_npo import NPOConfig, compute_loss, npo_loss
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference
 
 
 @pytest.mark.parametrize("variant", ["sequence", "batch_mean"])
@@ -17,7 +18,7 @@ def test_npo_by_hand(variant):
     beta = 0.1
     batch = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])  # two answer tokens, both label 1
     model = FixedLogits(label_logits(0.25), label_logits(0.25))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.5), label_logits(0.5)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.5), label_logits(0.5)))
     config = NPOConfig(beta=beta, variant=variant, retain_nll_weight=0.0)
     out = compute_loss(method="npo", config=config, ctx=LossContext(model, batch, 0, reference))
     # log-ratio: summed over the two tokens (sequence) or the mean token (batch_mean)
@@ -39,7 +40,7 @@ def test_npo_is_bounded_below_by_zero_where_ga_is_not():
 def test_retain_terms_add_with_their_weights():
     batch = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])
     model = FixedLogits(label_logits(0.25), label_logits(0.25))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.25), label_logits(0.5)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.25), label_logits(0.5)))
     base = compute_loss(
         method="npo", config=NPOConfig(retain_nll_weight=0.0), ctx=LossContext(model, batch, 0, reference)
     )

@@ -6,15 +6,16 @@ import math
 
 from unlearn_plugin_relearn import ReLearnConfig, compute_loss
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference
 
 BATCH = hand_batch([[-100, 1, 1]], [[-100, 1, 1]], [[-100, 2, 2]])
 
 
 def test_relearn_by_hand_and_its_gradient():
     model = FixedLogits(label_logits(0.5), label_logits(0.5), alternate=label_logits(0.25, label=2))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.5), label_logits(0.8)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.5), label_logits(0.8)))
     config = ReLearnConfig(retain_nll_weight=0.5)
     out = compute_loss(method="relearn", config=config, ctx=LossContext(model, BATCH, 0, reference))
     # KL(p_ref || p_theta) per position: 0.8 log(0.8/0.5) + 3 * (0.2/3) log((0.2/3)/(0.5/3))

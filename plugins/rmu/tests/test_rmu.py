@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from unlearn_plugin_rmu import RMUConfig, _masked_mse, steering_layer, unit_vector
 
-from unlearn import ConfigError, LossContext, ReferenceModel, layer_output
+from unlearn import ConfigError, LossContext, layer_output
 from unlearn.devkit import assert_conforms, build_tiny_model, nll_change
+from unlearn.engine import CachedReference
 
 
 def test_masked_mse_and_unit_vectors_by_hand():
@@ -46,7 +47,7 @@ def test_loss_pulls_forget_states_towards_c_u_and_keeps_retain_states(tiny_rmu_m
 
     tok = AutoTokenizer.from_pretrained(tiny_rmu_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_rmu_model)
-    reference = ReferenceModel(lambda: AutoModelForCausalLM.from_pretrained(tiny_rmu_model))
+    reference = CachedReference(lambda: AutoModelForCausalLM.from_pretrained(tiny_rmu_model))
     data = PairedDataset(encode(FORGET_ROWS, tok, 64), encode(RETAIN_ROWS, tok, 64))
     batch = PairCollator(tok.pad_token_id)([data[i] for i in range(2)])
     config = RMUConfig(layer=1, steering_coeff=4.0, alpha=10.0)

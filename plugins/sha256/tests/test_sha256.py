@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 from unlearn_plugin_sha256 import SHA256Config, compute_loss, multiplier
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference
 
 
 @pytest.mark.parametrize("drift, expected", [(0.0, 1.2), (0.5, 1.5), (1.0, 2.3), (-1.0, 1.2)])
@@ -22,7 +23,7 @@ def test_multiplier_by_hand(drift, expected):
 def test_loss_by_hand():
     batch = hand_batch([[-100, 1]], [[-100, 1]])
     model = FixedLogits(label_logits(0.25, positions=2), label_logits(0.25, positions=2))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.25, positions=2), label_logits(0.5, positions=2)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.25, positions=2), label_logits(0.5, positions=2)))
     out = compute_loss(method="sha256", config=SHA256Config(), ctx=LossContext(model, batch, 0, reference))
     drift = math.log(4) - math.log(2)  # the retain NLL rose from -log 1/2 to -log 1/4
     m = round(0.3 * 6**drift + 0.8, 1)

@@ -7,8 +7,9 @@ import math
 import torch
 from unlearn_plugin_undial import UndialConfig, compute_loss, undial_loss
 
-from unlearn import LossContext, ReferenceModel
+from unlearn import LossContext
 from unlearn.devkit import FixedLogits, assert_conforms, hand_batch, label_logits, nll_change
+from unlearn.engine import CachedReference
 
 BATCH = hand_batch([[-100, 1, 1]], [[-100, 1, 1]])
 
@@ -17,7 +18,7 @@ def test_undial_by_hand_and_its_gradient():
     # reference: p(label) 0.7, the other three 0.1; lowering the label's logit by log 7 makes the
     # target uniform, so the loss is the cross-entropy of the model against 1/4 each.
     model = FixedLogits(label_logits(0.7), label_logits(0.7))
-    reference = ReferenceModel(lambda: FixedLogits(label_logits(0.7), label_logits(0.7)))
+    reference = CachedReference(lambda: FixedLogits(label_logits(0.7), label_logits(0.7)))
     config = UndialConfig(beta=math.log(7))
     out = compute_loss(method="undial", config=config, ctx=LossContext(model, BATCH, 0, reference))
     expected = -(0.25 * math.log(0.7) + 0.75 * math.log(0.1))

@@ -15,13 +15,13 @@ import ast
 import logging
 import math
 import operator
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
-from .errors import ConfigError
+from unlearn.errors import ConfigError
+from unlearn.hookspecs import SignalFn
 
 PREFIX = "eval_"  # signals are logged as eval_<name>: TensorBoard files them under eval/
 FUNCTIONS = {"abs": abs, "min": min, "max": max}
@@ -30,10 +30,6 @@ _ALLOWED = (
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Compare, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Call,
     ast.Name, ast.Load, ast.Constant,
 )  # fmt: skip
-
-SignalFn = Callable[[torch.nn.Module, bool], dict[str, float]]
-"""What ``Benchmark.signals`` returns: ``fn(model, full)`` -> signal values of the model as it is
-now; ``full`` asks also for the generation-based ones (``score``)."""
 
 
 class Expression:

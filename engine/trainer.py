@@ -15,12 +15,13 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from .config import Config
-from .context import LossContext, RunContext
-from .errors import NonFiniteLossError
+from unlearn.config import Config
+from unlearn.context import LossContext, RunContext
+from unlearn.errors import NonFiniteLossError
+from unlearn.losses import PER_TERM, LossOutput, TermBackward
+
 from .host import Method, PluginHost
-from .losses import PER_TERM, LossOutput, TermBackward
-from .reference import ReferenceModel
+from .reference_model import CachedReference
 
 COMPLETE = "unlearn_complete"  # written into a checkpoint once all its files are on disk
 
@@ -84,7 +85,7 @@ class UnlearnTrainer(Trainer):
         host: PluginHost,
         method: Method,
         method_config: Config,
-        reference: ReferenceModel | None = None,
+        reference: CachedReference | None = None,
         run: RunContext | None = None,
         **kwargs: Any,
     ) -> None:

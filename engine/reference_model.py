@@ -11,14 +11,15 @@ from typing import Any
 
 import torch
 
-from .config import ReferenceSettings
-from .data import Encoded, PairCollator
-from .losses import layer_output, token_logprobs
+from unlearn.data import Encoded, PairCollator
+from unlearn.losses import layer_output, token_logprobs
+
+from .settings import ReferenceSettings
 
 Rows = tuple[torch.Tensor, ...]
 
 
-class ReferenceModel:
+class CachedReference:
     """The frozen input model, loaded only when a method first asks for it.
 
     Label log-probs, with ``settings.kl = "top-k"`` the top-k log-probs at answer positions and

@@ -20,15 +20,17 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from . import hookspecs
-from .config import Config, describe_error
-from .errors import ConfigError, PluginError
-from .hookspecs import Benchmark, Direction, Kind
+from unlearn import hookspecs
+from unlearn.config import Config
+from unlearn.errors import ConfigError, PluginError
+from unlearn.hookspecs import Benchmark, Direction, Kind
+
+from .settings import describe_error
 
 if TYPE_CHECKING:
     import typer
 
-    from .config import RunConfig
+    from .settings import RunConfig
 
 ENTRY_POINT_GROUP = "unlearn"
 BUILTIN_DISTRIBUTION = "unlearn-core"

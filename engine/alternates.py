@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import AlternateSettings
-from .data import Encoded, Row, encode
-from .errors import ConfigError, DataError
+from unlearn.data import Encoded, Row, encode
+from unlearn.errors import ConfigError, DataError
+
+from .settings import AlternateSettings
 
 Want = Literal["refusal", "rewrite"]
 REFUSALS_FILE = Path(__file__).with_name("refusals.txt")  # 119 refusals written for this project

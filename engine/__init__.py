@@ -1,0 +1,82 @@
+"""unlearn.engine: what runs the plugins, for the applications (the CLI, organiser mode, the
+evaluator, the benchmark tools) and for tests: the plugin host, the run settings and the runner
+(a run as named stages), the trainer, the cached reference model, evaluation during training,
+devices and DeepSpeed presets, alternate answers. It builds on the plugin API (``unlearn``),
+never the other way round. Names load on first use, as in ``unlearn``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host", "command_group"], "host"),
+    **dict.fromkeys(
+        [
+            "RunConfig",
+            "TrainerSettings",
+            "ReferenceSettings",
+            "AlternateSettings",
+            "build_config",
+            "read_config_file",
+            "parse_value",
+            "apply_override",
+            "apply_sets",
+            "describe_error",
+        ],
+        "settings",
+    ),
+    **dict.fromkeys(["run", "run_identity", "STAGES", "CONFIG_FILE", "REPORT_FILE"], "runner"),
+    **dict.fromkeys(["free_port", "resolve_device", "claim_device", "zero3_layer_sizes"], "devices"),
+    "CachedReference": "reference_model",
+    **dict.fromkeys(["Expression", "Monitor"], "monitor"),
+    **dict.fromkeys(
+        ["choose_alternates", "encode_alternates", "read_refusals", "rewrite", "REFUSALS_FILE"], "alternates"
+    ),
+    # parts of the plugin API's modules that only the applications use
+    **dict.fromkeys(["UnlearnError", "PluginError", "NonFiniteLossError"], "unlearn.errors"),
+    **dict.fromkeys(["mark"], "unlearn.atomic"),
+    **dict.fromkeys(["pad_token_id"], "unlearn.data"),
+    **dict.fromkeys(["answer_probe", "kl_divergence", "kl_from_logprobs", "topk_kl_divergence"], "unlearn.losses"),
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'unlearn.engine' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what type checkers and editors see (`X`: a re-export)
+    from unlearn.atomic import mark
+    from unlearn.data import pad_token_id
+    from unlearn.errors import NonFiniteLossError, PluginError, UnlearnError
+    from unlearn.losses import answer_probe, kl_divergence, kl_from_logprobs, topk_kl_divergence
+
+    from .alternates import REFUSALS_FILE, choose_alternates, encode_alternates, read_refusals, rewrite
+    from .devices import claim_device, free_port, resolve_device, zero3_layer_sizes
+    from .host import Method, PluginHost, PluginInfo, command_group, get_host
+    from .monitor import Expression, Monitor
+    from .reference_model import CachedReference
+    from .runner import CONFIG_FILE, REPORT_FILE, STAGES, run, run_identity
+    from .settings import (
+        AlternateSettings,
+        ReferenceSettings,
+        RunConfig,
+        TrainerSettings,
+        apply_override,
+        apply_sets,
+        build_config,
+        describe_error,
+        parse_value,
+        read_config_file,
+    )
