@@ -88,7 +88,7 @@ class LossContext:
         """``KL(p_ref || p_theta)`` on a split: a scalar, summed over the vocabulary, averaged over
         every answer position of the batch. Costs a reference forward each call; with the run's
         ``reference.kl = "cached"`` the same KL from the reference's distributions computed once per
-        row, with ``"top-k"`` `unlearn.topk_kl_divergence` over the reference's top-k tokens, computed
+        row, with ``"top-k"`` `unlearn.losses.topk_kl_divergence` over the reference's top-k tokens, computed
         once per row."""
         labels, logits = self.batch[split]["labels"], self.outputs(split).logits
         if self.reference.settings.kl == "cached":

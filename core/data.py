@@ -173,7 +173,7 @@ class PairedDataset(torch.utils.data.Dataset):
     when ``alternates`` are given.
 
     ``alternates`` holds, per forget row, its ``(key, example)`` alternates (see
-    ``unlearn.alternates.encode_alternates``); each (row, alternate) pair is then one item, so an
+    ``unlearn.engine.encode_alternates``); each (row, alternate) pair is then one item, so an
     epoch sees a row once per alternate. The retain partner comes from a seeded permutation of the
     retain set. ``cycle`` continues through that permutation from epoch to epoch, so with more
     retain than forget items all of them are used; ``random`` draws a fresh seeded partner per

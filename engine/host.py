@@ -157,9 +157,9 @@ class PluginHost:
         info.hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
         unknown = [h for h in info.hooks if not getattr(self.pm.hook, h).has_spec()]
         if unknown:
-            raise PluginError(f"implements unknown hook(s) {unknown}; see unlearn/hookspecs.py")
+            raise PluginError(f"implements unknown hook(s) {unknown}; see core/hookspecs.py (unlearn.hookspecs)")
         if not info.hooks:
-            raise PluginError("implements no hook (see unlearn/hookspecs.py)")
+            raise PluginError("implements no hook (see core/hookspecs.py (unlearn.hookspecs))")
         if "register_methods" in info.hooks:
             self._only("register_methods", info.name)(register=lambda *a, **k: self._register_method(info, *a, **k))
             if not info.methods:

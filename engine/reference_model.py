@@ -225,7 +225,7 @@ def _label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> list[Rows]:
 
 def _full(logits: torch.Tensor, labels: torch.Tensor, to: str | None = "cpu") -> list[Rows]:
     """Each row's next-token log-probs over the vocabulary at its answer positions (moved ``to``),
-    as ``unlearn.kl_divergence`` computes them (float32 log-softmax of the shifted logits)."""
+    as ``unlearn.losses.kl_divergence`` computes them (float32 log-softmax of the shifted logits)."""
     mask = labels[:, 1:] != -100
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return [(logp[r][mask[r]].to(to or logp.device),) for r in range(len(labels))]

@@ -142,7 +142,7 @@ class ReferenceSettings(Config):
         "and held on the CPU (answer tokens x vocabulary x 4 bytes a row: less than the reference's weights "
         "only for a small vocabulary or retain set); top-k: the reference's top_k tokens per answer position "
         "plus one bucket for the rest, computed once per row (a lower bound of the exact KL, "
-        "`unlearn.topk_kl_divergence`). With cached or top-k no reference model is kept once the rows are in.",
+        "`unlearn.losses.topk_kl_divergence`). With cached or top-k no reference model is kept once the rows are in.",
     )
     top_k: int = Field(32, ge=1, description="Tokens per position kept for kl = 'top-k'.")
     prefill: bool = Field(
@@ -155,7 +155,7 @@ class ReferenceSettings(Config):
 
 class AlternateSettings(Config):
     """Where the alternate answers come from for methods that learn one in place of the forgotten
-    answer (DPO/IdkDPO, IdkNLL, AltPO, ReLearn); see ``unlearn.alternates``."""
+    answer (DPO/IdkDPO, IdkNLL, AltPO, ReLearn); see ``unlearn.engine.alternates``."""
 
     source: Literal["auto", "rows", "refusals", "rewrite"] = Field(
         "auto",
