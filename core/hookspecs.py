@@ -104,23 +104,38 @@ Direction = Literal["higher", "lower", "zero"]
 
 class Benchmark(Protocol):
     """What ``register_benchmarks`` registers: one benchmark (a data layout, its synthetic
-    generator, how to evaluate a model on it and how to aggregate).
+    generator, how to evaluate a model on it and how to aggregate). Every application (``unlearn
+    evaluate``, organiser mode, ``unlearn tune``, the methods table) asks the benchmark what it
+    offers through what is written here, and nothing else; ``unlearn plugins check NAME`` checks it.
 
     ``name`` (as for methods), ``summary`` (one line) and ``headline`` (the numbers a table shows,
-    each with its :data:`Direction`, e.g. ``{"forget_quality": "higher"}``) are attributes. Every
-    results file a benchmark writes is ``evaluation_results.json`` holding ``"benchmark": name`` and
-    each headline key at the top level (absent or None without its input), so organiser mode, the
-    methods table and a third party read any benchmark alike. Outputs are written atomically
-    (``unlearn.check_output``, a staging folder, ``unlearn.publish``), never into an input.
+    each with its :data:`Direction`, e.g. ``{"forget_quality": "higher"}``; the first is what
+    entrants are ranked by) are attributes. Every results file a benchmark writes is
+    ``evaluation_results.json`` holding ``"benchmark": name`` and each headline key at the top level
+    (absent or None without its input), so organiser mode, the methods table and a third party read
+    any benchmark alike; a ``summary.md`` beside it, if written, is what ``unlearn evaluate`` prints.
+    Outputs are written atomically (``unlearn.check_output``, a staging folder, ``unlearn.publish``),
+    never into an input. The optional attributes below default to what a benchmark without them gets.
     """
 
     name: str
     summary: str
     headline: dict[str, Direction]
-    # Optional: the headline number ("higher" is better) that measures what unlearning must keep,
-    # e.g. TOFU's ``model_utility``. Organiser mode gates on it: an entrant is ranked only when it
-    # keeps at least the competition's ``gate`` fraction of the target's.
+    # Optional (default None): the headline number ("higher" is better) that measures what
+    # unlearning must keep, e.g. TOFU's ``model_utility``. Organiser mode and ``unlearn tune``'s
+    # held-out check gate on it: an entrant is ranked only when it keeps at least the competition's
+    # ``gate`` fraction of the target's.
     utility: str | None
+    # Optional (default False): True when ``evaluate``'s ``data`` is a folder of the core's rows
+    # (``forget.jsonl``, ``retain.jsonl``): organiser mode then scores entrants on the competition's
+    # private rows. False: on the benchmark's own data folder (the competition's ``data``).
+    evaluates_rows: bool
+    # Optional (default ()): ``evaluate`` options a competition must give (LUME: ``mia``, the
+    # documents whose attack is part of its final score).
+    required: tuple[str, ...]
+    # Optional (default: each headline key as itself): the leaderboard's columns, column name ->
+    # results key, in order; the first is the rank (in its key's headline direction).
+    columns: dict[str, str]
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         """Write the embedded default in this benchmark's layout into the new folder ``out``:
@@ -131,14 +146,17 @@ class Benchmark(Protocol):
 
     def evaluate(self, model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
         """Evaluate the model folder ``model`` on the benchmark folder ``data`` into the new folder
-        ``out``; returns the results written. ``options`` are the ``unlearn evaluate`` options
-        the user gave (``reference``, ``device``, ``dtype``, ``batch_size``, ``max_new_tokens``,
-        ``progress``, ...); a benchmark's signature names those it takes and the CLI refuses the
-        others."""
+        ``out``; returns the results written (an empty dict on the non-main ranks of a launcher).
+        ``options`` are keyword arguments the signature names, each with its default: from those
+        ``unlearn evaluate`` offers (``reference``, ``device``, ``dtype``, ``batch_size``,
+        ``max_new_tokens``, ``split``, ...) and ``progress`` (bars; organiser mode passes False).
+        Applications pass only the options a benchmark names, and refuse one a user gave that it
+        does not (naming the benchmarks that take it)."""
 
     def rescore(self, folder: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
         """Recompute the results from the per-example files of an earlier evaluation in
-        ``folder`` (this benchmark's own layout, ours or the benchmark authors'), with no model."""
+        ``folder`` (this benchmark's own layout, ours or the benchmark authors'), with no model;
+        ``options`` as for ``evaluate``."""
 
     # Optional: a benchmark that gives training signals lets runs evaluate while they train.
     def signals(self, data: Path, split: str, tokenizer: Any, rows: int) -> tuple[set[str], SignalFn]:

@@ -30,6 +30,7 @@ _EXPORTS = {
     **dict.fromkeys(["run", "run_identity", "STAGES", "CONFIG_FILE", "REPORT_FILE"], "runner"),
     **dict.fromkeys(["free_port", "resolve_device", "claim_device", "zero3_layer_sizes"], "devices"),
     "CachedReference": "reference_model",
+    "benchmarks": "benchmarks",  # the module: what the applications ask of a benchmark
     **dict.fromkeys(["Expression", "Monitor"], "monitor"),
     **dict.fromkeys(
         ["choose_alternates", "encode_alternates", "read_refusals", "rewrite", "REFUSALS_FILE"], "alternates"
@@ -47,7 +48,8 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'unlearn.engine' has no attribute {name!r}")
     module = _EXPORTS[name]
-    value = getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
+    found = importlib.import_module(module if "." in module else f".{module}", __name__)
+    value = found if found.__name__.endswith(f".{name}") else getattr(found, name)
     globals()[name] = value  # later lookups skip this function
     return value
 
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and editors see (`X`: a re-export)
     from unlearn.errors import NonFiniteLossError, PluginError, UnlearnError
     from unlearn.losses import answer_probe, kl_divergence, kl_from_logprobs, topk_kl_divergence
 
+    from . import benchmarks
     from .alternates import REFUSALS_FILE, choose_alternates, encode_alternates, read_refusals, rewrite
     from .devices import claim_device, free_port, resolve_device, zero3_layer_sizes
     from .host import Method, PluginHost, PluginInfo, command_group, get_host

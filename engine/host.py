@@ -184,6 +184,9 @@ class PluginHost:
         utility = getattr(benchmark, "utility", None)
         if utility is not None and headline.get(utility) != "higher":
             raise PluginError(f"benchmark {name!r}: utility {utility!r} must be a headline number that is 'higher'")
+        keys = [k for k in (getattr(benchmark, "columns", None) or {}).values() if k not in headline]
+        if keys:
+            raise PluginError(f"benchmark {name!r}: columns must name headline numbers; {keys[0]!r} is not one")
         if name in self.benchmarks:
             raise PluginError(f"benchmark {name!r} is already registered by plugin {self.benchmarks[name][0]!r}")
         self.benchmarks[name] = (info.name, benchmark)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,17 @@ from rich.console import Console
 from unlearn import ConfigError, hookimpl
 
 
-def _taken(method: Any, options: dict[str, Any], benchmark: str) -> dict[str, Any]:
-    """``options`` if ``method`` takes them all; a one-line error naming the first it lacks."""
-    params = inspect.signature(method).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return options
-    for name in options:
-        if name not in params and name != "device":
-            raise ConfigError(f"--{name.replace('_', '-')}: the {benchmark} benchmark does not take it")
-    return {k: v for k, v in options.items() if k in params}
+def _refuse_untaken(method: Any, given: dict[str, Any], benchmark: str, others: dict[str, Any]) -> None:
+    """One line for the first option the user gave that ``method`` does not name, saying which
+    installed benchmarks take it."""
+    from unlearn.engine import benchmarks
+
+    for name in given:
+        if not benchmarks.takes(method, name):
+            flag = "--" + name.replace("_", "-")
+            takers = benchmarks.takers(others, name, method.__name__)
+            which = f" ({flag} is a {'/'.join(t.upper() for t in takers)} option)" if takers else ""
+            raise ConfigError(f"{flag}: the {benchmark} benchmark does not take it{which}")
 
 
 @hookimpl
@@ -83,8 +84,7 @@ def register_commands(cli: typer.Typer) -> None:
         metrics, plus the MIA suite. Under `torchrun --nproc_per_node N -m unlearn evaluate ...`
         LUME's rows are shared between the processes (one GPU each), and the result equals one
         process's."""
-        from unlearn.engine import get_host
-        from unlearn.evaluator.official import PRESET
+        from unlearn.engine import benchmarks, get_host
 
         if (model is None) == (generations is None):
             raise ConfigError("give either a MODEL folder or --generations DIR")
@@ -93,74 +93,33 @@ def register_commands(cli: typer.Typer) -> None:
                 raise ConfigError(f"{flag} {value}: must be at least {least}")
         if mmlu_shots is not None and mmlu_shots < 0:
             raise ConfigError(f"--mmlu-shots {mmlu_shots}: must be at least 0")
-        bench = get_host().benchmark(benchmark)
-        if benchmark != "lume":
-            lume_only = {"--mia": mia, "--utility": utility, "--baseline": baseline}
-            lume_only |= {"--mmlu-shots": mmlu_shots, "--mmlu-style": mmlu_style, "--official": official or None}
-            lume_only |= {"--relearn": relearn or None, "--nli": nli}
-            given = [flag for flag, value in lume_only.items() if value is not None]
-            if given:
-                raise ConfigError(f"{given[0]} is a LUME option; the {benchmark} benchmark does not take it")
-            common = {"reference": reference, "split": split, "batch_size": batch_size, "dtype": dtype}
-            common = {k: v for k, v in (common | {"max_new_tokens": max_new_tokens}).items() if v is not None}
-            if generations is not None:
-                call, common = bench.rescore, {k: v for k, v in common.items() if k == "reference"}
-                results = call(generations, data, out_dir, **_taken(call, common, benchmark))
-            else:
-                common["device"] = device
-                results = bench.evaluate(model, data, out_dir, **_taken(bench.evaluate, common, benchmark))
-                if not results:
-                    return  # another rank of a multi-process evaluation: rank 0 reports
+        host = get_host()
+        bench = host.benchmark(benchmark)
+        given = {
+            "reference": reference,
+            "split": split,
+            "mia": mia,
+            "utility": utility,
+            "baseline": baseline,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "mmlu_shots": mmlu_shots,
+            "dtype": dtype,
+            "mmlu_style": mmlu_style,
+            "official": official or None,
+            "relearn": relearn or None,
+            "nli": nli,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        others = {name: b for name, (_, b) in host.benchmarks.items()}
+        method = bench.rescore if generations is not None else bench.evaluate
+        _refuse_untaken(method, given, benchmark, others)
+        if generations is None:
+            given |= benchmarks.options_for(method, {"device": device})
+        results = method(generations if generations is not None else model, data, out_dir, **given)
+        if not results:
+            return  # another rank of a multi-process evaluation: rank 0 reports
+        if (out_dir / "summary.md").is_file():
             out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k in bench.headline and v is not None)
-            out.print(f"{benchmark}: {shown}; results in {out_dir}")
-            return
-        if dtype not in (None, "float32", "bfloat16", "float16"):
-            raise ConfigError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
-        given = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
-        if official:
-            for key, value in given.items():
-                if value is not None and value != PRESET[key]:
-                    flag = "--" + key.replace("_", "-")
-                    raise ConfigError(f"{flag} {value}: --official fixes it to {PRESET[key]} (the organisers' run)")
-        if generations is not None and (relearn or nli) and not (generations / "relearn" / "forget.jsonl").is_file():
-            raise ConfigError(
-                f"--relearn needs the model (perplexities) or an evaluation made with --relearn; {generations} has none"
-            )
-        if generations is not None:  # an evaluation made with --relearn is rescored with it
-            results = bench.rescore(
-                generations,
-                data,
-                out_dir,
-                split=split or "train",
-                baseline=baseline,
-                official=official,
-                reference=reference,
-            )
-        else:
-            results = bench.evaluate(
-                model,
-                data,
-                out_dir,
-                split=split or "train",
-                reference=reference,
-                mia=mia,
-                utility=utility,
-                baseline=baseline,
-                max_new_tokens=256 if max_new_tokens is None else max_new_tokens,
-                batch_size=64 if batch_size is None else batch_size,
-                mmlu_shots=5 if mmlu_shots is None else mmlu_shots,
-                dtype=dtype or ("bfloat16" if official else "float32"),
-                official=official,
-                mmlu_style=mmlu_style or ("open-instruct" if official else "plain"),
-                device=device,
-                relearn=relearn,
-                nli=nli,
-            )
-            if not results:
-                return  # another rank of a multi-process evaluation: rank 0 reports
-        out.print((out_dir / "summary.md").read_text(), markup=False, highlight=False)
-        fixed = results.get("official_mmlu_threshold")
-        if fixed and fixed["warning"]:
-            out.print(fixed["warning"], markup=False, highlight=False)
-        out.print(f"final score {results['aggregate-score']:.4f}; results in {out_dir}")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k in bench.headline and v is not None)
+        out.print(f"{benchmark}: {shown}; results in {out_dir}")

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from unlearn import ConfigError, RunError, check_output, load_rows, write_json, write_text
-from unlearn.engine import PluginHost, UnlearnError, get_host, mark
+from unlearn.engine import PluginHost, UnlearnError, benchmarks, get_host, mark
 
 from .cache import RESULT_FILE, cache_key, hash_files, model_stamp, read_result
-from .config import Competition, Entrant, check_installed
+from .config import Competition, Entrant, check_installed, evaluation_options
 from .engines import run_all
 from .entrant import readable_paths, submission_entry, write_split
 from .evaluation import EVALUATION_ERROR, Unscorable, evaluate_apart
@@ -84,10 +84,11 @@ def run_competition(
     say: Callable[[str], None] | None = None,
 ) -> Path:
     """Run every entrant not already done, evaluate, and write the leaderboard; returns its folder."""
-    from unlearn.evaluator.evaluate import RESULTS, evaluate_model
+    from unlearn.evaluator.evaluate import RESULTS
 
     host = host or get_host()
     bench = host.benchmark(comp.benchmark)
+    eval_args = evaluation_options(comp, bench, {n: b for n, (_, b) in host.benchmarks.items()})
     entrants = comp.expand(host)
     if only:
         unknown = sorted(set(only) - {e.name for e in entrants})
@@ -137,27 +138,12 @@ def run_competition(
     # An unscorable verdict also keeps where the organiser's inputs were: one that a setting of the
     # organiser's caused (a path the evaluation could not find) is not served again once it is fixed.
     inputs = {k: str(getattr(comp, k)) for k in ("data", "reference", "mia", "utility") if getattr(comp, k)}
-    eval_args = {
-        "mia": comp.mia,
-        "utility": comp.utility,
-        "dtype": comp.eval_dtype,
-        "max_new_tokens": comp.max_new_tokens,
-        "official": comp.official,
-        "device": comp.eval_device,
-        "progress": False,
-        "reference": comp.reference,
-    }
-    bench_options = {"reference": comp.reference, "device": comp.eval_device, "dtype": comp.eval_dtype}
-    if comp.benchmark != "lume":  # the benchmark's own evaluation of its own data folder
-
-        def evaluate_model(model: Path, _data: Path, out: Path, baseline: Any = None, **_: Any) -> dict[str, Any]:
-            return bench.evaluate(model, comp.data, out, progress=False, **bench_options)
+    # A benchmark of rows scores the private rows (written above); another its own data folder.
+    eval_data = eval_data if benchmarks.evaluates_rows(bench) else comp.data
 
     def evaluate_entrant(model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
         """The same evaluation in a process of its own (`evaluation.py`): what an entrant's model
         does to it ends that evaluation, not the competition."""
-        if comp.benchmark != "lume":
-            data, options = comp.data, bench_options
         limits = (eval_memory_gb, comp.stall_s, comp.grace_s)
         return evaluate_apart(comp.benchmark, model, data, out, out.parent, options, *limits)
 
@@ -168,7 +154,7 @@ def run_competition(
         key_file = organiser / "baseline_key.json"
         if not (baseline / RESULTS).is_file() or not key_file.is_file() or json.loads(key_file.read_text()) != eval_key:
             report.line("baseline: evaluating the target")
-            evaluate_model(model, eval_data, baseline, **eval_args)
+            bench.evaluate(model, eval_data, baseline, **eval_args)
             write_json(key_file, eval_key)
         else:
             report.line("baseline: cached")
@@ -290,12 +276,9 @@ def _recipe_file(entrant: Entrant) -> Path:
 def _summary(result: dict[str, Any]) -> str:
     if result["status"] not in SCORED:
         return f"{result['status']} ({result['reason']}) after {result['wall_time_s']:.0f} s"
-    if "scores" in result:  # another benchmark than lume: its headline numbers
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items() if v is not None)
-        return f"{result['status']}, {shown}, {result['wall_time_s']:.0f} s"
-    gate = "pass" if result.get("gate") else "FAIL"
-    score = f"final score {result['final_score']:.3f} (gate {gate}), {result['wall_time_s']:.0f} s"
-    return f"{result['status']}, {score}"
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in (result.get("scores") or {}).items() if v is not None)
+    gate = "" if result.get("gate") is None else f" (gate {'pass' if result['gate'] else 'FAIL'})"
+    return f"{result['status']}, {shown}{gate}, {result['wall_time_s']:.0f} s"
 
 
 def _evaluate(
@@ -328,17 +311,8 @@ def _evaluate(
     key = getattr(bench, "utility", None)  # the gate: at least comp.gate x the target's utility
     utility, base = (scores.get(key), before.get(key)) if key else (None, None)
     gate = None if utility is None or base is None else utility >= comp.gate * base
-    if comp.benchmark != "lume":  # ranked by the benchmark's first headline number
-        heads = bench.headline
-        result.update(scores={k: scores.get(k) for k in heads}, final_score=scores.get(next(iter(heads))))
-        result.update(utility=utility, gate=gate)
-        return result
-    result.update(
-        final_score=scores["aggregate-score"],
-        task_aggregate=scores["harmonic-mean-task-aggregate"],
-        mia_auc=scores.get("mia_loss_acc"),
-        mia_score=scores.get("mia_final_score"),
-        utility=utility,
-        gate=gate,
-    )
+    columns = benchmarks.columns(bench)
+    result.update({column: scores.get(k) for column, k in columns.items()})
+    result.update(scores={k: scores.get(k) for k in bench.headline}, utility=utility, gate=gate)
+    result["final_score"] = scores.get(next(iter(columns.values())))  # what entrants are ranked by
     return result

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unlearn import ConfigError
+from unlearn import Benchmark, ConfigError
 from unlearn.engine import PluginHost, describe_error, read_config_file
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -90,7 +90,9 @@ class Competition(BaseModel):
         "official score) or another benchmark plugin, which evaluates `data` its own way.",
     )
     data: Path | None = Field(
-        None, description="The benchmark's data folder the organiser evaluates on (benchmarks other than lume)."
+        None,
+        description="The benchmark's data folder the organiser evaluates on (a benchmark that scores its "
+        "own layout; LUME scores the private forget and retain rows).",
     )
     reference: Path | None = Field(
         None,
@@ -210,18 +212,6 @@ class Competition(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _benchmark_inputs(self) -> Competition:
-        if self.benchmark == "lume" and self.mia is None:
-            raise ValueError("mia: required for the lume benchmark (the MIA member and non-member documents)")
-        if self.benchmark != "lume":
-            if self.data is None:
-                raise ValueError(f"data: required for the {self.benchmark} benchmark (its data folder)")
-            given = [k for k in ("mia", "utility") if getattr(self, k) is not None] + (["official"] * self.official)
-            if given:
-                raise ValueError(f"{given[0]}: a lume setting; the {self.benchmark} benchmark does not take it")
-        return self
-
-    @model_validator(mode="after")
     def _official_preset(self) -> Competition:
         if self.official:
             from unlearn.evaluator.official import PRESET
@@ -327,3 +317,34 @@ def load_competition(
     if Path(comp.deepspeed).is_file():
         comp.deepspeed = str(Path(comp.deepspeed).resolve())
     return comp
+
+
+# The competition's settings that go to the benchmark's ``evaluate`` under another name.
+EVAL_OPTIONS = {"mia": "mia", "utility": "utility", "official": "official", "reference": "reference"}
+EVAL_OPTIONS |= {"eval_dtype": "dtype", "max_new_tokens": "max_new_tokens", "eval_device": "device"}
+
+
+def evaluation_options(comp: Competition, bench: Benchmark, benchmarks: dict[str, Benchmark]) -> dict[str, Any]:
+    """The options the organiser passes to ``bench.evaluate``, as its signature names them: the
+    ones the competition set (the generation settings only when set, or fixed by ``official``;
+    else the benchmark's own defaults), the device, and no progress bars. One line for a setting
+    the benchmark does not take, or an input it requires that is missing."""
+    from unlearn.engine import benchmarks as ask
+
+    for key in ask.required(bench):
+        if getattr(comp, key, None) is None:
+            raise ConfigError(f"{key}: required for the {bench.name} benchmark")
+    if not ask.evaluates_rows(bench) and comp.data is None:
+        raise ConfigError(f"data: required for the {bench.name} benchmark (its data folder)")
+    chosen = comp.model_fields_set | ({"eval_dtype", "max_new_tokens"} if comp.official else set())
+    options = {"progress": False}
+    for field, option in EVAL_OPTIONS.items():
+        value = getattr(comp, field)
+        if field == "eval_device" or (field in chosen and value not in (None, False)):
+            options[option] = value
+    for option in [o for o in options if not ask.takes(bench.evaluate, o)]:
+        if option not in ("progress", "device", "dtype", "max_new_tokens"):  # ours to pass, not the user's
+            takers = "/".join(ask.takers(benchmarks, option)) or "no installed benchmark's"
+            field = next(f for f, o in EVAL_OPTIONS.items() if o == option)
+            raise ConfigError(f"{field}: a {takers} setting; the {bench.name} benchmark does not take it")
+    return ask.options_for(bench.evaluate, options)

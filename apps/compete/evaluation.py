@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(folder / STATUS, {"organiser": f"{key}: {path}: not found (working folder {os.getcwd()})"})
         sys.exit(1)
     try:
-        if spec["benchmark"] == "lume":
-            from unlearn.evaluator.evaluate import evaluate_model
-
-            evaluate_model(model, data, out, **options)
-        else:
-            get_host().benchmark(spec["benchmark"]).evaluate(model, data, out, progress=False, **options)
+        get_host().benchmark(spec["benchmark"]).evaluate(model, data, out, **options)
     except BaseException as exc:  # noqa: BLE001 - every failure gets its line
         write_text(folder / EVALUATION_ERROR, traceback.format_exc())
         if isinstance(exc, UnlearnError):  # our own messages name files and rows by id

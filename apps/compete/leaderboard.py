@@ -22,30 +22,20 @@ CANCELLED, LOST = "cancelled", "lost"
 STATUSES += ("pickle", "environment", UNSCORABLE, CANCELLED, LOST)
 # -- the leaderboard ----------------------------------------------------------------------------
 
-_COLUMNS = (
-    "rank",
-    "team",
-    "entrant",
-    "kind",
-    "final_score",
-    "task_aggregate",
-    "mia_score",
-    "utility",
-    "gate",
-    "wall_time_s",
-    "peak_memory_mb",
-    "status",
-    "reason",
-)
+_RUN = ("wall_time_s", "peak_memory_mb", "status", "reason")  # every leaderboard's last columns
 
 
 def rank(
-    results: list[dict[str, Any]], direction: str = "higher", target: float | None = None
+    results: list[dict[str, Any]],
+    direction: str = "higher",
+    target: float | None = None,
+    columns: tuple[str, ...] = ("final_score", "utility"),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every entrant in order (valid first: scored and gate passed, by final score, which is better
     ``higher``, ``lower`` or nearer ``zero``), with ranks for the valid ones, equal scores sharing a
     rank (1, 1, 3); and each team's best entry (its best valid one, else its best other), ranked
-    the same way. A scored row whose final score equals the ``target``'s says so in its reason."""
+    the same way. A scored row whose final score equals the ``target``'s says so in its reason.
+    Each row holds the results' ``columns`` (and ``final_score``), the gate and the run's facts."""
 
     def worse(score: float | None) -> float:
         if score is None:
@@ -70,7 +60,7 @@ def rank(
                 "team": r["team"],
                 "entrant": r["name"],
                 "kind": r["kind"],
-                **{k: r.get(k) for k in _COLUMNS[4:]},
+                **{k: r.get(k) for k in ("final_score", *columns, "gate", *_RUN)},
                 "reason": reason,
                 **(r.get("scores") or {}),
             }
@@ -117,9 +107,11 @@ def write_leaderboard(
     comp: Competition, results: list[dict[str, Any]], before: dict[str, Any], isolation: str, out: Path
 ) -> Path:
     """``leaderboard.md``, ``.csv``, ``.json`` and ``.png`` in ``out``; no data text is ever written.
-    LUME ranks by the official final score; another benchmark by the first of its headline numbers,
-    in its direction, with those as columns. Both behind the utility gate (LUME's utility, or the
-    benchmark's declared ``utility`` number; none if it declares none)."""
+    Every benchmark alike: its columns (``unlearn.Benchmark.columns``, default its headline numbers;
+    LUME's final score, task aggregate, MIA score, utility), ranked by the first in its direction,
+    behind the utility gate (the benchmark's ``utility`` number; none if it declares none)."""
+    from unlearn.engine import benchmarks, get_host
+
     counts = {s: sum(r["status"] == s for r in results) for s in STATUSES if any(r["status"] == s for r in results)}
     facts: dict[str, Any] = {
         "competition": comp.name,
@@ -132,46 +124,30 @@ def write_leaderboard(
         "isolation": isolation,
     }
     limits = f"{len(results)} entrants; limit {comp.time_limit_s:g} s each ({comp.launcher} x{comp.nproc}); "
-    if comp.benchmark == "lume":
-        rows, teams = rank(results, target=before.get("aggregate-score"))
-        baseline = {
-            "final_score": before.get("aggregate-score"),
-            "task_aggregate": before.get("harmonic-mean-task-aggregate"),
-            "mia_score": before.get("mia_final_score"),
-            "utility": before.get("mmlu_average"),
-        }
-        columns = _COLUMNS
-        team_cols = ("rank", "team", "entrant", "final_score", "task_aggregate", "mia_score", "utility", "gate")
-        facts |= {"ranked_by": "final_score", "utility_gate": f"{comp.gate:g} x target utility {baseline['utility']}"}
-        intro = (
-            f"Target `{Path(comp.model).name}`: final score {_cell(baseline['final_score'], '')}, task aggregate "
-            f"{_cell(baseline['task_aggregate'], '')}, MIA score {_cell(baseline['mia_score'], '')}, "
-            f"utility {_cell(baseline['utility'], '')}. {limits}isolation: {isolation}; "
-            f"utility gate: {comp.gate:g} x the target's."
-        )
-        teams_title = "each team's best valid entry"
-    else:
-        from unlearn.engine import get_host
-
-        bench = get_host().benchmark(comp.benchmark)
-        headline, utility = bench.headline, getattr(bench, "utility", None)
-        first = next(iter(headline))
-        rows, teams = rank(results, direction=headline[first])
-        baseline = {k: before.get(k) for k in headline}
-        gate = ("gate",) if utility else ()
-        columns = ("rank", "team", "entrant", "kind", *headline, *gate, "wall_time_s", "peak_memory_mb")
-        columns += ("status", "reason")
-        team_cols = ("rank", "team", "entrant", *headline, *gate)
-        facts["ranked_by"] = first
-        shown = ", ".join(f"{k} {_cell(v, k)} ({headline[k]} is better)" for k, v in baseline.items())
-        gated = f"; utility gate: {utility} at least {comp.gate:g} x the target's" if utility else ""
-        if utility:
-            facts["utility_gate"] = f"{comp.gate:g} x target {utility} {baseline[utility]}"
-        intro = (
-            f"Benchmark {comp.benchmark}, ranked by {first}. Target `{Path(comp.model).name}`: {shown}. "
-            f"{limits}isolation: {isolation}{gated}."
-        )
-        teams_title = "each team's best valid entry" if utility else "each team's best entry"
+    bench = get_host().benchmark(comp.benchmark)
+    named = benchmarks.columns(bench)  # column -> results key; the first ranks
+    first, key, direction = benchmarks.ranked_by(bench)
+    utility = getattr(bench, "utility", None)
+    utility_column = next((c for c, k in named.items() if k == utility), "utility") if utility else None
+    shown = (*named, *([utility_column] if utility_column and utility_column not in named else []))
+    rows, teams = rank(results, direction=direction, target=before.get(key), columns=shown)
+    baseline = {c: before.get(named.get(c, utility)) for c in shown}
+    gate = ("gate",) if utility else ()
+    columns = ("rank", "team", "entrant", "kind", *shown, *gate, *_RUN)
+    team_cols = ("rank", "team", "entrant", *shown, *gate)
+    facts["ranked_by"] = first
+    target = ", ".join(
+        f"{c.replace('_', ' ')} {_cell(v, c)} ({bench.headline[named.get(c, utility)]} is better)"
+        for c, v in baseline.items()
+    )
+    gated = f"; utility gate: {utility_column} at least {comp.gate:g} x the target's" if utility else ""
+    if utility:
+        facts["utility_gate"] = f"{comp.gate:g} x target {utility_column} {baseline[utility_column]}"
+    intro = (
+        f"Benchmark {comp.benchmark}, ranked by {first}. Target `{Path(comp.model).name}`: {target}. "
+        f"{limits}isolation: {isolation}{gated}."
+    )
+    teams_title = "each team's best valid entry" if utility else "each team's best entry"
     md = [
         f"# Leaderboard: {comp.name}",
         "",
@@ -195,23 +171,22 @@ def write_leaderboard(
         writer.writerow({**row, "team_best": (row["team"], row["entrant"]) in best})
     write_text(out / "leaderboard.csv", buffer.getvalue())
     write_json(out / "leaderboard.json", {**facts, "baseline": baseline, "teams": teams, "entrants": rows})
-    if comp.benchmark == "lume":
-        _figure(out / "leaderboard.png", rows, baseline, comp.name)
-    else:
-        _headline_figure(out / "leaderboard.png", rows, baseline, facts["ranked_by"], comp)
+    _figure(out / "leaderboard.png", rows, baseline, shown, comp)
     return out
 
 
-def _headline_figure(
-    path: Path, rows: list[dict[str, Any]], baseline: dict[str, Any], first: str, comp: Competition
-) -> None:
-    """Another benchmark's leaderboard as bars of the number it is ranked by, the target's marked."""
+def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], shown: tuple[str, ...], comp: Any) -> None:
+    """Bars of the number entrants are ranked by (the target's marked) and, where the benchmark
+    has two more columns, the scored entrants on them (LUME: task aggregate against MIA score)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, bars = plt.subplots(figsize=(7, max(3.0, 0.3 * len(rows) + 1.5)))
+    first, pair = shown[0], shown[1:3] if len(shown) >= 3 else None
+    height = max(3.5, 0.3 * len(rows) + 1.5)
+    fig, axes = plt.subplots(1, 2 if pair else 1, figsize=(12 if pair else 7, height), squeeze=False)
+    bars = axes[0][0]
     names = [r["entrant"] for r in rows][::-1]
     values = [r.get(first) or 0.0 for r in rows][::-1]
     colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] in SCORED else "tab:gray" for r in rows][::-1]
@@ -219,52 +194,27 @@ def _headline_figure(
     for y, r in enumerate(rows[::-1]):
         if r["status"] not in SCORED:
             bars.text(0.0, y, f" {r['status']}", va="center", fontsize=8)
-    if baseline.get(first) is not None:
-        bars.axvline(baseline[first], color="black", linestyle="--", linewidth=1, label="target")
+    if target.get(first) is not None:
+        bars.axvline(target[first], color="black", linestyle="--", linewidth=1, label="target")
         bars.legend(loc="lower right", fontsize=8)
-    bars.set_xlabel(f"{first} (green: ranked, orange: scored, not ranked, grey: no score)")
-    bars.set_title(f"{comp.name} ({comp.benchmark})")
+    bars.set_xlabel(f"{first.replace('_', ' ')} (green: ranked, orange: scored, not ranked, grey: no score)")
+    if pair:
+        _scatter(axes[0][1], [r for r in rows if r["status"] in SCORED], target, pair)
+    fig.suptitle(f"{comp.name} ({comp.benchmark})")
     _save(fig, path, dpi=110)
 
 
-def _figure(path: Path, rows: list[dict[str, Any]], target: dict[str, Any], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scored = [r for r in rows if r["status"] in SCORED]
-    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(12, max(3.5, 0.3 * len(rows) + 1.5)))
-    names = [r["entrant"] for r in rows][::-1]
-    values = [r["final_score"] or 0.0 for r in rows][::-1]
-    colours = ["tab:green" if r["rank"] else "tab:orange" if r["status"] in SCORED else "tab:gray" for r in rows][::-1]
-    bars.barh(names, values, color=colours)
-    for y, r in enumerate(rows[::-1]):
-        if r["status"] not in SCORED:
-            bars.text(0.01, y, r["status"], va="center", fontsize=8)
-    if target["final_score"] is not None:
-        bars.axvline(target["final_score"], color="black", linestyle="--", linewidth=1, label="target")
-        bars.legend(loc="lower right", fontsize=8)
-    bars.set_xlabel("final score (green: ranked, orange: failed the utility gate, grey: no score)")
-    bars.set_xlim(0, 1)
+def _scatter(axis: Any, scored: list[dict[str, Any]], target: dict[str, Any], pair: tuple[str, ...]) -> None:
+    x, y = pair
     for r in scored:
-        scatter.scatter(r["task_aggregate"], r["mia_score"] or 0.0, color="tab:green" if r["rank"] else "tab:orange")
-        scatter.annotate(
-            r["entrant"],
-            (r["task_aggregate"], r["mia_score"] or 0.0),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    if target["task_aggregate"] is not None:
-        scatter.scatter(target["task_aggregate"], target["mia_score"] or 0.0, marker="x", color="black", label="target")
-        scatter.legend(loc="lower right", fontsize=8)
-    scatter.set_xlabel("task aggregate")
-    scatter.set_ylabel("MIA score")
-    scatter.set_xlim(-0.02, 1.02)
-    scatter.set_ylim(-0.02, 1.02)
-    fig.suptitle(title)
-    _save(fig, path, dpi=120)
+        point = (r.get(x) or 0.0, r.get(y) or 0.0)
+        axis.scatter(*point, color="tab:green" if r["rank"] else "tab:orange")
+        axis.annotate(r["entrant"], point, fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if target.get(x) is not None:
+        axis.scatter(target[x], target.get(y) or 0.0, marker="x", color="black", label="target")
+        axis.legend(loc="lower right", fontsize=8)
+    axis.set_xlabel(x.replace("_", " "))
+    axis.set_ylabel(y.replace("_", " "))
 
 
 def _save(fig: Any, path: Path, dpi: int) -> None:

@@ -94,10 +94,11 @@ def register_commands(cli: typer.Typer) -> None:
         if tuning_seeds and holdout_dir is None:
             raise ConfigError("--instance-seeds: give --holdout-dir, the folder of instances (outside the study's)")
         if tuning_seeds:  # the embedded benchmark's instance of each seed, built once, shared with held-out
-            from unlearn.engine import get_host
+            from unlearn.engine import TrainerSettings, get_host
             from unlearn.tune.study import build_instance
 
-            benchmark = get_host().benchmark(base.get("trainer", {}).get("eval_benchmark", "lume"))
+            default = TrainerSettings.model_fields["eval_benchmark"].default
+            benchmark = get_host().benchmark(base.get("trainer", {}).get("eval_benchmark", default))
             for s in tuning_seeds:
                 where = holdout_dir / f"seed-{s}"
                 data_dir, target_dir, _ = build_instance(where, s, holdout_size, benchmark, target_set, out.print)

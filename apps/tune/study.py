@@ -39,13 +39,24 @@ from unlearn import (
     write_jsonl,
     write_text,
 )
-from unlearn.engine import Expression, PluginHost, UnlearnError, apply_override, build_config, get_host, mark, run
+from unlearn.engine import (
+    Expression,
+    PluginHost,
+    UnlearnError,
+    apply_override,
+    benchmarks,
+    build_config,
+    get_host,
+    mark,
+    run,
+)
 
 from .space import Dimension, search_space
 
 SETTINGS_FILE = "tune.json"
 KIND = "tuning study"
 WORKER_ERROR = "unlearn tune worker: "  # how a worker's last log line gives its error
+GATE = 0.75  # the held-out utility gate where a benchmark gives none of its own: as organiser mode's default
 MAX_FAILED = 3  # a worker stops after this many failed trials in a row (the error is not the drawn settings)
 HEARTBEAT_S, GRACE_S = 5, 15  # a trial whose process stopped beating this long ago is failed and retried
 
@@ -624,13 +635,14 @@ def report_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def holdout_markdown(holdout: dict[str, Any]) -> list[str]:
-    keys = ["aggregate-score", "harmonic-mean-task-aggregate", "mia_final_score", "mmlu_average"]
+    first = next(iter(holdout["runs"].values()), [])
+    keys = [k for k in (first[0] if first else {}) if k not in ("seed", "gate")]  # the benchmark's headline
     lines = [f"Held-out instances (seeds {holdout['seeds']}; each its own benchmark and target), mean +- std:", ""]
     lines += ["| settings | " + " | ".join(keys) + " | gate passed |", "| --- " * (len(keys) + 2) + "|"]
     for name, runs in holdout["runs"].items():
         cells = []
         for key in keys:
-            values = [r[key] for r in runs]
+            values = [r[key] for r in runs if r[key] is not None] or [math.nan]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.3f} +- {std:.3f}")
         gates = sum(bool(r["gate"]) for r in runs)
@@ -670,14 +682,26 @@ def holdout(
                 data_.setdefault("trainer", {})["progress"] = False
                 if not (model / "unlearn_run.json").is_file():
                     run(build_config(data_, source=f"tune: held-out {name}"), host=study.host)
-                benchmark.evaluate(model, data, evaluation, baseline=baseline, progress=False)
+                options = benchmarks.options_for(benchmark.evaluate, {"baseline": baseline, "progress": False})
+                benchmark.evaluate(model, data, evaluation, **options)
                 shutil.rmtree(model)
             found = json.loads((evaluation / "evaluation_results.json").read_text(encoding="utf-8"))
-            keys = ("aggregate-score", "harmonic-mean-task-aggregate", "mia_final_score", "mmlu_average")
+            before = json.loads((baseline / "evaluation_results.json").read_text(encoding="utf-8"))
             results[name].append(
-                {"seed": seed, **{k: found.get(k) for k in keys}, "gate": (found.get("utility_gate") or {}).get("pass")}
+                {"seed": seed, **{k: found.get(k) for k in benchmark.headline}, "gate": _gate(benchmark, found, before)}
             )
     return {"seeds": seeds, "size": size, "instances": str(instances), "runs": results}
+
+
+def _gate(benchmark: Any, found: dict[str, Any], before: dict[str, Any]) -> bool | None:
+    """Whether the unlearned model kept its utility: the benchmark's own verdict where it gives one
+    (LUME's ``utility_gate``), else its ``utility`` number at least ``GATE`` x the target's."""
+    if isinstance(found.get("utility_gate"), dict):
+        return found["utility_gate"].get("pass")
+    key = getattr(benchmark, "utility", None)
+    if key is None or found.get(key) is None or before.get(key) is None:
+        return None
+    return found[key] >= GATE * before[key]
 
 
 def build_instance(
@@ -698,7 +722,7 @@ def build_instance(
             [*cli, "target", "build", "--data", str(data), "--out", str(target), "--set", f"seed={seed}", *sets], where
         )
     if not (baseline / "evaluation_results.json").is_file():
-        benchmark.evaluate(target, data, baseline, progress=False)
+        benchmark.evaluate(target, data, baseline, **benchmarks.options_for(benchmark.evaluate, {"progress": False}))
     return data, target, baseline
 
 

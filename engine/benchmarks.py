@@ -1,0 +1,48 @@
+"""What the applications ask of a benchmark (``unlearn.Benchmark``): its optional attributes,
+with the defaults a benchmark without them gets, and which options its ``evaluate`` and
+``rescore`` take (their signatures say)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from unlearn.hookspecs import Benchmark
+
+
+def columns(bench: Benchmark) -> dict[str, str]:
+    """The leaderboard's columns, name -> results key; the first ranks. Default: the headline keys."""
+    return dict(getattr(bench, "columns", None) or {k: k for k in bench.headline})
+
+
+def ranked_by(bench: Benchmark) -> tuple[str, str, str]:
+    """``(column, results key, direction)`` of the number entrants are ranked by."""
+    column, key = next(iter(columns(bench).items()))
+    return column, key, bench.headline[key]
+
+
+def evaluates_rows(bench: Benchmark) -> bool:
+    """Whether ``evaluate``'s ``data`` is a folder of the core's forget/retain rows."""
+    return bool(getattr(bench, "evaluates_rows", False))
+
+
+def required(bench: Benchmark) -> tuple[str, ...]:
+    """The ``evaluate`` options a competition must give."""
+    return tuple(getattr(bench, "required", ()) or ())
+
+
+def takes(method: Callable[..., Any], option: str) -> bool:
+    """Whether ``method`` names ``option`` (or takes any keyword)."""
+    params = inspect.signature(method).parameters
+    return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def options_for(method: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``method`` names (all of them if it takes any keyword)."""
+    return {k: v for k, v in options.items() if takes(method, k)}
+
+
+def takers(benchmarks: dict[str, Benchmark], option: str, what: str = "evaluate") -> list[str]:
+    """The names of the benchmarks whose ``what`` method names ``option`` (not merely ``**options``)."""
+    return [n for n, b in benchmarks.items() if option in inspect.signature(getattr(b, what)).parameters]
