@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX
-from .params import decoder_layers
+from .params import decoder_layers, eval_mode
 
 
 @dataclass
@@ -180,22 +180,20 @@ def layer_output(model: torch.nn.Module, inputs: dict[str, torch.Tensor], layer:
     return captured[0]
 
 
-@torch.no_grad()
 def answer_probe(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """How well ``model`` (in eval mode) knows the answers of ``batches`` (collated rows): their mean
     token ``nll`` and how many rows it ``reproduces`` (greedy decoding would give every answer token:
     each is the argmax at its teacher-forced position)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total = count = reproduced = 0.0
-    for batch in batches:
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        logp, mask = token_logprobs(logits, batch["labels"].to(device))
-        total, count = total - float((logp * mask).sum()), count + float(mask.sum())
-        hits = shift(logits, batch["labels"].to(device))[0].argmax(-1) == batch["labels"][:, 1:].to(device)
-        reproduced += int((hits | (mask == 0)).all(-1).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            labels = batch["labels"].to(device)
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+            logp, mask = token_logprobs(logits, labels)
+            total, count = total - float((logp * mask).sum()), count + float(mask.sum())
+            hits = shift(logits, labels)[0].argmax(-1) == labels[:, 1:]
+            reproduced += int((hits | (mask == 0)).all(-1).sum())
     return {"nll": total / max(count, 1.0), "reproduces": reproduced}

@@ -1,13 +1,28 @@
-"""Choosing which parameters train: the helpers parameter-selection hooks share."""
+"""Choosing which parameters train (the helpers parameter-selection hooks share), and running a
+model for measurement (`eval_mode`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 
 from .errors import ConfigError
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout) and without gradients inside the block; its own mode
+    (training or not) is restored afterwards, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

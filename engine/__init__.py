@@ -39,6 +39,7 @@ _EXPORTS = {
     **dict.fromkeys(["UnlearnError", "PluginError", "NonFiniteLossError"], "unlearn.errors"),
     **dict.fromkeys(["mark"], "unlearn.atomic"),
     **dict.fromkeys(["pad_token_id"], "unlearn.data"),
+    "eval_mode": "unlearn.params",
     **dict.fromkeys(["answer_probe", "kl_divergence", "kl_from_logprobs", "topk_kl_divergence"], "unlearn.losses"),
 }
 __all__ = list(_EXPORTS)
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and editors see (`X`: a re-export)
     from unlearn.data import pad_token_id
     from unlearn.errors import NonFiniteLossError, PluginError, UnlearnError
     from unlearn.losses import answer_probe, kl_divergence, kl_from_logprobs, topk_kl_divergence
+    from unlearn.params import eval_mode
 
     from . import benchmarks
     from .alternates import REFUSALS_FILE, choose_alternates, encode_alternates, read_refusals, rewrite

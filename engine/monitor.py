@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from unlearn.errors import ConfigError
 from unlearn.hookspecs import SignalFn
+from unlearn.params import eval_mode
 
 PREFIX = "eval_"  # signals are logged as eval_<name>: TensorBoard files them under eval/
 FUNCTIONS = {"abs": abs, "min": min, "max": max}
@@ -123,13 +124,8 @@ class Monitor(TrainerCallback):
         ]
 
     def _measure(self, model: torch.nn.Module, full: bool) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                values = {k: float(v) for k, v in self.signals(model, full).items()}
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            values = {k: float(v) for k, v in self.signals(model, full).items()}
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shared = [values]  # every rank measured (ZeRO-3 needs all in each forward); rank 0 decides
             torch.distributed.broadcast_object_list(shared, src=0)

@@ -13,6 +13,7 @@ import torch
 
 from unlearn.data import Encoded, PairCollator
 from unlearn.losses import layer_output, token_logprobs
+from unlearn.params import eval_mode
 
 from .settings import ReferenceSettings
 
@@ -102,14 +103,8 @@ class CachedReference:
     @contextmanager
     def _frozen(self) -> Iterator[torch.nn.Module]:
         """The reference network, in eval mode (no dropout), additions switched off if shared."""
-        model = self.model
-        was_training = model.training
-        model.eval()
-        try:
-            with self._switch_off() if self._switch_off is not None else nullcontext():
-                yield model
-        finally:
-            model.train(was_training)
+        with eval_mode(self.model) as model, self._switch_off() if self._switch_off is not None else nullcontext():
+            yield model
 
     def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The reference's logits on ``inputs``, [B, T, V]; a forward pass each call (and the

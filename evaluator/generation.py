@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from unlearn.engine import eval_mode
+
 from .ranks import SINGLE, Ranks
 
 # Generation-config fields that make HF's greedy search differ from a plain argmax.
@@ -314,8 +316,6 @@ def greedy_generate(
     """
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     hf = use_hf_generate or not plain_greedy(model)
-    was_training = model.training
-    model.eval()
     bar = None
     if progress and ranks.is_main:
         from tqdm.auto import tqdm
@@ -326,13 +326,13 @@ def greedy_generate(
             total=mine, desc="generating" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""), unit="row"
         )
     try:
-        if hf:
-            tokens = _hf_generate(model, tokenizer, encoded, max_new_tokens, bar, ranks)
-        else:
-            on_done = (lambda _row: bar.update()) if bar is not None else None
-            tokens = greedy_tokens(model, encoded, max_new_tokens, batch_size, stop_tokens(model), on_done, ranks)
+        with eval_mode(model):
+            if hf:
+                tokens = _hf_generate(model, tokenizer, encoded, max_new_tokens, bar, ranks)
+            else:
+                on_done = (lambda _row: bar.update()) if bar is not None else None
+                tokens = greedy_tokens(model, encoded, max_new_tokens, batch_size, stop_tokens(model), on_done, ranks)
     finally:
-        model.train(was_training)
         if bar is not None:
             bar.close()
     return [decode(tokenizer, t) for t in tokens]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from unlearn import Encoded, PairCollator, Row, encode, nll_from_logprobs, token_logprobs
-from unlearn.engine import pad_token_id
+from unlearn.engine import eval_mode, pad_token_id
 
 from .ranks import SINGLE, Ranks
 
@@ -19,20 +19,13 @@ def _batched_logprobs(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``token_logprobs`` of each right-padded batch of ``batch_size`` rows, in order, in eval mode
     and without gradients (the model's mode is restored afterwards)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     collate = PairCollator(pad_id)
-    try:
+    with eval_mode(model):
         for start in range(0, len(encoded), batch_size):
             batch = collate.pad(list(enumerate(encoded[start : start + batch_size])))
-            with torch.no_grad():
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits
-                yield token_logprobs(logits, batch["labels"].to(device))
-    finally:
-        model.train(was_training)
+            inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+            yield token_logprobs(model(**inputs).logits, batch["labels"].to(device))
 
 
 def answer_losses(

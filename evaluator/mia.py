@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearn import DataError, read_records
+from unlearn.engine import eval_mode
 
 from .generation import length_batches
 from .metrics import auc
@@ -39,8 +40,6 @@ def document_scores(
     batches and every rank returns every document.
     """
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     encoded = [tokenizer(d)["input_ids"] for d in documents]
     for i, seq in enumerate(encoded):
         if len(seq) < 2:
@@ -56,10 +55,8 @@ def document_scores(
             scores[i] = _attacks(float(loss), logits[r, :-1].float(), ids[r, 1:], documents[i], k)
         return scores
 
-    try:
+    with eval_mode(model):
         results = ranks.share(length_batches(encoded, batch_size), score)
-    finally:
-        model.train(was_training)
     return [results[i] for i in range(len(documents))]
 
 

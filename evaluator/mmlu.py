@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from unlearn import DataError
-from unlearn.engine import pad_token_id
+from unlearn.engine import eval_mode, pad_token_id
 
 from .generation import left_pad, left_pad_positions, length_batches
 from .ranks import SINGLE, Ranks
@@ -129,12 +129,8 @@ def evaluate_mmlu(
             for row, b in enumerate(best)
         }
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         predictions = ranks.share(batches, answer)
-    finally:
-        model.train(was_training)
     return mmlu_summary([predictions[key] for key in sorted(predictions)])
 
 
@@ -214,12 +210,8 @@ def _evaluate_open_instruct(
             for i, b in zip(rows, best)
         }
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         predictions = ranks.share(batches, answer)
-    finally:
-        model.train(was_training)
     return mmlu_summary([predictions[key] for key in sorted(predictions)])
 
 

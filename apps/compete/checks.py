@@ -8,7 +8,7 @@ from pathlib import Path
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 
 
-def check_output(folder: Path) -> tuple[str, str]:
+def check_model(folder: Path) -> tuple[str, str]:
     """Accept only a safetensors model that loads without remote code and has finite weights."""
     from safetensors import safe_open
 

@@ -15,7 +15,7 @@ from typing import Any
 from unlearn import ConfigError, write_json, write_jsonl
 from unlearn.engine import free_port, zero3_layer_sizes
 
-from .checks import check_output
+from .checks import check_model
 from .config import Competition, Entrant
 from .environments import BuildError, environment, python_of
 from .leaderboard import CHECKPOINT_SCORED
@@ -44,8 +44,10 @@ def readable_paths() -> list[str]:
     paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
     from importlib.metadata import entry_points
 
-    # The core, the CLI, and every plugin (the built-in applications are plugins too).
-    modules = ["unlearn", "unlearn.cli"] + [ep.value.split(":")[0] for ep in entry_points(group="unlearn")]
+    # The plugin API, the engine, the CLI, and every plugin (the built-in applications are plugins too).
+    modules = ["unlearn", "unlearn.engine", "unlearn.cli"] + [
+        ep.value.split(":")[0] for ep in entry_points(group="unlearn")
+    ]
     for name in modules:
         spec = importlib.util.find_spec(name)
         if spec is None:
@@ -156,7 +158,7 @@ def copy_submission(entrant: Entrant, work: Path) -> Path:
     return dest / entry.name
 
 
-def launched(
+def launch_command(
     comp: Competition, launcher: str, python: str, target: list[str], gpus: bool = True, config: Path | None = None
 ) -> list[str]:
     """``target`` (a script and its arguments, or ``-m module ...``) under ``launcher``.
@@ -231,7 +233,7 @@ def entrant_command(
             run_config["deepspeed"] = comp.deepspeed
         write_json(work / "run.json", run_config)
         cli = ["-m", "unlearn", "run", "--config", str(work / "run.json")]
-        return launched(comp, "torchrun" if launcher == "accelerate" else launcher, python, cli)
+        return launch_command(comp, "torchrun" if launcher == "accelerate" else launcher, python, cli)
     if entrant.kind == "recipe":
         from unlearn.recipes import find_recipe
 
@@ -257,7 +259,7 @@ def entrant_command(
     # the harness runs as a file: it imports only the standard library, whatever the entrant's packages
     folders = [str(work / "output"), str(work / "forget"), str(work / "retain")]
     config = submission_deepspeed(comp, work) if launcher in ("deepspeed", "accelerate") else None
-    return launched(comp, launcher, python, [str(_HARNESS), str(entry), model, *folders], gpus, config)
+    return launch_command(comp, launcher, python, [str(_HARNESS), str(entry), model, *folders], gpus, config)
 
 
 def _has_gpu() -> bool:
@@ -305,7 +307,7 @@ def output_folder(entrant: Entrant, work: Path) -> Path:
 
 
 def find_model(output: Path, cut_short: bool = False) -> tuple[Path, str, str]:
-    """The model to score, with its `check_output` verdict.
+    """The model to score, with its `check_model` verdict.
 
     A finished run: ``output`` when it holds weights, else the newest model one folder down that
     passes the check (saved in ``output/final/``, a Trainer's ``checkpoint-N``). A run ``cut_short``
@@ -315,14 +317,14 @@ def find_model(output: Path, cut_short: bool = False) -> tuple[Path, str, str]:
     """
     inside = [d for d in output.iterdir() if d.is_dir()] if output.is_dir() else []
     if not cut_short and any(output.glob("*.safetensors")):
-        return (output, *check_output(output))
+        return (output, *check_model(output))
     saved = {d: max((f.stat().st_mtime for f in d.glob("*.safetensors")), default=None) for d in [output, *inside]}
     saved = {d: t for d, t in saved.items() if t is not None}
     for folder in sorted(saved, key=saved.__getitem__, reverse=True):
-        status, reason = check_output(folder)
+        status, reason = check_model(folder)
         if status == "ok":
             return folder, status, reason
-    return (output, *check_output(output))
+    return (output, *check_model(output))
 
 
 def landlock_rules(

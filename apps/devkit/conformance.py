@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import traceback
@@ -14,18 +15,31 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from unlearn import Config, LossContext, LossOutput, PairCollator, PairedDataset, Register, encode, hookimpl
+from unlearn import (
+    Benchmark,
+    Config,
+    LossContext,
+    LossOutput,
+    PairCollator,
+    PairedDataset,
+    Register,
+    encode,
+    hookimpl,
+    load_rows,
+)
 from unlearn.engine import (
     AlternateSettings,
     CachedReference,
     Method,
     PluginHost,
     RunConfig,
+    benchmarks,
     choose_alternates,
     encode_alternates,
     get_host,
     run,
 )
+from unlearn.evaluator import RESULTS
 
 from .tiny import FORGET_ROWS, RETAIN_ROWS, cached_tiny_model, write_tiny_data
 
@@ -179,14 +193,91 @@ def _fail(message: str) -> None:
     raise AssertionError(message)
 
 
+def check_benchmark(bench: Benchmark, workdir: Path) -> list[CheckResult]:
+    """Run every conformance check on one registered benchmark: its summary, tiny data in the core's
+    row layout (``synthesize``), a tiny model's evaluation with every headline number present and
+    finite (the required inputs taken from the tiny data folder; where a number needs the
+    reference, the model's first evaluation as its own), rescoring that gives the same numbers, and its training
+    signals where it gives them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    results: list[CheckResult] = []
+    data, model, evaluation = workdir / "data", cached_tiny_model(), workdir / "evaluation"
+
+    def summary_written() -> str:
+        if not bench.summary.strip() or bench.summary == PLACEHOLDER_SUMMARY.format(name=bench.name):
+            _fail("write the benchmark's one-line summary (the skeleton's placeholder is still there)")
+        return bench.summary
+
+    def synthesizes() -> str:
+        counts = bench.synthesize(data, 0, "tiny")
+        rows = {split: len(load_rows(data, split)) for split in ("forget", "retain")}
+        return f"{counts}; rows {rows}"
+
+    def evaluates() -> str:
+        nonlocal evaluation
+        given = {"device": "cpu", "progress": False}
+        given |= dict.fromkeys(benchmarks.required(bench), data)  # the tiny data holds every input it needs
+        found = bench.evaluate(model, data, evaluation, **benchmarks.options_for(bench.evaluate, given))
+        if any(found.get(k) is None for k in bench.headline) and benchmarks.takes(bench.evaluate, "reference"):
+            given["reference"], evaluation = evaluation, workdir / "evaluation_with_reference"  # its own oracle
+            found = bench.evaluate(model, data, evaluation, **benchmarks.options_for(bench.evaluate, given))
+        written = json.loads((evaluation / RESULTS).read_text())
+        if written.get("benchmark") != bench.name:
+            _fail(f'{RESULTS} must hold "benchmark": {bench.name!r}')
+        bad = {k: written.get(k) for k in bench.headline if not _finite(written.get(k))}
+        if bad or any(found.get(k) != written.get(k) for k in bench.headline):
+            _fail(f"headline numbers missing, not finite or not as returned: {bad or found}")
+        return ", ".join(f"{k} {written[k]:.4g}" for k in bench.headline)
+
+    def rescores() -> str:
+        again = workdir / "rescored"
+        with_reference = evaluation.name == "evaluation_with_reference"
+        options = benchmarks.options_for(bench.rescore, {"reference": workdir / "evaluation"} if with_reference else {})
+        found = bench.rescore(evaluation, data, again, **options)
+        first = json.loads((evaluation / RESULTS).read_text())
+        differ = [k for k in bench.headline if not math.isclose(found.get(k), first[k], rel_tol=1e-9, abs_tol=1e-12)]
+        if differ:
+            _fail(f"rescoring changed {differ}: {[found.get(k) for k in differ]} != {[first[k] for k in differ]}")
+        return "the same headline numbers"
+
+    def signals() -> str:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        names, measure = bench.signals(data, "train", tokenizer, 4)
+        net = AutoModelForCausalLM.from_pretrained(model).eval()
+        with torch.no_grad():
+            quick, full = measure(net, False), measure(net, True)
+        if set(full) != set(names) or not set(quick) <= set(names):
+            _fail(f"signals named {sorted(names)} but measured {sorted(full)}")
+        bad = {k: v for k, v in full.items() if not _finite(v)}
+        if bad:
+            _fail(f"signals not finite: {bad}")
+        return ", ".join(sorted(names))
+
+    _check(results, "summary is written", summary_written)
+    if _check(results, "synthesize writes tiny data in the core's row layout", synthesizes):
+        if _check(results, "a tiny model's evaluation has every headline number", evaluates):
+            _check(results, "rescoring the evaluation gives the same numbers", rescores)
+        if callable(getattr(bench, "signals", None)):
+            _check(results, "training signals are measured, finite", signals)
+    return results
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_plugin(name: str, host: PluginHost | None = None, workdir: Path | None = None) -> list[CheckResult]:
-    """Check the plugin (entry-point name) or method called ``name``: every method it registers."""
+    """Check the plugin (entry-point name), method or benchmark called ``name``: every method and
+    benchmark it registers."""
     host = host or get_host()
     info = host.plugins.get(name)
     if info is None and name in host.methods:
         info = host.plugins[host.methods[name].plugin]
+    if info is None and name in host.benchmarks:
+        info = host.plugins[host.benchmarks[name][0]]
     if info is None:
-        return [CheckResult("plugin is installed and loads", False, f"no plugin or method named {name!r} is loaded")]
+        return [CheckResult("plugin is installed and loads", False, f"no plugin, method or benchmark named {name!r}")]
     if info.error:
         return [CheckResult("plugin is installed and loads", False, info.error)]
     results = [
@@ -199,6 +290,9 @@ def check_plugin(name: str, host: PluginHost | None = None, workdir: Path | None
         for method_name in info.methods:
             for r in check_method(host.methods[method_name], host, base / method_name):
                 results.append(CheckResult(f"{method_name}: {r.name}", r.ok, r.detail))
+        for bench_name in info.benchmarks:
+            for r in check_benchmark(host.benchmark(bench_name), base / bench_name):
+                results.append(CheckResult(f"{bench_name}: {r.name}", r.ok, r.detail))
     return results
 
 

@@ -13,7 +13,7 @@ from helpers import COPY_SUBMISSION, cli, processes_with
 
 from unlearn import ConfigError
 from unlearn.compete import Competition, load_competition, rank
-from unlearn.compete.checks import check_output
+from unlearn.compete.checks import check_model
 from unlearn.compete.config import check_installed
 from unlearn.compete.sandbox import abi
 from unlearn.devkit import FORGET_ROWS
@@ -304,9 +304,9 @@ def test_ranking_keeps_each_teams_best_valid_entry():
     assert rows[2]["reason"] == "final score equals the target's" and rows[0]["reason"] == ""
 
 
-def test_check_output_accepts_only_loadable_safetensors(arena, competition_file, tmp_path):
-    assert check_output(arena / "target") == ("ok", "")
-    assert check_output(tmp_path)[0] == "no model"
+def test_check_model_accepts_only_loadable_safetensors(arena, competition_file, tmp_path):
+    assert check_model(arena / "target") == ("ok", "")
+    assert check_model(tmp_path)[0] == "no model"
 
 
 def test_a_competition_on_another_benchmark_ranks_by_its_headline(arena, competition_file, tmp_path):
