@@ -136,6 +136,11 @@ class Benchmark(Protocol):
     # Optional (default: each headline key as itself): the leaderboard's columns, column name ->
     # results key, in order; the first is the rank (in its key's headline direction).
     columns: dict[str, str]
+    # Optional: ``unlearn tune``'s default objective (maximised unless it is a ``lower`` headline
+    # number) and constraints, as expressions of the benchmark's ``signals``. Default: the first
+    # headline number, in its direction, and the ``utility`` number at least 0.75 x its initial value.
+    objective: str
+    constraints: tuple[str, ...]
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         """Write the embedded default in this benchmark's layout into the new folder ``out``:

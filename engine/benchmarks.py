@@ -46,3 +46,18 @@ def options_for(method: Callable[..., Any], options: dict[str, Any]) -> dict[str
 def takers(benchmarks: dict[str, Benchmark], option: str, what: str = "evaluate") -> list[str]:
     """The names of the benchmarks whose ``what`` method names ``option`` (not merely ``**options``)."""
     return [n for n, b in benchmarks.items() if option in inspect.signature(getattr(b, what)).parameters]
+
+
+def tuning(bench: Benchmark) -> tuple[str, str, list[str]]:
+    """``unlearn tune``'s defaults, ``(objective, direction, constraints)``: the benchmark's declared
+    ``objective`` and ``constraints`` (expressions of its signals), else its first headline number
+    in its direction (``abs(x)``, minimised, for ``zero``) and its ``utility`` number at least 0.75 x
+    its initial value (organiser mode's default gate)."""
+    first = next(iter(bench.headline))
+    objective = getattr(bench, "objective", None) or (f"abs({first})" if bench.headline[first] == "zero" else first)
+    direction = "maximize" if bench.headline.get(objective, "higher") == "higher" else "minimize"
+    utility = getattr(bench, "utility", None)
+    constraints = getattr(bench, "constraints", None)
+    if constraints is None:
+        constraints = [f"{utility} >= 0.75 * initial_{utility}"] if utility else []
+    return objective, direction, list(constraints)

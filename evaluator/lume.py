@@ -46,6 +46,9 @@ class Lume:
     utility = "mmlu_average"
     evaluates_rows = True  # its data folder is the forget/retain rows themselves
     required = ("mia",)  # the MIA is a third of the official final score
+    # unlearn tune's defaults, in its training signals' names (evaluator/signals.py)
+    objective = "score"
+    constraints = ("utility >= 0.75 * initial_utility",)
     columns = {
         "final_score": "aggregate-score",
         "task_aggregate": "harmonic-mean-task-aggregate",

@@ -34,10 +34,14 @@ def register_commands(cli: typer.Typer) -> None:
         jobs: int = typer.Option(1, help="Trials at once, each on its own cores with that many torch threads."),
         storage: str | None = typer.Option(None, help="RDB URL to share the study (default: sqlite OUT/study.db)."),
         study: str = typer.Option("unlearn", help="The study's name in the storage."),
-        objective: str = typer.Option("score", help="Expression of the last step's signals to optimise."),
+        objective: str | None = typer.Option(
+            None, help="Expression of the last step's signals to optimise (default: the benchmark's, LUME's score)."
+        ),
         minimize: bool = typer.Option(False, help="Minimise the objective instead."),
         constraint: list[str] = typer.Option(
-            [], help="Must hold for a feasible trial (default: utility >= 0.75 * initial_utility)."
+            [],
+            help="Must hold for a feasible trial (default: the benchmark's utility gate; LUME's "
+            "utility >= 0.75 * initial_utility).",
         ),
         report_epochs: float = typer.Option(2.0, help="Generation-based signals and a pruning report every N epochs."),
         prune: bool = typer.Option(True, help="Median pruning on the intermediate values."),
@@ -111,7 +115,7 @@ def register_commands(cli: typer.Typer) -> None:
                 storage=storage,
                 study=study,
                 objective=objective,
-                direction="minimize" if minimize else "maximize",
+                direction="minimize" if minimize else None if objective is None else "maximize",
                 report_epochs=report_epochs,
                 prune=prune,
                 startup_trials=startup_trials,
@@ -139,7 +143,6 @@ def register_commands(cli: typer.Typer) -> None:
             out.print("[red]no trial was both complete and feasible[/red]; see report.md")
         else:
             b = summary["best"]
-            out.print(
-                f"[green]best trial #{b['number']}: {objective} = {b['value']:.4f}[/green] {escape(str(b['params']))}"
-            )
+            params = escape(str(b["params"]))
+            out.print(f"[green]best trial #{b['number']}: {prepared.goal} = {b['value']:.4f}[/green] {params}")
         out.print(f"report: {prepared.out / 'report.md'}; best settings: {prepared.out / 'best.toml'}")

@@ -76,11 +76,16 @@ class TuneSettings(Config):
     jobs: int = Field(1, ge=1, description="Trials at once on this machine, each on its own cores.")
     storage: str | None = Field(None, description="An RDB URL shared by processes/machines; default OUT/study.db.")
     study: str = Field("unlearn", description="The study's name in the storage.")
-    objective: str = Field("score", description="An expression of the final step's signals to optimise.")
-    direction: Literal["maximize", "minimize"] = "maximize"
-    constraints: list[str] = Field(
-        default_factory=lambda: ["utility >= 0.75 * initial_utility"],
-        description="Expressions that must hold for a trial to count as feasible (default: the utility gate).",
+    objective: str | None = Field(
+        None, description="An expression of the final step's signals to optimise (None: the benchmark's default)."
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="None: the benchmark's default objective's direction, else maximize."
+    )
+    constraints: list[str] | None = Field(
+        None,
+        description="Expressions that must hold for a trial to count as feasible (None: the benchmark's "
+        "default, its utility gate).",
     )
     report_epochs: float = Field(
         2.0, gt=0, description="Generation-based signals (and a report to the pruner) every this many epochs."
@@ -123,8 +128,13 @@ class Study:
         self.settings, self.out, self.host = settings, Path(out), host or get_host()
         self.config = build_config({**settings.base, "output_dir": str(self.out / "trials")}, source="tune: base")
         self.space: dict[str, Dimension] = search_space(self.host, self.config.methods(), settings.space)
-        self.objective = Expression(settings.objective, "objective")
-        self.constraints = [Expression(c, f"constraints[{i}]") for i, c in enumerate(settings.constraints)]
+        # What is tuned: as given, or the benchmark's defaults (`unlearn.engine.benchmarks.tuning`)
+        objective, direction, constraints = benchmarks.tuning(self.host.benchmark(self.config.trainer.eval_benchmark))
+        self.goal = settings.objective or objective
+        self.direction = settings.direction or (direction if settings.objective is None else "maximize")
+        self.goals = constraints if settings.constraints is None else settings.constraints
+        self.objective = Expression(self.goal, "objective")
+        self.constraints = [Expression(c, f"constraints[{i}]") for i, c in enumerate(self.goals)]
         self.url = settings.storage or f"sqlite:///{self.out / 'study.db'}"
 
     def check_signals(self) -> set[str]:
@@ -174,7 +184,7 @@ class Study:
         study = optuna.create_study(
             storage=storage,
             study_name=self.settings.study,
-            direction=self.settings.direction,
+            direction=self.direction,
             sampler=sampler,
             pruner=pruner,
             load_if_exists=True,
@@ -518,9 +528,9 @@ def write_outputs(study: Study, optuna_study: Any, holdout: dict[str, Any] | Non
     summary: dict[str, Any] = {
         "study": study.settings.study,
         "storage": study.url,
-        "objective": study.settings.objective,
-        "direction": study.settings.direction,
-        "constraints": study.settings.constraints,
+        "objective": study.goal,
+        "direction": study.direction,
+        "constraints": study.goals,
         "space": {p: d.describe() for p, d in study.space.items()},
         "trials": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
         "best": None,
@@ -538,7 +548,7 @@ def write_outputs(study: Study, optuna_study: Any, holdout: dict[str, Any] | Non
         recipe = {
             "name": "tuned_" + "_".join(study.config.methods()),
             "summary": f"{study.config.method} with settings found by unlearn tune (trial {best.number}, "
-            f"{study.settings.objective} {best.value:.3f})",
+            f"{study.goal} {best.value:.3f})",
             "notes": f"Study {study.settings.study!r} in {study.url}: "
             + ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
             + " trials; space: "
