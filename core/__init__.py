@@ -10,48 +10,51 @@ Names load on first use, so ``import unlearn`` costs nothing (no torch until a n
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 # name -> the module that defines it
-_EXPORTS = {
-    **dict.fromkeys(["hookimpl", "Register", "Benchmark"], "hookspecs"),
-    **dict.fromkeys(["Config", "search"], "config"),
-    **dict.fromkeys(["LossContext", "RunContext", "PostContext"], "context"),
-    **dict.fromkeys(
-        [
-            "LossOutput",
-            "token_logprobs",
-            "nll_from_logprobs",
-            "preference_loss",
-            "answer_positions",
-            "shift",
-            "layer_output",
-        ],
-        "losses",
-    ),
-    **dict.fromkeys(["decoder_layers", "train_only"], "params"),
-    **dict.fromkeys(
-        [
-            "IGNORE_INDEX",
-            "Row",
-            "Encoded",
-            "encode",
-            "load_rows",
-            "read_records",
-            "resolve_split",
-            "PairCollator",
-            "PairedDataset",
-            "RetainCycle",
-            "ScheduledDataset",
-        ],
-        "data",
-    ),
-    **dict.fromkeys(["ConfigError", "DataError", "RunError"], "errors"),
-    **dict.fromkeys(["write_text", "write_json", "write_jsonl", "check_output", "publish"], "atomic"),
-}
-__all__ = list(_EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["hookimpl", "Register", "Benchmark"], ".hookspecs"),
+        **dict.fromkeys(["Config", "search"], ".config"),
+        **dict.fromkeys(["LossContext", "RunContext", "PostContext"], ".context"),
+        **dict.fromkeys(
+            [
+                "LossOutput",
+                "token_logprobs",
+                "nll_from_logprobs",
+                "preference_loss",
+                "answer_positions",
+                "shift",
+                "layer_output",
+            ],
+            ".losses",
+        ),
+        **dict.fromkeys(["decoder_layers", "train_only"], ".params"),
+        **dict.fromkeys(
+            [
+                "IGNORE_INDEX",
+                "Row",
+                "Encoded",
+                "encode",
+                "load_rows",
+                "read_records",
+                "resolve_split",
+                "PairCollator",
+                "PairedDataset",
+                "RetainCycle",
+                "ScheduledDataset",
+            ],
+            ".data",
+        ),
+        **dict.fromkeys(["ConfigError", "DataError", "RunError"], ".errors"),
+        **dict.fromkeys(["write_text", "write_json", "write_jsonl", "check_output", "publish"], ".atomic"),
+    },
+)
 
 try:
     __version__ = version("unlearn-core")
@@ -59,19 +62,7 @@ except PackageNotFoundError:  # imported from a source tree that is not installe
     __version__ = "0+unknown"
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'unlearn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
-
-if TYPE_CHECKING:  # what type checkers and editors see (`X`: a re-export)
+if TYPE_CHECKING:  # what type checkers and editors see (the names above)
     from .atomic import check_output, publish, write_json, write_jsonl, write_text
     from .config import Config, search
     from .context import LossContext, PostContext, RunContext

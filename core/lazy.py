@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def exports(package: str, names: dict[str, str]) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, names: dict[str, str]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
     """``__all__``, ``__getattr__`` and ``__dir__`` for ``package``, whose ``names`` map each
     published name to the module defining it (``.module`` within the package, or absolute). A name
     that is the module itself (``{"benchmarks": ".benchmarks"}``) gives the module."""

@@ -7,62 +7,53 @@ never the other way round. Names load on first use, as in ``unlearn``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host", "command_group"], "host"),
-    **dict.fromkeys(
-        [
-            "RunConfig",
-            "TrainerSettings",
-            "ReferenceSettings",
-            "AlternateSettings",
-            "build_config",
-            "read_config_file",
-            "parse_value",
-            "apply_override",
-            "apply_sets",
-            "describe_error",
-        ],
-        "settings",
-    ),
-    **dict.fromkeys(["run", "run_identity", "STAGES", "CONFIG_FILE", "REPORT_FILE"], "runner"),
-    **dict.fromkeys(["free_port", "resolve_device", "claim_device", "zero3_layer_sizes"], "devices"),
-    "CachedReference": "reference_model",
-    "benchmarks": "benchmarks",  # the module: what the applications ask of a benchmark
-    **dict.fromkeys(["Expression", "Monitor"], "monitor"),
-    **dict.fromkeys(
-        ["choose_alternates", "encode_alternates", "read_refusals", "rewrite", "REFUSALS_FILE"], "alternates"
-    ),
-    # parts of the plugin API's modules that only the applications use
-    **dict.fromkeys(["UnlearnError", "PluginError", "NonFiniteLossError"], "unlearn.errors"),
-    **dict.fromkeys(["mark"], "unlearn.atomic"),
-    **dict.fromkeys(["pad_token_id"], "unlearn.data"),
-    "eval_mode": "unlearn.params",
-    **dict.fromkeys(["answer_probe", "kl_divergence", "kl_from_logprobs", "topk_kl_divergence"], "unlearn.losses"),
-}
-__all__ = list(_EXPORTS)
+from unlearn.lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'unlearn.engine' has no attribute {name!r}")
-    module = _EXPORTS[name]
-    found = importlib.import_module(module if "." in module else f".{module}", __name__)
-    value = found if found.__name__.endswith(f".{name}") else getattr(found, name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host", "command_group"], ".host"),
+        **dict.fromkeys(
+            [
+                "RunConfig",
+                "TrainerSettings",
+                "ReferenceSettings",
+                "AlternateSettings",
+                "build_config",
+                "read_config_file",
+                "parse_value",
+                "apply_override",
+                "apply_sets",
+                "describe_error",
+            ],
+            ".settings",
+        ),
+        **dict.fromkeys(["run", "run_identity", "STAGES", "CONFIG_FILE", "REPORT_FILE"], ".runner"),
+        **dict.fromkeys(["free_port", "resolve_device", "claim_device", "zero3_layer_sizes"], ".devices"),
+        "CachedReference": ".reference_model",
+        "benchmarks": ".benchmarks",  # the module: what the applications ask of a benchmark
+        **dict.fromkeys(["Expression", "Monitor"], ".monitor"),
+        **dict.fromkeys(
+            ["choose_alternates", "encode_alternates", "read_refusals", "rewrite", "REFUSALS_FILE"], ".alternates"
+        ),
+        # parts of the plugin API's modules that only the applications use
+        **dict.fromkeys(["UnlearnError", "PluginError", "NonFiniteLossError"], "unlearn.errors"),
+        **dict.fromkeys(["mark"], "unlearn.atomic"),
+        **dict.fromkeys(["pad_token_id"], "unlearn.data"),
+        "eval_mode": "unlearn.params",
+        "lazy_exports": "unlearn.lazy",
+        **dict.fromkeys(["answer_probe", "kl_divergence", "kl_from_logprobs", "topk_kl_divergence"], "unlearn.losses"),
+    },
+)
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
-
-if TYPE_CHECKING:  # what type checkers and editors see (`X`: a re-export)
+if TYPE_CHECKING:  # what type checkers and editors see (the names above)
     from unlearn.atomic import mark
     from unlearn.data import pad_token_id
     from unlearn.errors import NonFiniteLossError, PluginError, UnlearnError
+    from unlearn.lazy import lazy_exports
     from unlearn.losses import answer_probe, kl_divergence, kl_from_logprobs, topk_kl_divergence
     from unlearn.params import eval_mode
 

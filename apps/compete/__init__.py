@@ -10,8 +10,23 @@ output is scored), ``environments`` (a submission's declared Python and packages
 whole run).
 """
 
-from .competition import run_competition
-from .config import Competition, Entrant, load_competition
-from .leaderboard import rank, write_leaderboard
+from __future__ import annotations
 
-__all__ = ["Competition", "Entrant", "load_competition", "run_competition", "rank", "write_leaderboard"]
+from typing import TYPE_CHECKING
+
+from unlearn.engine import lazy_exports
+
+# names load on first use (unlearn.engine.lazy_exports), so importing the package costs nothing
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["Competition", "Entrant", "load_competition"], ".config"),
+        "run_competition": ".competition",
+        **dict.fromkeys(["rank", "write_leaderboard"], ".leaderboard"),
+    },
+)
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from .competition import run_competition
+    from .config import Competition, Entrant, load_competition
+    from .leaderboard import rank, write_leaderboard
