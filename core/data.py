@@ -94,36 +94,44 @@ def load_rows(path: Path, split: str = "forget") -> list[Row]:
     seen: dict[str, int] = {}
     for number, record in read_records(file):
         where = f"{file}, row {number}"
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected an object with fields {ROW_FIELDS}")
-        for name in ROW_FIELDS:
-            if name not in record:
-                raise DataError(f"{where}: missing field {name!r} (a LUME row has {', '.join(ROW_FIELDS)})")
-            if not isinstance(record[name], str):
-                raise DataError(f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}")
-        for name in ROW_FIELDS:
-            if not record[name].strip():
-                raise DataError(f"{where}: field {name!r} is empty")
-        alternate = record.get("alternate")  # optional; None (a parquet row without one) is absent
-        if alternate is not None:
-            alternate = [alternate] if isinstance(alternate, str) else alternate
-            bad = (
-                [a for a in alternate if not isinstance(a, str)]
-                if isinstance(alternate, (list, tuple))
-                else [alternate]
-            )
-            if bad:
-                got = type(bad[0]).__name__
-                raise DataError(f"{where}: field 'alternate' must be a string or a list of strings, got {got}")
-            if not alternate or not all(a.strip() for a in alternate):
-                raise DataError(f"{where}: field 'alternate' is empty (give at least one non-empty answer)")
+        _check_fields(record, where)
+        alternate = _alternates(record.get("alternate"), where)
         if record["id"] in seen:
             raise DataError(f"{where}: duplicate id {record['id']!r} (first at row {seen[record['id']]})")
         seen[record["id"]] = number
-        rows.append(Row(*(record[name] for name in ROW_FIELDS), tuple(alternate or ())))
+        rows.append(Row(*(record[name] for name in ROW_FIELDS), alternate))
     if not rows:
         raise DataError(f"{file}: no rows (empty file)")
     return rows
+
+
+def _check_fields(record: Any, where: str) -> None:
+    """Every row field present, a string, and not blank."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with fields {ROW_FIELDS}")
+    for name in ROW_FIELDS:
+        if name not in record:
+            raise DataError(f"{where}: missing field {name!r} (a LUME row has {', '.join(ROW_FIELDS)})")
+        if not isinstance(record[name], str):
+            raise DataError(f"{where}: field {name!r} must be a string, got {type(record[name]).__name__}")
+    for name in ROW_FIELDS:
+        if not record[name].strip():
+            raise DataError(f"{where}: field {name!r} is empty")
+
+
+def _alternates(alternate: Any, where: str) -> tuple[str, ...]:
+    """A row's optional ``alternate`` field as a tuple of answers (None, a parquet row without one,
+    is absent); anything but a non-empty string or list of them is an error."""
+    if alternate is None:
+        return ()
+    alternate = [alternate] if isinstance(alternate, str) else alternate
+    bad = [a for a in alternate if not isinstance(a, str)] if isinstance(alternate, (list, tuple)) else [alternate]
+    if bad:
+        got = type(bad[0]).__name__
+        raise DataError(f"{where}: field 'alternate' must be a string or a list of strings, got {got}")
+    if not alternate or not all(a.strip() for a in alternate):
+        raise DataError(f"{where}: field 'alternate' is empty (give at least one non-empty answer)")
+    return tuple(alternate)
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -25,11 +25,11 @@ def _refuse_untaken(method: Any, given: dict[str, Any], benchmark: str, others: 
 
 
 @hookimpl
-def register_commands(cli: typer.Typer) -> None:
+def register_commands(cli: typer.Typer) -> None:  # still to split (issue 44)
     out = Console()
 
     @cli.command()
-    def evaluate(
+    def evaluate(  # still to split (issue 44)
         model: Path | None = typer.Argument(None, help="The model folder to evaluate."),
         data: Path = typer.Option(..., "--data", "-d", help="The benchmark's data folder."),
         out_dir: Path = typer.Option(..., "--out", "-o", help="Where to write the evaluation."),

@@ -242,3 +242,22 @@ def test_no_benchmark_is_special_cased():
                 names = [c.value for c in (node.left, *node.comparators) if isinstance(c, ast.Constant)]
                 found += [f"{path.relative_to(REPO)}:{node.lineno}" for n in names if n in ("lume", "tofu", "muse")]
     assert not found, found
+
+
+def test_functions_stay_short():
+    """No function over 80 lines (ruff holds complexity to 12 and statements to 50). The ones still
+    to split are marked on their ``def`` line; none of them is in the API or the engine, and the
+    list only shrinks."""
+    long, marked = [], 0
+    for folder in ("core", "engine", "evaluator", "apps"):
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text().splitlines()
+            for node in ast.walk(ast.parse("\n".join(text))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    todo = "still to split (issue 44)" in text[node.lineno - 1]
+                    assert not (todo and folder in ("core", "engine")), f"{path}:{node.lineno}"
+                    marked += todo
+                    if node.end_lineno - node.lineno + 1 > 80 and not todo:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not long, long
+    assert marked <= 18, f"{marked} functions marked still to split; the list only shrinks"

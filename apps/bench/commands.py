@@ -15,7 +15,7 @@ from unlearn.engine import apply_sets, command_group, describe_error
 
 
 @hookimpl
-def register_commands(cli: typer.Typer) -> None:
+def register_commands(cli: typer.Typer) -> None:  # still to split (issue 44)
     out = Console()
     data = command_group(cli, "data", "Benchmark data.")
     target = command_group(cli, "target", "The model to unlearn from.")

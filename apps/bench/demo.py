@@ -41,7 +41,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run_demo(
+def run_demo(  # noqa: C901, PLR0915 - still to split (issue 44)
     out: Path,
     method: str = "gd",
     size: str = "small",

@@ -76,7 +76,7 @@ class Reporter:
             self._progress.stop()
 
 
-def run_competition(
+def run_competition(  # noqa: C901, PLR0915 - still to split (issue 44)
     comp: Competition,
     host: PluginHost | None = None,
     only: list[str] | None = None,

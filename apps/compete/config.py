@@ -274,7 +274,7 @@ def check_installed(entrants: list[Entrant], host: PluginHost) -> None:
             host.method(name, kinds=kinds)
 
 
-def load_competition(
+def load_competition(  # noqa: C901 - still to split (issue 44)
     path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
 ) -> Competition:
     """Read a competition file; relative paths (entrants' files too) are relative to it, and every

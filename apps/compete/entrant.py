@@ -356,7 +356,7 @@ def landlock_rules(
     return rules
 
 
-def run_entrant(
+def run_entrant(  # noqa: C901, PLR0915 - still to split (issue 44)
     comp: Competition,
     entrant: Entrant,
     folder: Path,

@@ -128,7 +128,7 @@ def _signal_all(pgid: int, token: str, sig: int) -> None:
             pass
 
 
-def supervise(
+def supervise(  # noqa: C901, PLR0915 - still to split (issue 44)
     command: list[str],
     cwd: Path,
     env: dict[str, str],

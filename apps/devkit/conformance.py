@@ -89,7 +89,7 @@ def _tiny_batch(tokenizer: Any, method: Method) -> tuple[dict[str, dict[str, tor
     return PairCollator(tokenizer.pad_token_id)([data[i] for i in range(3)]), flat
 
 
-def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:
+def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:  # noqa: C901, PLR0915 - still to split (issue 44)
     """Run every conformance check on one registered method."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,32 +197,53 @@ def check_benchmark(bench: Benchmark, workdir: Path) -> list[CheckResult]:
     """Run every conformance check on one registered benchmark: its summary, tiny data in the core's
     row layout (``synthesize``), a tiny model's evaluation with every headline number present and
     finite (the required inputs taken from the tiny data folder; where a number needs the
-    reference, the model's first evaluation as its own), rescoring that gives the same numbers, and its training
-    signals where it gives them."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    reference, the model's first evaluation as its own), rescoring that gives the same numbers,
+    and its training signals where it gives them."""
     results: list[CheckResult] = []
-    data, model, evaluation = workdir / "data", cached_tiny_model(), workdir / "evaluation"
+    tiny = _Tiny(bench, workdir / "data", cached_tiny_model(), workdir)
+    _check(results, "summary is written", tiny.summary_written)
+    if _check(results, "synthesize writes tiny data in the core's row layout", tiny.synthesizes):
+        if _check(results, "a tiny model's evaluation has every headline number", tiny.evaluates):
+            _check(results, "rescoring the evaluation gives the same numbers", tiny.rescores)
+        if callable(getattr(bench, "signals", None)):
+            _check(results, "training signals are measured, finite", tiny.signals)
+    return results
 
-    def summary_written() -> str:
+
+@dataclass
+class _Tiny:
+    """A benchmark's checks on its tiny data and the tiny model; each returns its detail or fails."""
+
+    bench: Benchmark
+    data: Path
+    model: Path
+    workdir: Path
+    reference: Path | None = None  # the first evaluation, where a headline number needed the reference
+
+    @property
+    def evaluation(self) -> Path:
+        return self.workdir / ("evaluation_with_reference" if self.reference else "evaluation")
+
+    def summary_written(self) -> str:
+        bench = self.bench
         if not bench.summary.strip() or bench.summary == PLACEHOLDER_SUMMARY.format(name=bench.name):
             _fail("write the benchmark's one-line summary (the skeleton's placeholder is still there)")
         return bench.summary
 
-    def synthesizes() -> str:
-        counts = bench.synthesize(data, 0, "tiny")
-        rows = {split: len(load_rows(data, split)) for split in ("forget", "retain")}
+    def synthesizes(self) -> str:
+        counts = self.bench.synthesize(self.data, 0, "tiny")
+        rows = {split: len(load_rows(self.data, split)) for split in ("forget", "retain")}
         return f"{counts}; rows {rows}"
 
-    def evaluates() -> str:
-        nonlocal evaluation
+    def evaluates(self) -> str:
+        bench, evaluate = self.bench, self.bench.evaluate
         given = {"device": "cpu", "progress": False}
-        given |= dict.fromkeys(benchmarks.required(bench), data)  # the tiny data holds every input it needs
-        found = bench.evaluate(model, data, evaluation, **benchmarks.options_for(bench.evaluate, given))
-        if any(found.get(k) is None for k in bench.headline) and benchmarks.takes(bench.evaluate, "reference"):
-            given["reference"], evaluation = evaluation, workdir / "evaluation_with_reference"  # its own oracle
-            found = bench.evaluate(model, data, evaluation, **benchmarks.options_for(bench.evaluate, given))
-        written = json.loads((evaluation / RESULTS).read_text())
+        given |= dict.fromkeys(benchmarks.required(bench), self.data)  # the tiny data holds every input it needs
+        found = evaluate(self.model, self.data, self.evaluation, **benchmarks.options_for(evaluate, given))
+        if any(found.get(k) is None for k in bench.headline) and benchmarks.takes(evaluate, "reference"):
+            self.reference = given["reference"] = self.evaluation  # the model as its own oracle
+            found = evaluate(self.model, self.data, self.evaluation, **benchmarks.options_for(evaluate, given))
+        written = json.loads((self.evaluation / RESULTS).read_text())
         if written.get("benchmark") != bench.name:
             _fail(f'{RESULTS} must hold "benchmark": {bench.name!r}')
         bad = {k: written.get(k) for k in bench.headline if not _finite(written.get(k))}
@@ -230,21 +251,21 @@ def check_benchmark(bench: Benchmark, workdir: Path) -> list[CheckResult]:
             _fail(f"headline numbers missing, not finite or not as returned: {bad or found}")
         return ", ".join(f"{k} {written[k]:.4g}" for k in bench.headline)
 
-    def rescores() -> str:
-        again = workdir / "rescored"
-        with_reference = evaluation.name == "evaluation_with_reference"
-        options = benchmarks.options_for(bench.rescore, {"reference": workdir / "evaluation"} if with_reference else {})
-        found = bench.rescore(evaluation, data, again, **options)
-        first = json.loads((evaluation / RESULTS).read_text())
-        differ = [k for k in bench.headline if not math.isclose(found.get(k), first[k], rel_tol=1e-9, abs_tol=1e-12)]
+    def rescores(self) -> str:
+        options = benchmarks.options_for(self.bench.rescore, {"reference": self.reference} if self.reference else {})
+        found = self.bench.rescore(self.evaluation, self.data, self.workdir / "rescored", **options)
+        first = json.loads((self.evaluation / RESULTS).read_text())
+        keys = self.bench.headline
+        differ = [k for k in keys if not math.isclose(found.get(k), first[k], rel_tol=1e-9, abs_tol=1e-12)]
         if differ:
             _fail(f"rescoring changed {differ}: {[found.get(k) for k in differ]} != {[first[k] for k in differ]}")
         return "the same headline numbers"
 
-    def signals() -> str:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        names, measure = bench.signals(data, "train", tokenizer, 4)
-        net = AutoModelForCausalLM.from_pretrained(model).eval()
+    def signals(self) -> str:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        names, measure = self.bench.signals(self.data, "train", AutoTokenizer.from_pretrained(self.model), 4)
+        net = AutoModelForCausalLM.from_pretrained(self.model).eval()
         with torch.no_grad():
             quick, full = measure(net, False), measure(net, True)
         if set(full) != set(names) or not set(quick) <= set(names):
@@ -253,14 +274,6 @@ def check_benchmark(bench: Benchmark, workdir: Path) -> list[CheckResult]:
         if bad:
             _fail(f"signals not finite: {bad}")
         return ", ".join(sorted(names))
-
-    _check(results, "summary is written", summary_written)
-    if _check(results, "synthesize writes tiny data in the core's row layout", synthesizes):
-        if _check(results, "a tiny model's evaluation has every headline number", evaluates):
-            _check(results, "rescoring the evaluation gives the same numbers", rescores)
-        if callable(getattr(bench, "signals", None)):
-            _check(results, "training signals are measured, finite", signals)
-    return results
 
 
 def _finite(value: Any) -> bool:

@@ -186,7 +186,7 @@ def _record(name: str, kind: str, path: Path, started: float | None = None) -> d
     return record
 
 
-def run_recipe(
+def run_recipe(  # noqa: C901, PLR0915 - still to split (issue 44)
     recipe: Recipe,
     output_dir: Path,
     host: PluginHost | None = None,
