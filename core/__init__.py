@@ -19,7 +19,7 @@ from .lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["hookimpl", "Register", "Benchmark"], ".hookspecs"),
+        **dict.fromkeys(["hookimpl", "Register", "Benchmark", "command_group"], ".hookspecs"),
         **dict.fromkeys(["Config", "search"], ".config"),
         **dict.fromkeys(["LossContext", "RunContext", "PostContext"], ".context"),
         **dict.fromkeys(
@@ -80,7 +80,7 @@ if TYPE_CHECKING:  # what type checkers and editors see (the names above)
         resolve_split,
     )
     from .errors import ConfigError, DataError, RunError
-    from .hookspecs import Benchmark, Register, hookimpl
+    from .hookspecs import Benchmark, Register, command_group, hookimpl
     from .losses import (
         LossOutput,
         answer_positions,

@@ -188,10 +188,23 @@ def register_commands(cli: typer.Typer) -> None:
     """Add commands to the ``unlearn`` command line.
 
     :param cli: the root ``typer.Typer``. ``@cli.command()`` adds a command;
-        ``unlearn.engine.command_group(cli, "data", "help")`` returns a group, created on first use, that
+        ``unlearn.command_group(cli, "data", "help")`` returns a group, created on first use, that
         several plugins can add commands to. Import heavy modules inside the command, so that
         ``unlearn --help`` stays fast.
     """
+
+
+def command_group(cli: typer.Typer, name: str, help: str = "") -> typer.Typer:
+    """The sub-command group ``name`` of ``cli``, created on first use, so that several plugins
+    can add commands to one group (``unlearn data ...``, ``unlearn plugins ...``)."""
+    import typer
+
+    for group in cli.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    cli.add_typer(sub, name=name)
+    return sub
 
 
 @hookspec(firstresult=True)

@@ -14,7 +14,7 @@ from unlearn.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host", "command_group"], ".host"),
+        **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host"], ".host"),
         **dict.fromkeys(
             [
                 "RunConfig",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # what type checkers and editors see (the names above)
     from . import benchmarks
     from .alternates import REFUSALS_FILE, choose_alternates, encode_alternates, read_refusals, rewrite
     from .devices import claim_device, free_port, resolve_device, zero3_layer_sizes
-    from .host import Method, PluginHost, PluginInfo, command_group, get_host
+    from .host import Method, PluginHost, PluginInfo, get_host
     from .monitor import Expression, Monitor
     from .reference_model import CachedReference
     from .runner import CONFIG_FILE, REPORT_FILE, STAGES, run, run_identity

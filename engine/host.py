@@ -319,19 +319,6 @@ def _check_core_range(dist: Any) -> None:
             raise PluginError(f"needs unlearn-core{req.specifier}, but {core} is installed; install a matching version")
 
 
-def command_group(cli: typer.Typer, name: str, help: str = "") -> typer.Typer:
-    """The sub-command group ``name`` of ``cli``, created on first use, so that several plugins
-    can add commands to one group (``unlearn data ...``, ``unlearn plugins ...``)."""
-    import typer
-
-    for group in cli.registered_groups:
-        if group.name == name and group.typer_instance is not None:
-            return group.typer_instance
-    sub = typer.Typer(help=help, no_args_is_help=True)
-    cli.add_typer(sub, name=name)
-    return sub
-
-
 _HOST: PluginHost | None = None
 
 

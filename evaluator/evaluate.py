@@ -175,7 +175,7 @@ def _answered(
     return _answer_records(rows, generations, known)
 
 
-def _finish(  # noqa: C901 - still to split (issue 44)
+def _finish(
     out: Path,
     folder: Path,
     rows: dict[str, list[Row]],
@@ -208,15 +208,7 @@ def _finish(  # noqa: C901 - still to split (issue 44)
         file, before = load_baseline(baseline)
         results["utility_gate"] = _gate(results.get("mmlu_average"), file, before)
     results["official"] = official
-    oracle = None
-    if reference is not None:
-        file, oracle = load_reference(reference)
-        results["oracle"] = {"evaluation": str(file), **{k: oracle.get(k) for k in ORACLE_KEYS}}
-        results["oracle_gap"] = {
-            k: results[k] - oracle[k]
-            for k in ORACLE_KEYS
-            if results.get(k) not in (None, -1) and oracle.get(k) not in (None, -1)
-        }
+    oracle = _oracle(results, reference) if reference is not None else None
     if answered is not None:
         results["relearn"], details = relearn_metrics(answered["forget"], answered["retain"])
         results["relearn"]["nli"] = extra.pop("nli", None)
@@ -225,6 +217,38 @@ def _finish(  # noqa: C901 - still to split (issue 44)
             write_jsonl(folder / "relearn" / f"{split}.jsonl", ({**r, **by_id.get(r["id"], {})} for r in split_rows))
     results["benchmark"] = "lume"
     results.update(extra)
+    _write_details(folder, rows, generations, scores, mia, utility, results)
+    write_text(folder / "summary.md", summary_markdown(results, before, oracle))
+    write_figure(folder / "figure.png", results, before)
+    if official:
+        write_official(folder, results)
+    write_json(folder / RESULTS, results)  # last: its presence means the evaluation is complete
+    publish(folder, out, "evaluation")
+    return results
+
+
+def _oracle(results: dict[str, Any], reference: Path) -> dict[str, Any]:
+    """The oracle's numbers (its saved evaluation) and this model's gap to each, into ``results``."""
+    file, oracle = load_reference(reference)
+    results["oracle"] = {"evaluation": str(file), **{k: oracle.get(k) for k in ORACLE_KEYS}}
+    results["oracle_gap"] = {
+        k: results[k] - oracle[k]
+        for k in ORACLE_KEYS
+        if results.get(k) not in (None, -1) and oracle.get(k) not in (None, -1)
+    }
+    return oracle
+
+
+def _write_details(
+    folder: Path,
+    rows: dict[str, list[Row]],
+    generations: dict[str, list[str]],
+    scores: dict[str, list[Any]],
+    mia: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None,
+    utility: dict[str, Any] | None,
+    results: dict[str, Any],
+) -> None:
+    """The per-example files an evaluation is rescored from: generations, MIA losses, utility."""
     for split in rows:
         write_jsonl(
             folder / "generations" / f"{split}.jsonl",
@@ -243,13 +267,6 @@ def _finish(  # noqa: C901 - still to split (issue 44)
         write_jsonl(folder / "utility" / "predictions.jsonl", utility["records"])
     elif utility:
         write_json(folder / "utility" / "metrics.json", {"average_acc": utility["value"]})
-    write_text(folder / "summary.md", summary_markdown(results, before, oracle))
-    write_figure(folder / "figure.png", results, before)
-    if official:
-        write_official(folder, results)
-    write_json(folder / RESULTS, results)  # last: its presence means the evaluation is complete
-    publish(folder, out, "evaluation")
-    return results
 
 
 def load_model(model_dir: Path, dtype: str = "float32", device: Any = "auto") -> tuple[Any, Any]:
@@ -451,7 +468,42 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not valid JSON lines ({exc.msg})") from None
 
 
-def rescore(  # noqa: C901 - still to split (issue 44)
+def _saved_generations(folder: Path, name: str, rows: list[Row], data_file: Path) -> list[str]:
+    """The saved generation of each row of split ``name``, in the rows' order; the saved file must
+    hold exactly the rows' ids."""
+    path = folder / "generations" / f"{name}.jsonl"
+    saved = {r.get("id"): r for r in _read_jsonl(path)}
+    missing = [r.id for r in rows if r.id not in saved]
+    extra_ids = sorted(set(saved) - {r.id for r in rows})
+    if missing or extra_ids:
+        raise DataError(
+            f"{path} does not match {data_file}: "
+            + (f"{len(missing)} id(s) missing, e.g. {missing[0]!r}" if missing else "")
+            + ("; " if missing and extra_ids else "")
+            + (f"{len(extra_ids)} unknown id(s), e.g. {extra_ids[0]!r}" if extra_ids else "")
+        )
+    for r in rows:
+        if not isinstance(saved[r.id].get("generation"), str):
+            raise DataError(f"{path}: id {r.id!r} has no 'generation' string")
+    return [saved[r.id]["generation"] for r in rows]
+
+
+def _saved_utility(folder: Path, source: str | None) -> dict[str, Any] | None:
+    """An evaluation's saved utility (lm-eval's results, an open-instruct metrics.json, or our
+    MMLU predictions), as `_finish` takes it; None without one."""
+    if (folder / "lm_eval.json").is_file():
+        return json.loads((folder / "lm_eval.json").read_text(encoding="utf-8"))
+    if (folder / "metrics.json").is_file():
+        file = folder / "metrics.json"
+        return {"value": read_metrics_json(file), "source": f"open-instruct metrics.json: {file}", "mmlu": True}
+    if (folder / "predictions.jsonl").is_file():
+        utility = _utility_from_records(_read_jsonl(folder / "predictions.jsonl"), source or "saved predictions")
+        utility["source"] = source or utility["source"]
+        return utility
+    return None
+
+
+def rescore(
     generations_dir: Path,
     data: Path,
     out: Path,
@@ -473,40 +525,15 @@ def rescore(  # noqa: C901 - still to split (issue 44)
     rows = {s: load_rows(f) for s, f in files.items()}
     for name, file in files.items():
         check_tasks(rows[name], file)
-    generations = {}
-    for split_name, split_rows in rows.items():
-        path = generations_dir / "generations" / f"{split_name}.jsonl"
-        saved = {r.get("id"): r for r in _read_jsonl(path)}
-        missing = [r.id for r in split_rows if r.id not in saved]
-        extra_ids = sorted(set(saved) - {r.id for r in split_rows})
-        if missing or extra_ids:
-            raise DataError(
-                f"{path} does not match {files[split_name]}: "
-                + (f"{len(missing)} id(s) missing, e.g. {missing[0]!r}" if missing else "")
-                + ("; " if missing and extra_ids else "")
-                + (f"{len(extra_ids)} unknown id(s), e.g. {extra_ids[0]!r}" if extra_ids else "")
-            )
-        for r in split_rows:
-            if not isinstance(saved[r.id].get("generation"), str):
-                raise DataError(f"{path}: id {r.id!r} has no 'generation' string")
-        generations[split_name] = [saved[r.id]["generation"] for r in split_rows]
+    generations = {
+        name: _saved_generations(generations_dir, name, split_rows, files[name]) for name, split_rows in rows.items()
+    }
     mia = None
     if (generations_dir / "mia" / "member.jsonl").is_file():
         mia = tuple(_read_jsonl(generations_dir / "mia" / f"{n}.jsonl") for n in ("member", "nonmember"))
     results_file = generations_dir / RESULTS
     previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    utility = None
-    if (generations_dir / "utility" / "lm_eval.json").is_file():
-        utility = json.loads((generations_dir / "utility" / "lm_eval.json").read_text(encoding="utf-8"))
-    elif (generations_dir / "utility" / "metrics.json").is_file():
-        file = generations_dir / "utility" / "metrics.json"
-        utility = {"value": read_metrics_json(file), "source": f"open-instruct metrics.json: {file}", "mmlu": True}
-    elif (generations_dir / "utility" / "predictions.jsonl").is_file():
-        utility = _utility_from_records(
-            _read_jsonl(generations_dir / "utility" / "predictions.jsonl"),
-            previous.get("utility_source") or "saved predictions",
-        )
-        utility["source"] = previous.get("utility_source") or utility["source"]
+    utility = _saved_utility(generations_dir / "utility", previous.get("utility_source"))
     answered = None
     if (generations_dir / "relearn" / "forget.jsonl").is_file():  # perplexities and NLI labels, as saved
         saved = {s: {r["id"]: r for r in _read_jsonl(generations_dir / "relearn" / f"{s}.jsonl")} for s in rows}

@@ -108,7 +108,13 @@ def test_the_api_is_small_and_each_published_name_is_used_by_a_plugin():
     assert len(unlearn.__all__) <= 40, f"unlearn.__all__ has {len(unlearn.__all__)} names"
     # plugin code: every plugin package and its tests, and the LUME benchmark plugin with the
     # evaluator's parts that benchmark plugins build on
-    code = [p.read_text() for p in [*(REPO / "plugins").rglob("*.py"), *(REPO / "evaluator").glob("*.py")]]
+    # and the built-in applications' command modules, entry points like any plugin's
+    files = [
+        *(REPO / "plugins").rglob("*.py"),
+        *(REPO / "evaluator").glob("*.py"),
+        *(REPO / "apps").glob("*/commands.py"),
+    ]
+    code = [p.read_text() for p in files]
     unused = [n for n in unlearn.__all__ if not any(re.search(rf"\b{n}\b", text) for text in code)]
     assert not unused, f"published but used by no plugin: {unused}"
 
@@ -260,4 +266,4 @@ def test_functions_stay_short():
                     if node.end_lineno - node.lineno + 1 > 80 and not todo:
                         long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert not long, long
-    assert marked <= 18, f"{marked} functions marked still to split; the list only shrinks"
+    assert marked <= 15, f"{marked} functions marked still to split; the list only shrinks"

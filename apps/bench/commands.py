@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import ConfigError, hookimpl
-from unlearn.engine import apply_sets, command_group, describe_error
+from unlearn import ConfigError, command_group, hookimpl
+from unlearn.engine import apply_sets, describe_error
 
 
 @hookimpl

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import hookimpl
-from unlearn.engine import command_group
+from unlearn import command_group, hookimpl
 
 
 @hookimpl

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from unlearn import hookimpl
-from unlearn.engine import apply_sets, command_group, get_host
+from unlearn import command_group, hookimpl
+from unlearn.engine import apply_sets, get_host
 
 
 @hookimpl

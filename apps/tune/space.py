@@ -41,7 +41,7 @@ class Dimension:
         return f"{self.low:g}..{self.high:g}{scale}{' (int)' if self.integer else ''}"
 
 
-def check(path: str, spec: Any, config: type, field: str) -> Dimension:  # noqa: C901 - still to split (issue 44)
+def check(path: str, spec: Any, config: type, field: str) -> Dimension:
     """A declared or given range as a :class:`Dimension`; anything malformed, or a bound the field
     itself refuses, is a ``ConfigError`` naming ``path``."""
     where = f"search space of {path}"
@@ -60,12 +60,20 @@ def check(path: str, spec: Any, config: type, field: str) -> Dimension:  # noqa:
             raise ConfigError(f"{where}: {what} {value!r} is not a valid {field} ({reason})") from None
 
     if spec.get("choices") is not None:
-        choices = spec["choices"]
-        if not isinstance(choices, list | tuple) or not choices:
-            raise ConfigError(f"{where}: choices must be a non-empty list")
-        for value in choices:
-            valid(value, "choice")
-        return Dimension(path, choices=tuple(choices))
+        return _choices(path, spec["choices"], valid)
+    return _range(path, spec, field, valid)
+
+
+def _choices(path: str, choices: Any, valid: Any) -> Dimension:
+    if not isinstance(choices, list | tuple) or not choices:
+        raise ConfigError(f"search space of {path}: choices must be a non-empty list")
+    for value in choices:
+        valid(value, "choice")
+    return Dimension(path, choices=tuple(choices))
+
+
+def _range(path: str, spec: dict[str, Any], field: str, valid: Any) -> Dimension:
+    where = f"search space of {path}"
     low, high, log, step = spec.get("low"), spec.get("high"), bool(spec.get("log")), spec.get("step")
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
