@@ -10,6 +10,8 @@ from typing import Any
 
 from unlearn.hookspecs import Benchmark
 
+GATE = 0.75  # the utility gate where none is given: a fraction of the target's (or the input model's) utility
+
 
 def columns(bench: Benchmark) -> dict[str, str]:
     """The leaderboard's columns, name -> results key; the first ranks. Default: the headline keys."""
@@ -43,21 +45,29 @@ def options_for(method: Callable[..., Any], options: dict[str, Any]) -> dict[str
     return {k: v for k, v in options.items() if takes(method, k)}
 
 
-def takers(benchmarks: dict[str, Benchmark], option: str, what: str = "evaluate") -> list[str]:
-    """The names of the benchmarks whose ``what`` method names ``option`` (not merely ``**options``)."""
-    return [n for n, b in benchmarks.items() if option in inspect.signature(getattr(b, what)).parameters]
+def untaken(
+    method: Callable[..., Any], given: dict[str, Any], installed: dict[str, Benchmark]
+) -> tuple[str, list[str]] | None:
+    """The first option of ``given`` (a user's) that ``method`` (a benchmark's ``evaluate`` or
+    ``rescore``) does not name, with the installed benchmarks whose same method names it (not
+    merely ``**options``); None when it takes them all."""
+    for option in given:
+        if not takes(method, option):
+            what = method.__name__
+            return option, [n for n, b in installed.items() if option in inspect.signature(getattr(b, what)).parameters]
+    return None
 
 
 def tuning(bench: Benchmark) -> tuple[str, str, list[str]]:
     """``unlearn tune``'s defaults, ``(objective, direction, constraints)``: the benchmark's declared
     ``objective`` and ``constraints`` (expressions of its signals), else its first headline number
-    in its direction (``abs(x)``, minimised, for ``zero``) and its ``utility`` number at least 0.75 x
-    its initial value (organiser mode's default gate)."""
+    in its direction (``abs(x)``, minimised, for ``zero``) and its ``utility`` number at least
+    `GATE` x its initial value."""
     first = next(iter(bench.headline))
     objective = getattr(bench, "objective", None) or (f"abs({first})" if bench.headline[first] == "zero" else first)
     direction = "maximize" if bench.headline.get(objective, "higher") == "higher" else "minimize"
     utility = getattr(bench, "utility", None)
     constraints = getattr(bench, "constraints", None)
     if constraints is None:
-        constraints = [f"{utility} >= 0.75 * initial_{utility}"] if utility else []
+        constraints = [f"{utility} >= {GATE} * initial_{utility}"] if utility else []
     return objective, direction, list(constraints)

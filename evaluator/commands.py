@@ -16,12 +16,11 @@ def _refuse_untaken(method: Any, given: dict[str, Any], benchmark: str, others: 
     installed benchmarks take it."""
     from unlearn.engine import benchmarks
 
-    for name in given:
-        if not benchmarks.takes(method, name):
-            flag = "--" + name.replace("_", "-")
-            takers = benchmarks.takers(others, name, method.__name__)
-            which = f" ({flag} is a {'/'.join(t.upper() for t in takers)} option)" if takers else ""
-            raise ConfigError(f"{flag}: the {benchmark} benchmark does not take it{which}")
+    refused = benchmarks.untaken(method, given, others)
+    if refused is not None:
+        flag, takers = "--" + refused[0].replace("_", "-"), refused[1]
+        which = f" ({flag} is a {'/'.join(t.upper() for t in takers)} option)" if takers else ""
+        raise ConfigError(f"{flag}: the {benchmark} benchmark does not take it{which}")
 
 
 @hookimpl

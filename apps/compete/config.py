@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unlearn import Benchmark, ConfigError
-from unlearn.engine import PluginHost, describe_error, read_config_file
+from unlearn.engine import PluginHost, benchmarks, describe_error, read_config_file
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Launcher = Literal["python", "torchrun", "deepspeed", "accelerate"]
@@ -179,7 +179,9 @@ class Competition(BaseModel):
     )
     trainer: dict[str, Any] = Field(default_factory=dict, description="Trainer settings for plugin entrants.")
     seed: int = 0
-    gate: float = Field(0.75, ge=0, le=1, description="Utility must reach this fraction of the target's own.")
+    gate: float = Field(
+        benchmarks.GATE, ge=0, le=1, description="Utility must reach this fraction of the target's own."
+    )
     eval_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_new_tokens: int = Field(256, ge=1)
     eval_device: str = Field("auto", description="Where the organiser evaluates: auto | cpu | cuda | cuda:N.")
@@ -321,30 +323,27 @@ def load_competition(  # noqa: C901 - still to split (issue 44)
 
 # The competition's settings that go to the benchmark's ``evaluate`` under another name.
 EVAL_OPTIONS = {"mia": "mia", "utility": "utility", "official": "official", "reference": "reference"}
-EVAL_OPTIONS |= {"eval_dtype": "dtype", "max_new_tokens": "max_new_tokens", "eval_device": "device"}
+EVAL_OPTIONS |= {"eval_dtype": "dtype", "max_new_tokens": "max_new_tokens"}
 
 
-def evaluation_options(comp: Competition, bench: Benchmark, benchmarks: dict[str, Benchmark]) -> dict[str, Any]:
+def evaluation_options(comp: Competition, bench: Benchmark, installed: dict[str, Benchmark]) -> dict[str, Any]:
     """The options the organiser passes to ``bench.evaluate``, as its signature names them: the
     ones the competition set (the generation settings only when set, or fixed by ``official``;
     else the benchmark's own defaults), the device, and no progress bars. One line for a setting
     the benchmark does not take, or an input it requires that is missing."""
-    from unlearn.engine import benchmarks as ask
-
-    for key in ask.required(bench):
+    for key in benchmarks.required(bench):
         if getattr(comp, key, None) is None:
             raise ConfigError(f"{key}: required for the {bench.name} benchmark")
-    if not ask.evaluates_rows(bench) and comp.data is None:
+    if not benchmarks.evaluates_rows(bench) and comp.data is None:
         raise ConfigError(f"data: required for the {bench.name} benchmark (its data folder)")
     chosen = comp.model_fields_set | ({"eval_dtype", "max_new_tokens"} if comp.official else set())
-    options = {"progress": False}
-    for field, option in EVAL_OPTIONS.items():
-        value = getattr(comp, field)
-        if field == "eval_device" or (field in chosen and value not in (None, False)):
-            options[option] = value
-    for option in [o for o in options if not ask.takes(bench.evaluate, o)]:
-        if option not in ("progress", "device", "dtype", "max_new_tokens"):  # ours to pass, not the user's
-            takers = "/".join(ask.takers(benchmarks, option)) or "no installed benchmark's"
-            field = next(f for f, o in EVAL_OPTIONS.items() if o == option)
-            raise ConfigError(f"{field}: a {takers} setting; the {bench.name} benchmark does not take it")
-    return ask.options_for(bench.evaluate, options)
+    given = {
+        o: getattr(comp, f) for f, o in EVAL_OPTIONS.items() if f in chosen and getattr(comp, f) not in (None, False)
+    }
+    refused = benchmarks.untaken(bench.evaluate, given, installed)
+    if refused is not None:
+        field = next(f for f, o in EVAL_OPTIONS.items() if o == refused[0])
+        takers = "/".join(refused[1]) or "no installed benchmark's"
+        raise ConfigError(f"{field}: a {takers} setting; the {bench.name} benchmark does not take it")
+    ours = {"progress": False, "device": comp.eval_device}  # the organiser's, passed where taken
+    return given | benchmarks.options_for(bench.evaluate, ours)

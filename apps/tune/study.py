@@ -56,7 +56,6 @@ from .space import Dimension, search_space
 SETTINGS_FILE = "tune.json"
 KIND = "tuning study"
 WORKER_ERROR = "unlearn tune worker: "  # how a worker's last log line gives its error
-GATE = 0.75  # the held-out utility gate where a benchmark gives none of its own: as organiser mode's default
 MAX_FAILED = 3  # a worker stops after this many failed trials in a row (the error is not the drawn settings)
 HEARTBEAT_S, GRACE_S = 5, 15  # a trial whose process stopped beating this long ago is failed and retried
 
@@ -705,13 +704,13 @@ def holdout(
 
 def _gate(benchmark: Any, found: dict[str, Any], before: dict[str, Any]) -> bool | None:
     """Whether the unlearned model kept its utility: the benchmark's own verdict where it gives one
-    (LUME's ``utility_gate``), else its ``utility`` number at least ``GATE`` x the target's."""
+    (LUME's ``utility_gate``), else its ``utility`` number at least ``benchmarks.GATE`` x the target's."""
     if isinstance(found.get("utility_gate"), dict):
         return found["utility_gate"].get("pass")
     key = getattr(benchmark, "utility", None)
     if key is None or found.get(key) is None or before.get(key) is None:
         return None
-    return found[key] >= GATE * before[key]
+    return found[key] >= benchmarks.GATE * before[key]
 
 
 def build_instance(
