@@ -14,7 +14,9 @@ from unlearn.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["PluginHost", "PluginInfo", "Method", "get_host"], ".host"),
+        **dict.fromkeys(
+            ["PluginHost", "PluginInfo", "Method", "get_host", "host_loaded", "ENTRY_POINT_GROUP"], ".host"
+        ),
         **dict.fromkeys(
             [
                 "RunConfig",

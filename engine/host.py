@@ -328,3 +328,8 @@ def get_host() -> PluginHost:
     if _HOST is None:
         _HOST = PluginHost()
     return _HOST
+
+
+def host_loaded() -> bool:
+    """Whether this process has its host already (plugins may have been registered in it)."""
+    return _HOST is not None

@@ -13,6 +13,14 @@ from helpers import SMALL_NET, cli
 from unlearn.engine import PluginHost, RunConfig
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _plugin_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The CLI's plugin cache for this session's commands, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UNLEARN_CACHE_DIR", str(tmp_path_factory.mktemp("plugin-cache")))
+        yield
+
+
 @pytest.fixture
 def host(plugin_host: PluginHost) -> PluginHost:
     """A fresh host with every installed plugin (the kit's ``plugin_host``)."""

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from unlearn import RunError
+from unlearn.cli import cache
 from unlearn.engine import (
     NonFiniteLossError,
     UnlearnError,
@@ -27,6 +28,7 @@ from unlearn.engine import (
     apply_sets,
     build_config,
     get_host,
+    host_loaded,
     read_config_file,
 )
 
@@ -97,7 +99,7 @@ def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str
     the recipes with the methods each needs."""
     from unlearn.cli.registry import load_recipe_index, load_registry
 
-    host = get_host()
+    listing = _CACHED or _listing()
     blank = {
         "distribution": None,
         "version": None,
@@ -107,10 +109,47 @@ def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str
         "hooks": [],
         "error": None,
     }
+    rows = [r for r in listing["plugins"] if builtin or not r["builtin"]]
+    if not available:
+        return rows
+    installed = {r["name"] for r in listing["plugins"]} | set(listing["methods"])
+    for name, known in load_registry().items():
+        if name not in installed:
+            rows.append(
+                {
+                    **blank,
+                    "name": name,
+                    "distribution": known.distribution,
+                    "kinds": [known.kind],
+                    "status": "not installed",
+                    "installed": False,
+                    "builtin": False,
+                    "summary": known.summary,
+                }
+            )
+    for name, recipe in load_recipe_index().items():
+        missing = [p for p in recipe.plugins if p not in listing["methods"]]
+        rows.append(
+            {
+                **blank,
+                "name": name,
+                "methods": recipe.plugins,
+                "kinds": ["recipe"],
+                "status": "ok" if not missing else f"needs {', '.join(missing)}",
+                "installed": not missing,
+                "builtin": False,
+                "summary": recipe.summary,
+            }
+        )
+    return rows
+
+
+def _listing() -> dict[str, Any]:
+    """Every loaded plugin (the built-in applications too) as ``unlearn plugins`` shows it, and the
+    names of all registered methods: what the plugin cache keeps."""
+    host = get_host()
     rows: list[dict[str, Any]] = []
     for info in host.plugins.values():
-        if info.builtin and not builtin:
-            continue
         kinds = sorted({host.methods[m].kind for m in info.methods}) + (["benchmark"] if info.benchmarks else [])
         kinds = kinds or (["commands"] if "register_commands" in info.hooks else [])
         rows.append(
@@ -128,38 +167,51 @@ def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str
                 "builtin": info.builtin,
             }
         )
-    if not available:
-        return rows
-    installed = set(host.plugins) | set(host.methods)
-    for name, known in load_registry().items():
-        if name not in installed:
-            rows.append(
-                {
-                    **blank,
-                    "name": name,
-                    "distribution": known.distribution,
-                    "kinds": [known.kind],
-                    "status": "not installed",
-                    "installed": False,
-                    "builtin": False,
-                    "summary": known.summary,
-                }
-            )
-    for name, recipe in load_recipe_index().items():
-        missing = [p for p in recipe.plugins if p not in host.methods]
-        rows.append(
-            {
-                **blank,
-                "name": name,
-                "methods": recipe.plugins,
-                "kinds": ["recipe"],
-                "status": "ok" if not missing else f"needs {', '.join(missing)}",
-                "installed": not missing,
-                "builtin": False,
-                "summary": recipe.summary,
-            }
+    return {"plugins": rows, "methods": sorted(host.methods)}
+
+
+def _commands() -> list[dict[str, Any]]:
+    """The top-level commands as ``unlearn --help`` lists them, in its order: what the cache keeps."""
+    group = typer.main.get_command(app)
+    return [
+        {
+            "name": name,
+            "help": cmd.help,
+            "short_help": cmd.short_help,
+            "hidden": cmd.hidden,
+            "deprecated": cmd.deprecated,
+            "panel": cmd.rich_help_panel if isinstance(getattr(cmd, "rich_help_panel", None), str) else None,
+            "group": hasattr(cmd, "commands"),
+        }
+        for name, cmd in group.commands.items()
+    ]
+
+
+def _help_from(record: dict[str, Any]) -> None:
+    """``unlearn --help`` from the cache: the commands' names and help, no plugin imported. Each
+    plugin command is a stand-in that only describes itself; none runs (any other argument list
+    loads the plugins)."""
+    from typer.core import TyperCommand, TyperGroup
+
+    group = typer.main.get_command(app)
+    own = dict(group.commands)  # type: ignore[attr-defined]
+    group.commands = {}  # type: ignore[attr-defined]
+    for c in record["commands"]:
+        stand_in = TyperGroup if c["group"] else TyperCommand
+        group.commands[c["name"]] = own.get(c["name"]) or stand_in(  # type: ignore[attr-defined]
+            name=c["name"],
+            help=c["help"],
+            short_help=c["short_help"],
+            hidden=c["hidden"],
+            deprecated=c["deprecated"],
+            rich_help_panel=c["panel"],
         )
-    return rows
+    group()
+
+
+# Set by main() when the plugin cache answers `unlearn plugins`; None when the plugins are loaded.
+_CACHED: dict[str, Any] | None = None
+_PLUGINS_FLAGS = {"--all", "--json", "--available", "-a"}
 
 
 @plugins_app.callback()
@@ -236,8 +288,18 @@ def main() -> None:
     logging.getLogger("DeepSpeed").addFilter(_QuietCpuFallback())  # the logger DeepSpeed creates on import
     # peft still calls a transformers property that transformers 5 deprecated; nothing a user can change.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    global _CACHED
+    args = sys.argv[1:]
     try:
-        get_host().add_commands(app)
+        listing = args in ([], ["--help"]) or (args[:1] == ["plugins"] and set(args[1:]) <= _PLUGINS_FLAGS)
+        if listing and not host_loaded():
+            _CACHED = cache.load()  # answer without importing any plugin
+        if _CACHED is not None and args[:1] != ["plugins"]:
+            _help_from(_CACHED)
+            return
+        if _CACHED is None:
+            get_host().add_commands(app)
+            cache.refresh(lambda: {**_listing(), "commands": _commands()})
         app()
     except UnlearnError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
