@@ -314,7 +314,7 @@ def batching(model: Any, batch_size: int, exact: bool) -> tuple[int, str]:
     return 1, "one row at a time: on this device a batch changes the bits of a row's logits"
 
 
-def evaluate_model(  # noqa: C901, PLR0915 - still to split (issue 44)
+def evaluate_model(
     model_dir: Path,
     data: Path,
     out: Path,
@@ -348,41 +348,22 @@ def evaluate_model(  # noqa: C901, PLR0915 - still to split (issue 44)
     evaluates a share of the rows on its own device and rank 0 writes the same result one process
     would (`ranks`); the other ranks return an empty dict.
     """
-
     started = time.time()
     if official:
-        asked = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
-        for key, value in asked.items():
-            if value not in (PRESET[key], _DEFAULTS[key]):
-                raise ConfigError(f"official mode fixes {key} = {PRESET[key]!r} (the organisers'); got {value!r}")
-        dtype, max_new_tokens, mmlu_style = PRESET["dtype"], PRESET["max_new_tokens"], PRESET["mmlu_style"]
+        dtype, max_new_tokens, mmlu_style = _official(dtype, max_new_tokens, mmlu_style)
     if mmlu_style not in STYLES:
         raise ConfigError(f"mmlu style {mmlu_style!r}: choose one of {', '.join(STYLES)}")
     ranks = launched()
     target = rank_device(device, ranks)
-    files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
-    rows = {s: load_rows(f) for s, f in files.items()}
-    for name, file in files.items():
-        check_tasks(rows[name], file)
+    files, rows = _eval_rows(data, split)
     mia_files = _mia_files(data, mia, split)
     utility_path = _utility_source(data, utility)
-    if nli is not None and not relearn:
-        raise ConfigError("--nli is the judge of ReLearn's metrics; give --relearn too")
+    _check_settings(nli is not None and not relearn, batch_size, max_new_tokens, utility_path, ranks)
     given = [model_dir, data, mia, None if is_lm_eval(utility) else utility, baseline, reference, nli]
     out = check_output(out, "evaluation", given, overwrite=None)
-    if baseline is not None:
-        load_baseline(baseline)  # a bad baseline fails now, not after the generation
-    if reference is not None:
-        load_reference(reference)
-        check_reference(reference, data, RESULTS)
+    _check_earlier(baseline, reference, data)
     judge = nli_judge(str(nli), target) if nli is not None and ranks.is_main else None  # a bad folder fails now
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
-    if is_lm_eval(utility_path) and ranks.world > 1:
-        raise ConfigError("--utility lm-eval:... runs in one process; evaluate it without a launcher")
-    utility_value = None
-    if isinstance(utility_path, Path) and utility_path.suffix == ".json":
-        utility_value = read_metrics_json(utility_path)
+    utility_value = read_metrics_json(utility_path) if str(utility_path).endswith(".json") else None  # type: ignore[arg-type]
     model, tokenizer = load_model(model_dir, dtype, target)
     batch, batch_note = batching(model, batch_size, exact=official)
     if ranks.smallest(batch) < batch:  # every rank batches alike, as one process would
@@ -390,63 +371,106 @@ def evaluate_model(  # noqa: C901, PLR0915 - still to split (issue 44)
     all_rows = rows["forget"] + rows["retain"]
     texts = greedy_generate(model, tokenizer, [r.input for r in all_rows], max_new_tokens, batch, progress, ranks=ranks)
     generations = {"forget": texts[: len(rows["forget"])], "retain": texts[len(rows["forget"]) :]}
-    mia_docs = None
-    if mia_files:
-        members, nonmembers = (load_documents(f) for f in mia_files)
-        mia_docs = tuple(
-            [
-                {"id": i, **s}
-                for (i, _), s in zip(
-                    docs, document_scores(model, tokenizer, [d for _, d in docs], batch_size=batch, ranks=ranks)
-                )
-            ]
-            for docs in (members, nonmembers)
-        )
-    utility_result = None
-    if isinstance(utility_path, str):
-        found = lmeval.lm_eval_utility(model, tokenizer, utility_path, batch_size=batch)
-        utility_result = {"value": found["value"], "source": found["source"], "lm_eval": found["tasks"]}
-    elif utility_value is not None:
+    mia_docs = _mia_documents(model, tokenizer, mia_files, batch, ranks) if mia_files else None
+    if utility_value is not None:
         utility_result = {"value": utility_value, "source": f"open-instruct metrics.json: {utility_path}", "mmlu": True}
-    elif utility_path is not None and utility_path.is_dir():
-        mmlu = evaluate_mmlu(
-            model, tokenizer, utility_path, shots=mmlu_shots, batch_size=batch, style=mmlu_style, ranks=ranks
-        )
-        utility_result = {
-            "value": mmlu["average_acc"],
-            "source": f"mmlu ({mmlu_shots}-shot, {mmlu_style}): {utility_path}",
-            "records": mmlu["predictions"],
-            "mmlu": True,
-        }
-    elif utility_path is not None:
-        urows = load_rows(utility_path)
-        answers = greedy_generate(model, tokenizer, [r.input for r in urows], max_new_tokens, batch, ranks=ranks)
-        records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
-        utility_result = _utility_from_records(records, str(utility_path))
+    else:
+        utility_settings = {"shots": mmlu_shots, "style": mmlu_style, "max_new_tokens": max_new_tokens}
+        utility_result = _utility(model, tokenizer, utility_path, batch, utility_settings, ranks)
     answered = None
     if relearn and ranks.is_main:
         answered = _answered(rows, generations, model, tokenizer, batch, judge)
-    extra = {
-        "model": str(model_dir),
-        CARD_KEY: model_card(model_dir),
-        "data": {s: str(f) for s, f in files.items()},
-        "dtype": dtype,
-        "device": str(target),
-        "batching": {"batch_size": batch, "note": batch_note},
-        "processes": ranks.world,
-        "seconds": round(time.time() - started, 2),
-        "examples_per_second": round(len(all_rows) / max(time.time() - started, 1e-9), 2),
-    }
+    seconds = time.time() - started
+    extra = {"model": str(model_dir), CARD_KEY: model_card(model_dir), "data": {s: str(f) for s, f in files.items()}}
+    extra |= {"dtype": dtype, "device": str(target), "batching": {"batch_size": batch, "note": batch_note}}
+    extra |= {"processes": ranks.world, "seconds": round(seconds, 2)}
+    extra |= {"examples_per_second": round(len(all_rows) / max(seconds, 1e-9), 2)}
     if relearn:
         extra["nli"] = str(nli) if nli else None
     if not ranks.is_main:
         ranks.barrier()  # rank 0 writes
         return {}
-    results = _finish(
-        out, staging(out), rows, generations, mia_docs, utility_result, baseline, extra, official, reference, answered
-    )
+    found = (rows, generations, mia_docs, utility_result, baseline, extra, official, reference, answered)
+    results = _finish(out, staging(out), *found)
     ranks.barrier()
     return results
+
+
+def _eval_rows(data: Path, split: str | None) -> tuple[dict[str, Path], dict[str, list[Row]]]:
+    """The forget and retain files evaluated and their rows, every row's task checked."""
+    files = {s: eval_split(data, s, split) for s in ("forget", "retain")}
+    rows = {s: load_rows(f) for s, f in files.items()}
+    for name, file in files.items():
+        check_tasks(rows[name], file)
+    return files, rows
+
+
+def _check_settings(
+    lone_judge: bool, batch_size: int, max_new_tokens: int, utility: Path | str | None, ranks: Any
+) -> None:
+    """One line for settings that cannot go together, before anything is read or written."""
+    if lone_judge:
+        raise ConfigError("--nli is the judge of ReLearn's metrics; give --relearn too")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be at least 1")
+    if is_lm_eval(utility) and ranks.world > 1:
+        raise ConfigError("--utility lm-eval:... runs in one process; evaluate it without a launcher")
+
+
+def _check_earlier(baseline: Path | None, reference: Path | None, data: Path) -> None:
+    """A bad baseline or reference fails now, not after the generation."""
+    if baseline is not None:
+        load_baseline(baseline)
+    if reference is not None:
+        load_reference(reference)
+        check_reference(reference, data, RESULTS)
+
+
+def _official(dtype: str, max_new_tokens: int, mmlu_style: str) -> tuple[str, int, str]:
+    """The organisers' generation settings; one line for a different one the user asked for."""
+    asked = {"dtype": dtype, "max_new_tokens": max_new_tokens, "mmlu_style": mmlu_style}
+    for key, value in asked.items():
+        if value not in (PRESET[key], _DEFAULTS[key]):
+            raise ConfigError(f"official mode fixes {key} = {PRESET[key]!r} (the organisers'); got {value!r}")
+    return PRESET["dtype"], PRESET["max_new_tokens"], PRESET["mmlu_style"]
+
+
+def _mia_documents(
+    model: Any, tokenizer: Any, files: tuple[Path, Path], batch: int, ranks: Any
+) -> tuple[list[dict[str, Any]], ...]:
+    """The members' and the non-members' documents, each with its id and the attacks' scores."""
+    scored = []
+    for docs in (load_documents(f) for f in files):
+        scores = document_scores(model, tokenizer, [d for _, d in docs], batch_size=batch, ranks=ranks)
+        scored.append([{"id": i, **s} for (i, _), s in zip(docs, scores)])
+    return tuple(scored)
+
+
+def _utility(
+    model: Any, tokenizer: Any, source: Path | str | None, batch: int, settings: dict[str, Any], ranks: Any
+) -> dict[str, Any] | None:
+    """The utility number and its records from ``source``: an lm-eval task (``lm-eval:TASK``), an
+    MMLU folder, or rows scored by exact match (or as MMLU when they carry subjects)."""
+    if isinstance(source, str):
+        found = lmeval.lm_eval_utility(model, tokenizer, source, batch_size=batch)
+        return {"value": found["value"], "source": found["source"], "lm_eval": found["tasks"]}
+    if source is not None and source.is_dir():
+        shots, style = settings["shots"], settings["style"]
+        mmlu = evaluate_mmlu(model, tokenizer, source, shots=shots, batch_size=batch, style=style, ranks=ranks)
+        return {
+            "value": mmlu["average_acc"],
+            "source": f"mmlu ({shots}-shot, {style}): {source}",
+            "records": mmlu["predictions"],
+            "mmlu": True,
+        }
+    if source is not None:
+        urows = load_rows(source)
+        answers = greedy_generate(
+            model, tokenizer, [r.input for r in urows], settings["max_new_tokens"], batch, ranks=ranks
+        )
+        records = [{"id": r.id, "gold": r.output, "generation": a} for r, a in zip(urows, answers)]
+        return _utility_from_records(records, str(source))
+    return None
 
 
 _DEFAULTS = {"dtype": "float32", "max_new_tokens": 256, "mmlu_style": "plain"}

@@ -210,7 +210,7 @@ def chunks(encoded: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]
 
 
 @torch.no_grad()
-def greedy_tokens(  # noqa: C901 - still to split (issue 44)
+def greedy_tokens(
     model: Any,
     encoded: Sequence[list[int]],
     max_new_tokens: int,
@@ -225,58 +225,82 @@ def greedy_tokens(  # noqa: C901 - still to split (issue 44)
     Under several ``ranks`` each decodes its share of the chunks and every rank gets every row.
     See the module docstring.
     """
-    device = _device(model)
-    out: list[list[int]] = [[] for _ in encoded]
-    # as `generate`: only the last position's logits (a different matmul shape can change their bits)
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    arg = _cache_arg(model)
+    decoder = _Decoder(model, encoded, max_new_tokens, stop, on_done)
+    done = ranks.share(chunks(encoded, batch_size), decoder.decode_chunk)
+    return [done[i] for i in range(len(encoded))]
 
-    def take(cohort: _Cohort, logits: torch.Tensor) -> _Cohort | None:
+
+class _Decoder:
+    """`greedy_tokens` on one chunk at a time: the chunk's rows in cohorts of one length, each
+    cohort advanced a token at a time, and cohorts merged when their lengths meet."""
+
+    def __init__(
+        self,
+        model: Any,
+        encoded: Sequence[list[int]],
+        max_new_tokens: int,
+        stop: set[int],
+        on_done: Callable[[int], None] | None,
+    ) -> None:
+        self.model, self.encoded, self.stop, self.on_done = model, encoded, stop, on_done
+        self.max_new_tokens = max_new_tokens
+        self.device = _device(model)
+        self.out: list[list[int]] = [[] for _ in encoded]
+        # as `generate`: only the last position's logits (a different matmul shape can change their bits)
+        params = inspect.signature(model.forward).parameters
+        self.last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.arg = _cache_arg(model)
+
+    def take(self, cohort: _Cohort, logits: torch.Tensor) -> _Cohort | None:
+        """Append each row's next token; rows that stopped leave the cohort (None once all have)."""
         tokens = logits[:, -1].argmax(-1)
         keep = []
         for k, (row, tok) in enumerate(zip(cohort.rows, tokens.tolist())):
-            out[row].append(tok)
-            if tok in stop or len(out[row]) >= max_new_tokens:
-                if on_done:
-                    on_done(row)
+            self.out[row].append(tok)
+            if tok in self.stop or len(self.out[row]) >= self.max_new_tokens:
+                if self.on_done:
+                    self.on_done(row)
             else:
                 keep.append(k)
         if not keep:
             return None
         if len(keep) < len(cohort.rows):
-            index = torch.tensor(keep, device=device)
+            index = torch.tensor(keep, device=self.device)
             cohort.cache.batch_select_indices(index)
             cohort.rows, tokens = [cohort.rows[k] for k in keep], tokens[index]
         cohort.pending = tokens
         return cohort
 
-    def decode_chunk(chunk: list[int]) -> dict[int, list[int]]:
+    def prefill(self, chunk: list[int]) -> list[_Cohort]:
+        """The chunk's prompts, one forward pass per prompt length: the cohorts still decoding."""
         cohorts = []
-        for length in sorted({len(encoded[i]) for i in chunk}):
-            rows = [i for i in chunk if len(encoded[i]) == length]
-            ids = torch.tensor([encoded[i] for i in rows], device=device)
-            result = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **last_only)
-            cohort = take(_Cohort(rows, _cache(result), length), result.logits)
+        for length in sorted({len(self.encoded[i]) for i in chunk}):
+            rows = [i for i in chunk if len(self.encoded[i]) == length]
+            ids = torch.tensor([self.encoded[i] for i in rows], device=self.device)
+            result = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **self.last_only)
+            cohort = self.take(_Cohort(rows, _cache(result), length), result.logits)
             if cohort is not None:
                 cohort.mergeable = _buffered(cohort.cache)
                 cohorts.append(cohort)
+        return cohorts
+
+    def decode_chunk(self, chunk: list[int]) -> dict[int, list[int]]:
+        cohorts = self.prefill(chunk)
         while cohorts:  # advance the shortest cohort(s) until they reach the next one's length, then merge
             shortest = min(c.length for c in cohorts)
             same = [c for c in cohorts if c.length == shortest]
             cohorts = [c for c in cohorts if c.length != shortest]
             if len(same) > 1 and all(c.mergeable for c in same):
-                same = [_merge(same, model.config)]
+                same = [_merge(same, self.model.config)]
             for cohort in same:
                 ids = cohort.pending[:, None]
-                mask = torch.ones((len(ids), cohort.length + 1), dtype=torch.long, device=device)
-                result = model(input_ids=ids, attention_mask=mask, use_cache=True, **{arg: cohort.cache}, **last_only)
+                mask = torch.ones((len(ids), cohort.length + 1), dtype=torch.long, device=self.device)
+                cache = {self.arg: cohort.cache}
+                result = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **cache, **self.last_only)
                 cohort.length += 1
-                if take(cohort, result.logits) is not None:
+                if self.take(cohort, result.logits) is not None:
                     cohorts.append(cohort)
-        return {row: out[row] for row in chunk}
-
-    done = ranks.share(chunks(encoded, batch_size), decode_chunk)
-    return [done[i] for i in range(len(encoded))]
+        return {row: self.out[row] for row in chunk}
 
 
 # transformers 4.x's ``clean_up_tokenization``: what the organisers' ``decode(...,

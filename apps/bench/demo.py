@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def run_demo(  # noqa: C901, PLR0915 - still to split (issue 44)
+def run_demo(
     out: Path,
     method: str = "gd",
     size: str = "small",
@@ -54,7 +55,6 @@ def run_demo(  # noqa: C901, PLR0915 - still to split (issue 44)
     """Run the demo into ``out``; returns the report folder (the method's evaluation)."""
     from unlearn.engine import run
     from unlearn.evaluator.evaluate import RESULTS, evaluate_model
-    from unlearn.recipes import find_recipe, load_recipe, run_recipe
 
     from .synth import generate
     from .target import build_target
@@ -63,69 +63,80 @@ def run_demo(  # noqa: C901, PLR0915 - still to split (issue 44)
     out = check_output(out, "demo", [], overwrite=None)  # a demo folder is resumed, its steps cached
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "demo")
-    timings: dict[str, float] = {}
-    data, target = out / "data", out / "target"
-    before, unlearned, after, report = (
-        out / "eval_target",
-        out / f"unlearned_{method}",
-        out / f"eval_{method}",
-        out / "report",
-    )
-
-    def step(name: str, done: bool, action) -> None:
-        if done:
-            console.print(f"[dim]- {name}: cached[/dim]")
-            return
-        console.print(f"[bold]- {name}[/bold]")
-        started = time.time()
-        action()
-        timings[name] = round(time.time() - started, 1)
-
-    step("benchmark", (data / "utility.jsonl").is_file(), lambda: generate(data, seed=seed, size=size))
-    step("target model", (target / "target_card.json").is_file(), lambda: build_target(data, target, overwrite=True))
-    step("evaluate the target", (before / RESULTS).is_file(), lambda: evaluate_model(target, data, before))
+    steps = _Steps(console)
+    data, target, before = out / "data", out / "target", out / "eval_target"
+    unlearned, after = out / f"unlearned_{method}", out / f"eval_{method}"
+    steps("benchmark", (data / "utility.jsonl").is_file(), lambda: generate(data, seed=seed, size=size))
+    steps("target model", (target / "target_card.json").is_file(), lambda: build_target(data, target, overwrite=True))
+    steps("evaluate the target", (before / RESULTS).is_file(), lambda: evaluate_model(target, data, before))
     ideal = out / "eval_oracle" if oracle else None
     if ideal is not None:
         retrained = out / "oracle"
-        step(
+        steps(
             "oracle: the target retrained without the forget set",
             (retrained / "target_card.json").is_file(),
             lambda: build_target(data, retrained, overwrite=True, oracle=True),
         )
-        step("evaluate the oracle", (ideal / RESULTS).is_file(), lambda: evaluate_model(retrained, data, ideal))
+        steps("evaluate the oracle", (ideal / RESULTS).is_file(), lambda: evaluate_model(retrained, data, ideal))
     settings = _merge(DEMO_RUN.get(method, DEFAULT_RUN), overrides or {})
-    config = build_config(
-        _merge(
-            {"model": str(target), "data": str(data), "method": method, "output_dir": str(unlearned), "seed": seed},
-            settings,
-        )
-    )
-    step(f"unlearn with {method}", False, lambda: run(config, overwrite=True))
-    step(
-        f"evaluate after {method}",
-        False,
-        lambda: evaluate_model(unlearned, data, after, baseline=before, reference=ideal),
-    )
+    run_fields = {"model": str(target), "data": str(data), "method": method, "output_dir": str(unlearned), "seed": seed}
+    config = build_config(_merge(run_fields, settings))
+    steps(f"unlearn with {method}", False, lambda: run(config, overwrite=True))
+    evaluate = lambda model, folder: evaluate_model(model, data, folder, baseline=before, reference=ideal)  # noqa: E731
+    steps(f"evaluate after {method}", False, lambda: evaluate(unlearned, after))
     columns = [("before", before), (method, after)]
     if recipe:
-        steps, tuned = out / f"recipe_{recipe}", out / f"eval_{recipe}"
-        loaded = load_recipe(find_recipe(recipe), {"model": str(target), "data": str(data)})
-        final: list[Path] = []
-        step(
-            f"unlearn with the recipe {recipe}",
-            False,
-            lambda: final.append(run_recipe(loaded, steps, say=lambda _: None)),
-        )
-        step(
-            f"evaluate after {recipe}",
-            False,
-            lambda: evaluate_model(final[0], data, tuned, baseline=before, reference=ideal),
-        )
-        columns.append((recipe, tuned))
+        columns.append((recipe, _recipe_steps(recipe, out, target, data, steps, evaluate)))
     if ideal is not None:
         columns.append(("oracle", ideal))
-    results = [json.loads((folder / RESULTS).read_text()) for _, folder in columns]
-    names = [n for n, _ in columns]
+    _print_report(console, [(n, json.loads((folder / RESULTS).read_text())) for n, folder in columns])
+    console.print("time per step (s): " + ", ".join(f"{k} {v}" for k, v in steps.timings.items()))
+    staging = out / ".report.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in ("summary.md", "figure.png", RESULTS):
+        shutil.copy2(after / name, staging / name)
+    (staging / "timings.json").write_text(json.dumps(steps.timings, indent=2))
+    publish(staging, out / "report", "report")
+    return out / "report"
+
+
+class _Steps:
+    """The demo's steps: each printed, skipped when its output is cached, and timed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, done: bool, action: Callable[[], Any]) -> None:
+        if done:
+            self.console.print(f"[dim]- {name}: cached[/dim]")
+            return
+        self.console.print(f"[bold]- {name}[/bold]")
+        started = time.time()
+        action()
+        self.timings[name] = round(time.time() - started, 1)
+
+
+def _recipe_steps(
+    recipe: str, out: Path, target: Path, data: Path, steps: _Steps, evaluate: Callable[[Path, Path], Any]
+) -> Path:
+    """Unlearn with the built-in ``recipe`` and evaluate its model; the evaluation's folder."""
+    from unlearn.recipes import find_recipe, load_recipe, run_recipe
+
+    folder, tuned = out / f"recipe_{recipe}", out / f"eval_{recipe}"
+    loaded = load_recipe(find_recipe(recipe), {"model": str(target), "data": str(data)})
+    final: list[Path] = []
+    steps(
+        f"unlearn with the recipe {recipe}", False, lambda: final.append(run_recipe(loaded, folder, say=lambda _: None))
+    )
+    steps(f"evaluate after {recipe}", False, lambda: evaluate(final[0], tuned))
+    return tuned
+
+
+def _print_report(console: Console, columns: list[tuple[str, dict[str, Any]]]) -> None:
+    """The before / after / oracle table of LUME's numbers, and each unlearned model's gate."""
+    names, results = [n for n, _ in columns], [r for _, r in columns]
     table = Table(title=f"on the tiny target: {' | '.join(names)}")
     for col in ("score", *names, "better when"):
         table.add_column(col)
@@ -147,13 +158,3 @@ def run_demo(  # noqa: C901, PLR0915 - still to split (issue 44)
         if name != "oracle":
             gate = found.get("utility_gate", {})
             console.print(f"{name}: utility gate (>= 75% of the target's): {'pass' if gate.get('pass') else 'FAIL'}")
-    console.print("time per step (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
-
-    staging = out / ".report.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in ("summary.md", "figure.png", RESULTS):
-        shutil.copy2(after / name, staging / name)
-    (staging / "timings.json").write_text(json.dumps(timings, indent=2))
-    publish(staging, report, "report")
-    return report

@@ -116,7 +116,7 @@ def teacher_forced_exact(model: torch.nn.Module, encoded: list[Encoded], pad_id:
     return exact / len(encoded)
 
 
-def build_target(  # noqa: PLR0915 - still to split (issue 44)
+def build_target(
     data: Path,
     out: Path,
     settings: TargetSettings | None = None,
@@ -131,7 +131,6 @@ def build_target(  # noqa: PLR0915 - still to split (issue 44)
     ``oracle=True`` builds the model retrained without the forget set, the gold standard of
     unlearning: the same settings, seed and tokenizer (trained on the same texts, so the two models
     read every text alike), trained on every row except those of the ``forget*`` files."""
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     settings = settings or TargetSettings()
@@ -150,35 +149,77 @@ def build_target(  # noqa: PLR0915 - still to split (issue 44)
     stopping = {"max_epochs", "check_every", "target_accuracy"}
     fingerprint = {"settings": settings.model_dump(exclude=stopping), "data": rows_digest(rows), "oracle": oracle}
     work = out.parent / f".{out.name}.partial"
-    state_file = work / "state.pt"
     if work.exists() and (overwrite or json.loads((work / "build.json").read_text()) != fingerprint):
         shutil.rmtree(work)
-    resumed = state_file.is_file()
-    if resumed:
+    if (work / "state.pt").is_file():
         tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
     else:
         work.mkdir(parents=True, exist_ok=True)
         (work / "build.json").write_text(json.dumps(fingerprint))
         tokenizer = train_tokenizer([r.text for r in kept], settings.vocab_size)
         tokenizer.save_pretrained(work / "tokenizer")
-
     encoded = encode(learned, tokenizer, settings.max_length, append_eos=True)
-    train = [Encoded(e.input_ids, list(e.input_ids), e.task) for e in encoded]  # learn every token of every text
     model = new_model(settings, tokenizer).to(place)
+    training = _train(model, encoded, tokenizer.pad_token_id, settings, work, place, progress)
+    staging = work / "model"
+    if staging.exists():
+        shutil.rmtree(staging)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    never = sorted(p.name for p in data.glob("mia_nonmember*.jsonl")) + (forget_files if oracle else [])
+    card = {
+        "architecture": "OlmoForCausalLM",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "settings": settings.model_dump(),
+        "data": {
+            "folder": str(data),
+            "rows": counts,
+            "sha256": fingerprint["data"],
+            "never_trained_on": never,
+            "trained_ids": [r.id for r in learned],
+        },
+        "oracle": oracle,
+        "training": training,
+    }
+    from unlearn.evaluator.memorisation import memorisation_report
+
+    card["memorisation"] = memorisation_report(model, tokenizer, data, progress=progress)
+    (staging / TARGET_CARD).write_text(json.dumps(card, indent=2))
+    (staging / CARD_MD).write_text(card_markdown(card))
+    publish(staging, out, "target")
+    shutil.rmtree(work, ignore_errors=True)
+    return card
+
+
+def _train(
+    model: torch.nn.Module,
+    encoded: list[Encoded],
+    pad_id: int,
+    settings: TargetSettings,
+    work: Path,
+    place: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train until every text is memorised (teacher-forced exact) or ``max_epochs``, saving the
+    state in ``work`` at every check (and resuming from it); the card's training section."""
+    from tqdm.auto import tqdm
+
+    train = [Encoded(e.input_ids, list(e.input_ids), e.task) for e in encoded]  # learn every token of every text
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / max(1, settings.warmup_steps))
     )
+    parts = {"model": model, "optimiser": optimiser, "scheduler": scheduler}
     epoch, elapsed, tokens, history = 0, 0.0, 0, []
-    if resumed:
+    state_file = work / "state.pt"
+    if state_file.is_file():
         state = torch.load(state_file, weights_only=False, map_location=place)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
         epoch, elapsed, tokens, history = state["epoch"], state["elapsed"], state["tokens"], state["history"]
     rng = random.Random(settings.seed * 1_000_003 + epoch)
     torch.manual_seed(settings.seed + epoch)
-    collate = PairCollator(tokenizer.pad_token_id)
+    collate = PairCollator(pad_id)
     accuracy = history[-1]["exact"] if history else 0.0
     started = time.time()
     bar = tqdm(total=settings.max_epochs, initial=epoch, desc="memorising", unit="epoch", disable=not progress)
@@ -202,59 +243,24 @@ def build_target(  # noqa: PLR0915 - still to split (issue 44)
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", exact=f"{accuracy:.3f}")
         if epoch % settings.check_every == 0 or epoch == settings.max_epochs:
-            accuracy = teacher_forced_exact(model, encoded, tokenizer.pad_token_id)
+            accuracy = teacher_forced_exact(model, encoded, pad_id)
             history.append({"epoch": epoch, "loss": round(sum(losses) / len(losses), 5), "exact": round(accuracy, 4)})
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", exact=f"{accuracy:.3f}")
-            state = {
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "elapsed": elapsed + time.time() - started,
-                "tokens": tokens,
-                "history": history,
-            }
+            state = {name: part.state_dict() for name, part in parts.items()}
+            state.update(epoch=epoch, elapsed=elapsed + time.time() - started, tokens=tokens, history=history)
             torch.save(state, work / "state.tmp")
             (work / "state.tmp").replace(state_file)
     bar.close()
     elapsed += time.time() - started
-
-    staging = work / "model"
-    if staging.exists():
-        shutil.rmtree(staging)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    card = {
-        "architecture": "OlmoForCausalLM",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "settings": settings.model_dump(),
-        "data": {
-            "folder": str(data),
-            "rows": counts,
-            "sha256": fingerprint["data"],
-            "never_trained_on": sorted(p.name for p in data.glob("mia_nonmember*.jsonl"))
-            + (forget_files if oracle else []),
-            "trained_ids": [r.id for r in learned],
-        },
-        "oracle": oracle,
-        "training": {
-            "epochs": epoch,
-            "train_seconds": round(elapsed, 1),
-            "tokens_seen": tokens,
-            "tokens_per_second": round(tokens / elapsed, 1) if elapsed else None,
-            "teacher_forced_exact": round(accuracy, 4),
-            "memorised": accuracy >= settings.target_accuracy,
-            "history": history,
-        },
+    return {
+        "epochs": epoch,
+        "train_seconds": round(elapsed, 1),
+        "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / elapsed, 1) if elapsed else None,
+        "teacher_forced_exact": round(accuracy, 4),
+        "memorised": accuracy >= settings.target_accuracy,
+        "history": history,
     }
-    from unlearn.evaluator.memorisation import memorisation_report
-
-    card["memorisation"] = memorisation_report(model, tokenizer, data, progress=progress)
-    (staging / TARGET_CARD).write_text(json.dumps(card, indent=2))
-    (staging / CARD_MD).write_text(card_markdown(card))
-    publish(staging, out, "target")
-    shutil.rmtree(work, ignore_errors=True)
-    return card
 
 
 def card_markdown(card: dict[str, Any]) -> str:

@@ -76,7 +76,7 @@ class Reporter:
             self._progress.stop()
 
 
-def run_competition(  # noqa: C901, PLR0915 - still to split (issue 44)
+def run_competition(
     comp: Competition,
     host: PluginHost | None = None,
     only: list[str] | None = None,
@@ -84,18 +84,10 @@ def run_competition(  # noqa: C901, PLR0915 - still to split (issue 44)
     say: Callable[[str], None] | None = None,
 ) -> Path:
     """Run every entrant not already done, evaluate, and write the leaderboard; returns its folder."""
-    from unlearn.evaluator.evaluate import RESULTS
-
     host = host or get_host()
     bench = host.benchmark(comp.benchmark)
     eval_args = evaluation_options(comp, bench, {n: b for n, (_, b) in host.benchmarks.items()})
-    entrants = comp.expand(host)
-    if only:
-        unknown = sorted(set(only) - {e.name for e in entrants})
-        if unknown:
-            raise ConfigError(f"--entrant {unknown}: not in this competition ({', '.join(e.name for e in entrants)})")
-        entrants = [e for e in entrants if e.name in only]
-    check_entrants(entrants, host)
+    entrants = _chosen(comp, host, only)
     model = comp.model.resolve()
     if not (model / "config.json").is_file():
         raise ConfigError(f"model: {comp.model}: not a model folder (no config.json)")
@@ -105,20 +97,60 @@ def run_competition(  # noqa: C901, PLR0915 - still to split (issue 44)
     out = check_output(comp.output_dir, "competition", inputs, overwrite=None)  # resumed: results are cached
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "competition")
-    organiser = out / "organiser"
-    eval_data = organiser / "data"
-    write_split(forget, eval_data, "forget")
-    write_split(retain, eval_data, "retain")
+    rows = out / "organiser" / "data"
+    write_split(forget, rows, "forget")
+    write_split(retain, rows, "retain")
     protection = Protection.probe()
+    data_key, eval_key = _keys(comp, model, rows)
+    report = Reporter(len(entrants), say)
+    previous = _stop_on_sigterm()
+    try:
+        # A benchmark of rows scores the private rows (written above); another its own data folder.
+        eval_data = rows if benchmarks.evaluates_rows(bench) else comp.data
+        scoring = _Scoring(comp, bench, out, eval_data, eval_args, eval_key, report, entrants)  # type: ignore[arg-type]
+        scoring.evaluate_target(model)
+        tasks, readable = [], readable_paths()
+        for entrant in entrants:
+            run_key = _run_key(comp, entrant, data_key)
+            if not scoring.served_from_cache(entrant, run_key, rerun or []):
+                args = (comp, entrant, out / "entrants" / entrant.name, model, forget, retain, readable)
+                tasks.append(((entrant, run_key), (*args, protection, out / "environments")))
+        _run(comp, model, tasks, scoring)
+    finally:
+        report.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    results = [r for r in (read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
+    return write_leaderboard(comp, results, scoring.before, _isolation(comp, protection), out)
+
+
+def _chosen(comp: Competition, host: PluginHost, only: list[str] | None) -> list[Entrant]:
+    """The entrants to run (all, or those ``--entrant`` names), checked before any work."""
+    entrants = comp.expand(host)
+    if only:
+        unknown = sorted(set(only) - {e.name for e in entrants})
+        if unknown:
+            raise ConfigError(f"--entrant {unknown}: not in this competition ({', '.join(e.name for e in entrants)})")
+        entrants = [e for e in entrants if e.name in only]
+    check_entrants(entrants, host)
+    return entrants
+
+
+def _isolation(comp: Competition, protection: Protection) -> str:
+    """The leaderboard's line on how entrants were isolated and limited."""
     isolation = protection.describe(comp.network)
     limits = [f"{k} {v:g}" for k, v in (("memory GB", comp.memory_gb), ("disk GB", comp.disk_gb)) if v is not None]
     limits += [f"processes {comp.processes}"] if comp.processes is not None else []
-    isolation += f"; limits: {', '.join(limits)}" if limits else ""
+    return isolation + (f"; limits: {', '.join(limits)}" if limits else "")
+
+
+def _keys(comp: Competition, model: Path, rows: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cache keys of the private data (what every run depends on) and of the evaluation."""
     # The target is keyed by its files' sizes and times: hashing a 7B model at every start costs minutes.
     data_key = {
         "target": cache_key(model_stamp(model)),
-        "forget": hash_files([eval_data / "forget.jsonl"]),
-        "retain": hash_files([eval_data / "retain.jsonl"]),
+        "forget": hash_files([rows / "forget.jsonl"]),
+        "retain": hash_files([rows / "retain.jsonl"]),
     }
     eval_key = {
         **data_key,
@@ -132,96 +164,115 @@ def run_competition(  # noqa: C901, PLR0915 - still to split (issue 44)
         "official": comp.official,
         "device": comp.eval_device,
     }
-    eval_memory_gb = comp.eval_memory_gb or comp.memory_gb
-    # an entrant's scores and its gate verdict (the memory limit may decide whether it has scores)
-    scored_key = cache_key({**eval_key, "gate": comp.gate, "eval_memory_gb": eval_memory_gb})
-    # An unscorable verdict also keeps where the organiser's inputs were: one that a setting of the
-    # organiser's caused (a path the evaluation could not find) is not served again once it is fixed.
-    inputs = {k: str(getattr(comp, k)) for k in ("data", "reference", "mia", "utility") if getattr(comp, k)}
-    # A benchmark of rows scores the private rows (written above); another its own data folder.
-    eval_data = eval_data if benchmarks.evaluates_rows(bench) else comp.data
+    return data_key, eval_key
 
-    def evaluate_entrant(model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
+
+class _Scoring:
+    """Scoring the entrants of one ``run_competition``: the target's evaluation, each entrant's (in
+    a process of its own), its cached result and the progress lines."""
+
+    def __init__(
+        self,
+        comp: Competition,
+        bench: Any,
+        out: Path,
+        eval_data: Path,
+        eval_args: dict[str, Any],
+        eval_key: dict[str, Any],
+        report: Reporter,
+        entrants: list[Entrant],
+    ) -> None:
+        self.comp, self.bench, self.out, self.eval_data, self.eval_args = comp, bench, out, eval_data, eval_args
+        self.eval_key, self.report = eval_key, report
+        self.eval_memory_gb = comp.eval_memory_gb or comp.memory_gb
+        # an entrant's scores and its gate verdict (the memory limit may decide whether it has scores)
+        self.scored_key = cache_key({**eval_key, "gate": comp.gate, "eval_memory_gb": self.eval_memory_gb})
+        # An unscorable verdict also keeps where the organiser's inputs were: one that a setting of the
+        # organiser's caused (a path the evaluation could not find) is not served again once it is fixed.
+        self.inputs = {k: str(getattr(comp, k)) for k in ("data", "reference", "mia", "utility") if getattr(comp, k)}
+        self.baseline = out / "organiser" / "baseline"
+        self.before: dict[str, Any] = {}
+        self._tags = {e.name: f"[{i}/{len(entrants)}] {e.name}" for i, e in enumerate(entrants, start=1)}
+
+    def tag(self, entrant: Entrant) -> str:
+        return self._tags[entrant.name]
+
+    def evaluate_target(self, model: Path) -> None:
+        """The target's evaluation (the baseline every entrant is compared with), done once."""
+        from unlearn.evaluator.evaluate import RESULTS
+
+        key_file = self.out / "organiser" / "baseline_key.json"
+        fresh = (self.baseline / RESULTS).is_file() and key_file.is_file()
+        if not fresh or json.loads(key_file.read_text()) != self.eval_key:
+            self.report.line("baseline: evaluating the target")
+            self.bench.evaluate(model, self.eval_data, self.baseline, **self.eval_args)
+            write_json(key_file, self.eval_key)
+        else:
+            self.report.line("baseline: cached")
+        self.before = json.loads((self.baseline / RESULTS).read_text())
+
+    def evaluate_entrant(self, model: Path, data: Path, out: Path, **options: Any) -> dict[str, Any]:
         """The same evaluation in a process of its own (`evaluation.py`): what an entrant's model
         does to it ends that evaluation, not the competition."""
-        limits = (eval_memory_gb, comp.stall_s, comp.grace_s)
-        return evaluate_apart(comp.benchmark, model, data, out, out.parent, options, *limits)
+        limits = (self.eval_memory_gb, self.comp.stall_s, self.comp.grace_s)
+        return evaluate_apart(self.comp.benchmark, model, data, out, out.parent, options, *limits)
 
-    report = Reporter(len(entrants), say)
-    previous = _stop_on_sigterm()
-    try:
-        baseline = organiser / "baseline"
-        key_file = organiser / "baseline_key.json"
-        if not (baseline / RESULTS).is_file() or not key_file.is_file() or json.loads(key_file.read_text()) != eval_key:
-            report.line("baseline: evaluating the target")
-            bench.evaluate(model, eval_data, baseline, **eval_args)
-            write_json(key_file, eval_key)
+    def finish(self, entrant: Entrant, result: dict[str, Any]) -> None:
+        """Score a finished run (where it has a model) and write its result."""
+        folder = self.out / "entrants" / entrant.name
+        if result["status"] in SCORED:
+            args = (self.baseline, self.before, self.comp, self.eval_args, self.evaluate_entrant)
+            result = _evaluate(result, folder, self.eval_data, *args)
+            if not result.pop("retry", False):  # else evaluated again by the next `unlearn compete`
+                result["eval_key"] = self.scored_key
+            if result["status"] == UNSCORABLE:
+                result["eval_inputs"] = self.inputs
+        write_json(folder / RESULT_FILE, result)
+        self.report.line(f"{self.tag(entrant)}: {_summary(result)}")
+        self.report.advance()
+
+    def served_from_cache(self, entrant: Entrant, run_key: str, rerun: list[str]) -> bool:
+        """Whether the entrant's run is done already (then its evaluation too, where that is
+        missing or stale); False when it must run."""
+        cached = read_result(self.out / "entrants" / entrant.name)
+        again = entrant.name in rerun or (cached or {}).get("status") in (CANCELLED, LOST)
+        if not cached or cached.get("run_key") != run_key or again:
+            return False
+        fresh = cached.get("eval_key") == self.scored_key and (
+            cached["status"] != UNSCORABLE or cached.get("eval_inputs") == self.inputs
+        )
+        if cached["status"] not in (*SCORED, UNSCORABLE) or fresh:
+            self.report.line(f"{self.tag(entrant)}: cached, {_summary(cached)}")
+            self.report.advance()
+        else:  # the run is done; only its evaluation is missing or stale
+            if cached["status"] == UNSCORABLE:  # as the run left it
+                cached.update(status=cached.pop("run_status"), reason=cached.pop("run_reason"))
+            self.finish(entrant, cached)
+        return True
+
+
+def _run(comp: Competition, model: Path, tasks: list, scoring: _Scoring) -> None:
+    """Run the entrants' tasks on the competition's engine and score each as it ends (sequential)
+    or once all have ended (so no evaluation competes with a run for cores)."""
+    stamp = model_stamp(model)
+
+    def started(key: tuple[Entrant, str]) -> None:
+        entrant = key[0]
+        scoring.report.line(f"{scoring.tag(entrant)} ({entrant.kind}, team {entrant.team_name}): started")
+
+    ran = []
+    for (entrant, run_key), result in run_all(comp, tasks, scoring.out / "engine", started):
+        result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
+        if model_stamp(model) != stamp:
+            raise RunError(f"the target model {model} changed during entrant {entrant.name!r}; the competition stops")
+        if comp.engine == "sequential":
+            scoring.finish(entrant, result)
         else:
-            report.line("baseline: cached")
-        before = json.loads((baseline / RESULTS).read_text())
-        stamp = model_stamp(model)
-        readable = readable_paths()
-        position = {e.name: i for i, e in enumerate(entrants, start=1)}
-        tag = lambda e: f"[{position[e.name]}/{len(entrants)}] {e.name}"  # noqa: E731
-
-        def finish(entrant: Entrant, result: dict[str, Any]) -> None:
-            folder = out / "entrants" / entrant.name
-            if result["status"] in SCORED:
-                result = _evaluate(result, folder, eval_data, baseline, before, comp, eval_args, evaluate_entrant)
-                if not result.pop("retry", False):  # else evaluated again by the next `unlearn compete`
-                    result["eval_key"] = scored_key
-                if result["status"] == UNSCORABLE:
-                    result["eval_inputs"] = inputs
-            write_json(folder / RESULT_FILE, result)
-            report.line(f"{tag(entrant)}: {_summary(result)}")
-            report.advance()
-
-        tasks = []
-        for entrant in entrants:
-            folder = out / "entrants" / entrant.name
-            run_key = _run_key(comp, entrant, data_key)
-            cached = read_result(folder)
-            again = entrant.name in (rerun or []) or (cached or {}).get("status") in (CANCELLED, LOST)
-            if cached and cached.get("run_key") == run_key and not again:
-                fresh = cached.get("eval_key") == scored_key and (
-                    cached["status"] != UNSCORABLE or cached.get("eval_inputs") == inputs
-                )
-                if cached["status"] not in (*SCORED, UNSCORABLE) or fresh:
-                    report.line(f"{tag(entrant)}: cached, {_summary(cached)}")
-                    report.advance()
-                else:  # the run is done; only its evaluation is missing or stale
-                    if cached["status"] == UNSCORABLE:  # as the run left it
-                        cached.update(status=cached.pop("run_status"), reason=cached.pop("run_reason"))
-                    finish(entrant, cached)
-                continue
-            args = (comp, entrant, folder, model, forget, retain, readable, protection, out / "environments")
-            tasks.append(((entrant, run_key), args))
-
-        def started(key: tuple[Entrant, str]) -> None:
-            entrant = key[0]
-            report.line(f"{tag(entrant)} ({entrant.kind}, team {entrant.team_name}): started")
-
-        ran = []
-        for (entrant, run_key), result in run_all(comp, tasks, out / "engine", started):
-            result.update(run_key=run_key, name=entrant.name, team=entrant.team_name, kind=entrant.kind)
-            if model_stamp(model) != stamp:
-                raise RunError(
-                    f"the target model {model} changed during entrant {entrant.name!r}; the competition stops"
-                )
-            if comp.engine == "sequential":
-                finish(entrant, result)
-            else:  # scored once every run is over, so no evaluation competes with a run for cores
-                write_json(out / "entrants" / entrant.name / RESULT_FILE, result)
-                report.line(f"{tag(entrant)}: run ended, {result['status']}")
-                ran.append((entrant, result))
-        for entrant, result in ran:
-            finish(entrant, result)
-    finally:
-        report.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    results = [r for r in (read_result(out / "entrants" / e.name) for e in comp.expand(host)) if r]
-    return write_leaderboard(comp, results, before, isolation, out)
+            write_json(scoring.out / "entrants" / entrant.name / RESULT_FILE, result)
+            scoring.report.line(f"{scoring.tag(entrant)}: run ended, {result['status']}")
+            ran.append((entrant, result))
+    for entrant, result in ran:
+        scoring.finish(entrant, result)
 
 
 def _run_key(comp: Competition, entrant: Entrant, data_key: dict[str, Any]) -> str:

@@ -276,7 +276,7 @@ def check_installed(entrants: list[Entrant], host: PluginHost) -> None:
             host.method(name, kinds=kinds)
 
 
-def load_competition(  # noqa: C901 - still to split (issue 44)
+def load_competition(
     path: Path, overrides: dict[str, Any] | None = None, edit: Callable[[dict[str, Any]], Any] | None = None
 ) -> Competition:
     """Read a competition file; relative paths (entrants' files too) are relative to it, and every
@@ -292,22 +292,8 @@ def load_competition(  # noqa: C901 - still to split (issue 44)
     for key in ("mia", "utility", "data", "reference", "wheelhouse"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
-    entrants = data.get("entrants")
-    if isinstance(entrants, list):
-        for i, item in enumerate(entrants):
-            if (
-                isinstance(item, str)
-                and item.endswith((".py", ".toml", ".yaml", ".yml", ".json"))
-                and not Path(item).is_absolute()
-            ):
-                entrants[i] = str((base / item).resolve())
-            elif isinstance(item, str) and "/" in item and not Path(item).is_absolute():
-                entrants[i] = str((base / item).resolve())
-            elif isinstance(item, dict):
-                for key in ("submission", "recipe", "requirements"):
-                    value = item.get(key)
-                    if isinstance(value, str) and (base / value).exists():
-                        item[key] = str(base / value)
+    if isinstance(data.get("entrants"), list):
+        data["entrants"] = [_entrant_paths(item, base) for item in data["entrants"]]
     try:
         comp = Competition.model_validate(data)
     except ValidationError as exc:
@@ -319,6 +305,20 @@ def load_competition(  # noqa: C901 - still to split (issue 44)
     if Path(comp.deepspeed).is_file():
         comp.deepspeed = str(Path(comp.deepspeed).resolve())
     return comp
+
+
+def _entrant_paths(item: Any, base: Path) -> Any:
+    """One item of ``entrants`` with its relative paths made relative to the competition file: a
+    submission, recipe or config file, or a folder; in a table, the files it names that exist."""
+    if isinstance(item, str) and not Path(item).is_absolute():
+        if item.endswith((".py", ".toml", ".yaml", ".yml", ".json")) or "/" in item:
+            return str((base / item).resolve())
+    elif isinstance(item, dict):
+        for key in ("submission", "recipe", "requirements"):
+            value = item.get(key)
+            if isinstance(value, str) and (base / value).exists():
+                item[key] = str(base / value)
+    return item
 
 
 # The competition's settings that go to the benchmark's ``evaluate`` under another name.

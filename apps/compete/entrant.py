@@ -20,7 +20,7 @@ from .config import Competition, Entrant
 from .environments import BuildError, environment, python_of
 from .leaderboard import CHECKPOINT_SCORED
 from .sandbox import Protection
-from .supervise import Limits, supervise
+from .supervise import Limits, Outcome, supervise
 
 _SANDBOX = Path(__file__).with_name("sandbox.py")
 _HARNESS = Path(__file__).with_name("harness.py")
@@ -356,7 +356,7 @@ def landlock_rules(
     return rules
 
 
-def run_entrant(  # noqa: C901, PLR0915 - still to split (issue 44)
+def run_entrant(
     comp: Competition,
     entrant: Entrant,
     folder: Path,
@@ -402,17 +402,8 @@ def run_entrant(  # noqa: C901, PLR0915 - still to split (issue 44)
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
     if launcher in ("deepspeed", "accelerate") and entrant.submission:
         env["UNLEARN_DEEPSPEED_CONFIG"] = str(work / "ds_config.json")
-    overhead = 0  # the sandbox's own processes, not counted against the entrant's limit
-    if protection.landlock or protection.pid:
-        sandbox = [sys.executable, str(_SANDBOX)]
-        if protection.pid:  # the sandbox outside, and the namespace's init
-            overhead = 2
-            sandbox += ["--pid-namespace", *(["--net-namespace"] if comp.network == "none" and protection.net else [])]
-        if protection.landlock:
-            sandbox += landlock_rules(
-                comp, command, launcher, env, readable, protection, devices != "cpu", model, venv, python
-            )
-        command = [*sandbox, "--", *command]
+    sandbox_args = (comp, launcher, env, readable, protection, devices != "cpu", model, venv, python)
+    command, overhead = _sandboxed(command, *sandbox_args)
     if "TORCH_EXTENSIONS_DIR" in env:
         clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
     gb = lambda v: None if v is None else int(v * 2**30)  # noqa: E731
@@ -425,14 +416,45 @@ def run_entrant(  # noqa: C901, PLR0915 - still to split (issue 44)
         peak_memory_mb=outcome.peak_memory_mb,
         exit_code=outcome.exit_code,
     )
-    output = output_folder(entrant, work)
+    return _model_to_score(result, outcome, output_folder(entrant, work), folder)
+
+
+def _sandboxed(
+    command: list[str],
+    comp: Competition,
+    launcher: str,
+    env: dict[str, str],
+    readable: list[str],
+    protection: Protection,
+    gpus: bool,
+    model: Path,
+    venv: Path | None,
+    python: str,
+) -> tuple[list[str], int]:
+    """``command`` inside the sandbox (namespaces, Landlock) where the kernel offers one, and how
+    many of the sandbox's own processes are not counted against the entrant's process limit."""
+    if not (protection.landlock or protection.pid):
+        return command, 0
+    overhead = 0
+    sandbox = [sys.executable, str(_SANDBOX)]
+    if protection.pid:  # the sandbox outside, and the namespace's init
+        overhead = 2
+        sandbox += ["--pid-namespace", *(["--net-namespace"] if comp.network == "none" and protection.net else [])]
+    if protection.landlock:
+        sandbox += landlock_rules(comp, command, launcher, env, readable, protection, gpus, model, venv, python)
+    return [*sandbox, "--", *command], overhead
+
+
+def _model_to_score(result: dict[str, Any], outcome: Outcome, output: Path, folder: Path) -> dict[str, Any]:
+    """``result`` with the model to score: the output of a run that ended well, or the newest
+    complete checkpoint one cut short by the time limit left."""
     if outcome.status == "ok":
         found, status, reason = find_model(output)
         result.update(status=status, reason=reason, model=str(found.relative_to(folder)))
-    elif outcome.status == "timeout":  # what the limit leaves: its newest complete checkpoint
+    elif outcome.status == "timeout":
         found, status, _ = find_model(output, cut_short=True)
         if status == "ok":
-            shown = found.relative_to(work)
+            shown = found.relative_to(folder / "work")
             result.update(
                 status=CHECKPOINT_SCORED,
                 reason=f"{outcome.reason}; scored {shown}, its newest complete model",

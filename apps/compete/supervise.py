@@ -128,7 +128,7 @@ def _signal_all(pgid: int, token: str, sig: int) -> None:
             pass
 
 
-def supervise(  # noqa: C901, PLR0915 - still to split (issue 44)
+def supervise(
     command: list[str],
     cwd: Path,
     env: dict[str, str],
@@ -148,12 +148,7 @@ def supervise(  # noqa: C901, PLR0915 - still to split (issue 44)
     """
     import subprocess
 
-    limits = limits or Limits()
-    started, checked_disk, over = time.time(), 0.0, ""
-    peak, read = 0, 0  # `read`: how much of the log has been searched for NaN losses
-    cpu_seen: list[tuple[float, float]] = []
-    cpu_by_pid: dict[int, float] = {}  # processes that ended keep their last reading
-    status = None
+    watch = _Watch(cwd, log, token, limits or Limits(), time_limit, stall)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             command,
@@ -163,35 +158,11 @@ def supervise(  # noqa: C901, PLR0915 - still to split (issue 44)
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=limits.apply,
+            preexec_fn=watch.limits.apply,
         )
         try:
             while proc.poll() is None:
-                members = _members(proc.pid, token)
-                rss = sum(rss for _, rss in members.values())
-                peak = max(peak, rss)
-                now = time.time()
-                if limits.disk is not None and now - checked_disk > 1.0:
-                    checked_disk, written = now, _folder_bytes(cwd)
-                    if written > limits.disk:
-                        over = f"disk: {written / 2**30:.2f} GB written, over the {limits.disk / 2**30:g} GB limit"
-                if limits.memory is not None and rss > limits.memory:
-                    over = f"memory: {rss / 2**30:.2f} GB in use, over the {limits.memory / 2**30:g} GB limit"
-                running = len(members) - limits.overhead
-                if limits.processes is not None and running > limits.processes:
-                    over = f"processes: {running} running, over the limit of {limits.processes}"
-                cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
-                cpu_seen.append((now, sum(cpu_by_pid.values())))
-                read, nan = _nan_loss(log, read)
-                if over:
-                    status = over.split(":")[0]
-                elif nan:
-                    status = "nan"
-                elif now - started > stall and _idle(cpu_seen, stall):
-                    status = "hang"
-                elif now - started > time_limit:
-                    status = "hang" if _idle(cpu_seen, min(stall, time_limit / 2)) else "timeout"
-                if status is not None:
+                if watch.check(proc.pid) is not None:
                     _signal_all(proc.pid, token, signal.SIGTERM)
                     try:
                         proc.wait(timeout=grace)
@@ -202,36 +173,84 @@ def supervise(  # noqa: C901, PLR0915 - still to split (issue 44)
         finally:
             _signal_all(proc.pid, token, signal.SIGKILL)  # whatever is left, also after a normal exit
             proc.wait()
-    wall = round(time.time() - started, 2)
-    mb = round(peak / 2**20, 1)
-    if status == "hang":
-        return Outcome(
-            status, f"killed after {wall:.0f} s; it had used almost no CPU for {stall:g} s", wall, mb, proc.returncode
-        )
-    if over:
-        return Outcome(status, f"{over.split(': ', 1)[1]}; ended after {wall:.0f} s", wall, mb, proc.returncode)
-    if status == "nan":
-        reason = f"the log shows a NaN or infinite loss; ended after {wall:.0f} s"
-        return Outcome(status, reason, wall, mb, proc.returncode)
-    if status == "timeout":
-        return Outcome(status, f"killed at the {time_limit:g} s limit; it was still working", wall, mb, proc.returncode)
-    if proc.returncode != 0:
-        text = log.read_text(errors="replace")
-        # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG (errno 27) instead
-        if limits.disk is not None and (
-            proc.returncode == -signal.SIGXFSZ or "SIGXFSZ" in text or "[Errno 27] File too large" in text
-        ):
-            return Outcome("disk", f"a file grew past the {limits.disk / 2**30:g} GB limit", wall, mb, proc.returncode)
-        if limits.processes is not None and "[Errno 11] Resource temporarily unavailable" in text:
-            reason = f"could not start another process under the limit of {limits.processes}"
-            return Outcome("processes", reason, wall, mb, proc.returncode)
-        if limits.memory is not None and re.search(r"^(\[\w+\]:\s?)?MemoryError\b", text, flags=re.MULTILINE):
-            reason = f"out of memory (MemoryError) under the {limits.memory / 2**30:g} GB limit"
-            return Outcome("memory", reason, wall, mb, proc.returncode)
-        if "non-finite loss" in text or "NonFiniteLossError" in text:
-            return Outcome("nan", "the loss became NaN or infinite", wall, mb, proc.returncode)
-        return Outcome("crash", f"exit code {proc.returncode}: {_error_kind(text)}", wall, mb, proc.returncode)
-    return Outcome("ok", "", wall, mb, 0)
+    return watch.outcome(proc.returncode)
+
+
+class _Watch:
+    """What `supervise` watches while the command runs: its processes' memory, CPU and count, the
+    disk it writes, its log's losses, and the clock; the first limit crossed decides the status."""
+
+    def __init__(self, cwd: Path, log: Path, token: str, limits: Limits, time_limit: float, stall: float) -> None:
+        self.cwd, self.log, self.token, self.limits = cwd, log, token, limits
+        self.time_limit, self.stall = time_limit, stall
+        self.started, self.checked_disk, self.over = time.time(), 0.0, ""
+        self.peak, self.read = 0, 0  # `read`: how much of the log has been searched for NaN losses
+        self.cpu_seen: list[tuple[float, float]] = []
+        self.cpu_by_pid: dict[int, float] = {}  # processes that ended keep their last reading
+        self.status: str | None = None
+
+    def check(self, pgid: int) -> str | None:
+        """One look at the running command: the status that ends it, or None."""
+        limits = self.limits
+        members = _members(pgid, self.token)
+        rss = sum(rss for _, rss in members.values())
+        self.peak = max(self.peak, rss)
+        now = time.time()
+        if limits.disk is not None and now - self.checked_disk > 1.0:
+            self.checked_disk, written = now, _folder_bytes(self.cwd)
+            if written > limits.disk:
+                self.over = f"disk: {written / 2**30:.2f} GB written, over the {limits.disk / 2**30:g} GB limit"
+        if limits.memory is not None and rss > limits.memory:
+            self.over = f"memory: {rss / 2**30:.2f} GB in use, over the {limits.memory / 2**30:g} GB limit"
+        running = len(members) - limits.overhead
+        if limits.processes is not None and running > limits.processes:
+            self.over = f"processes: {running} running, over the limit of {limits.processes}"
+        self.cpu_by_pid.update({pid: cpu for pid, (cpu, _) in members.items()})
+        self.cpu_seen.append((now, sum(self.cpu_by_pid.values())))
+        self.read, nan = _nan_loss(self.log, self.read)
+        if self.over:
+            self.status = self.over.split(":")[0]
+        elif nan:
+            self.status = "nan"
+        elif now - self.started > self.stall and _idle(self.cpu_seen, self.stall):
+            self.status = "hang"
+        elif now - self.started > self.time_limit:
+            self.status = "hang" if _idle(self.cpu_seen, min(self.stall, self.time_limit / 2)) else "timeout"
+        return self.status
+
+    def outcome(self, code: int) -> Outcome:
+        """What happened, once the command's processes are gone."""
+        wall = round(time.time() - self.started, 2)
+        mb = round(self.peak / 2**20, 1)
+        reason = {
+            "hang": f"killed after {wall:.0f} s; it had used almost no CPU for {self.stall:g} s",
+            "nan": f"the log shows a NaN or infinite loss; ended after {wall:.0f} s",
+            "timeout": f"killed at the {self.time_limit:g} s limit; it was still working",
+        }
+        if self.over:
+            return Outcome(self.status, f"{self.over.split(': ', 1)[1]}; ended after {wall:.0f} s", wall, mb, code)
+        if self.status is not None:
+            return Outcome(self.status, reason[self.status], wall, mb, code)
+        if code != 0:
+            status, why = _failure(self.log.read_text(errors="replace"), self.limits, code)
+            return Outcome(status, why, wall, mb, code)
+        return Outcome("ok", "", wall, mb, 0)
+
+
+def _failure(text: str, limits: Limits, code: int) -> tuple[str, str]:
+    """The status and reason of a command that exited with ``code`` != 0, from its log ``text``."""
+    # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG (errno 27) instead
+    if limits.disk is not None and (
+        code == -signal.SIGXFSZ or "SIGXFSZ" in text or "[Errno 27] File too large" in text
+    ):
+        return "disk", f"a file grew past the {limits.disk / 2**30:g} GB limit"
+    if limits.processes is not None and "[Errno 11] Resource temporarily unavailable" in text:
+        return "processes", f"could not start another process under the limit of {limits.processes}"
+    if limits.memory is not None and re.search(r"^(\[\w+\]:\s?)?MemoryError\b", text, flags=re.MULTILINE):
+        return "memory", f"out of memory (MemoryError) under the {limits.memory / 2**30:g} GB limit"
+    if "non-finite loss" in text or "NonFiniteLossError" in text:
+        return "nan", "the loss became NaN or infinite"
+    return "crash", f"exit code {code}: {_error_kind(text)}"
 
 
 def _nan_loss(log: Path, start: int) -> tuple[int, bool]:

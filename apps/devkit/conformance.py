@@ -89,104 +89,104 @@ def _tiny_batch(tokenizer: Any, method: Method) -> tuple[dict[str, dict[str, tor
     return PairCollator(tokenizer.pad_token_id)([data[i] for i in range(3)]), flat
 
 
-def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:  # noqa: C901, PLR0915 - still to split (issue 44)
+def check_method(method: Method, host: PluginHost, workdir: Path) -> list[CheckResult]:
     """Run every conformance check on one registered method."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     results: list[CheckResult] = []
-    needed = {"loss": "compute_loss", "parameters": "select_parameters", "post-process": "post_process"}[method.kind]
-    hooks = host.plugins[method.plugin].hooks
-    _check(
-        results,
-        "hooks match the specs",
-        lambda: None if needed in hooks else _fail(f"a {method.kind} method must implement {needed}"),
-    )
-
-    def summary_written() -> str:
-        if not method.summary.strip() or method.summary == PLACEHOLDER_SUMMARY.format(name=method.name):
-            _fail("write the method's one-line summary in register_methods (the skeleton's placeholder is still there)")
-        return method.summary
-
-    _check(results, "summary is written", summary_written)
-
-    def config_round_trip() -> str:
-        cfg = method.config()
-        again = method.config.model_validate_json(cfg.model_dump_json())
-        if again != cfg:
-            _fail(f"{cfg!r} != {again!r} after a JSON round trip")
-        try:
-            method.config.model_validate({**cfg.model_dump(), "surely_not_a_field": 1})
-        except ValidationError:
-            return f"{len(method.config.model_fields)} fields"
-        _fail("an unknown key was accepted")
-        return ""
-
-    config_ok = _check(results, "config validates and round-trips", config_round_trip)
-
-    def search_space_valid() -> str:
-        from unlearn.tune import declared
-
-        space = declared(method.config, f"config.{method.name}")  # a bad range raises, naming the field
-        return ", ".join(f"{p.rsplit('.', 1)[-1]} {d.describe()}" for p, d in space.items()) or "none declared"
-
-    if config_ok:
-        _check(results, "search space (unlearn.search) is valid", search_space_valid)
+    _check(results, "hooks match the specs", lambda: _hooks_match(method, host))
+    _check(results, "summary is written", lambda: _summary_written(method))
+    if not _check(results, "config validates and round-trips", lambda: _config_round_trip(method)):
+        return results
+    _check(results, "search space (unlearn.search) is valid", lambda: _search_space(method))
     model_dir = cached_tiny_model()
     data_dir = write_tiny_data(workdir / "data")
-
-    if method.kind == "loss" and config_ok:
-
-        def loss_is_differentiable() -> str:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForCausalLM.from_pretrained(model_dir)
-            ref = CachedReference(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
-            batch, ref.rows["alternate"] = _tiny_batch(tokenizer, method)
-            ctx = LossContext(model, batch, 0, ref)
-            out = host.call("compute_loss", method, config=method.config(), ctx=ctx)
-            loss = out.loss if isinstance(out, LossOutput) else out
-            if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
-                _fail(f"compute_loss must return a scalar tensor, got {type(out).__name__}")
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                _fail(f"loss is {value}")
-            loss.backward()
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            if not grads or all(float(g.abs().sum()) == 0 for g in grads):
-                _fail("the loss has no gradient with respect to the model")
-            return f"loss {value:.4f}"
-
-        _check(results, "loss is finite and differentiable", loss_is_differentiable)
-
-    if config_ok:
-        probe = None
-        if method.kind != "loss":
-            probe = "conformance-probe"
-            if probe not in host.methods:
-                host.register(_ProbeLoss(), "conformance")
-
-        def output_reloads() -> str:
-            loss, with_ = (method.name, []) if probe is None else (probe, [method.name])
-            out = workdir / "out"
-            config = RunConfig.model_validate(
-                {
-                    "model": str(model_dir),
-                    "data": str(data_dir),
-                    "method": loss,
-                    "with": with_,
-                    "output_dir": str(out),
-                    "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
-                }
-            )
-            run(config, host=host, overwrite=True)
-            reloaded = AutoModelForCausalLM.from_pretrained(out)
-            tokenizer = AutoTokenizer.from_pretrained(out)
-            ids = tokenizer(FORGET_ROWS[0].input, return_tensors="pt").input_ids
-            if not torch.isfinite(reloaded(ids).logits).all():
-                _fail("the saved model produces non-finite logits")
-            return str(out)
-
-        _check(results, "a short run saves a model that reloads", output_reloads)
+    if method.kind == "loss":
+        _check(results, "loss is finite and differentiable", lambda: _loss_is_differentiable(method, host, model_dir))
+    check = lambda: _output_reloads(method, host, model_dir, data_dir, workdir / "out")  # noqa: E731
+    _check(results, "a short run saves a model that reloads", check)
     return results
+
+
+def _hooks_match(method: Method, host: PluginHost) -> None:
+    needed = {"loss": "compute_loss", "parameters": "select_parameters", "post-process": "post_process"}[method.kind]
+    if needed not in host.plugins[method.plugin].hooks:
+        _fail(f"a {method.kind} method must implement {needed}")
+
+
+def _summary_written(method: Method) -> str:
+    if not method.summary.strip() or method.summary == PLACEHOLDER_SUMMARY.format(name=method.name):
+        _fail("write the method's one-line summary in register_methods (the skeleton's placeholder is still there)")
+    return method.summary
+
+
+def _config_round_trip(method: Method) -> str:
+    cfg = method.config()
+    again = method.config.model_validate_json(cfg.model_dump_json())
+    if again != cfg:
+        _fail(f"{cfg!r} != {again!r} after a JSON round trip")
+    try:
+        method.config.model_validate({**cfg.model_dump(), "surely_not_a_field": 1})
+    except ValidationError:
+        return f"{len(method.config.model_fields)} fields"
+    _fail("an unknown key was accepted")
+    return ""
+
+
+def _search_space(method: Method) -> str:
+    from unlearn.tune import declared
+
+    space = declared(method.config, f"config.{method.name}")  # a bad range raises, naming the field
+    return ", ".join(f"{p.rsplit('.', 1)[-1]} {d.describe()}" for p, d in space.items()) or "none declared"
+
+
+def _loss_is_differentiable(method: Method, host: PluginHost, model_dir: Path) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = CachedReference(lambda: AutoModelForCausalLM.from_pretrained(model_dir))
+    batch, ref.rows["alternate"] = _tiny_batch(tokenizer, method)
+    ctx = LossContext(model, batch, 0, ref)
+    out = host.call("compute_loss", method, config=method.config(), ctx=ctx)
+    loss = out.loss if isinstance(out, LossOutput) else out
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+        _fail(f"compute_loss must return a scalar tensor, got {type(out).__name__}")
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        _fail(f"loss is {value}")
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads or all(float(g.abs().sum()) == 0 for g in grads):
+        _fail("the loss has no gradient with respect to the model")
+    return f"loss {value:.4f}"
+
+
+def _output_reloads(method: Method, host: PluginHost, model_dir: Path, data_dir: Path, out: Path) -> str:
+    """Two steps of a run with the method (a parameter or post-process method beside a probe
+    loss), whose saved model must reload and give finite logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loss, with_ = method.name, []
+    if method.kind != "loss":
+        loss, with_ = "conformance-probe", [method.name]
+        if loss not in host.methods:
+            host.register(_ProbeLoss(), "conformance")
+    config = RunConfig.model_validate(
+        {
+            "model": str(model_dir),
+            "data": str(data_dir),
+            "method": loss,
+            "with": with_,
+            "output_dir": str(out),
+            "trainer": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "progress": False},
+        }
+    )
+    run(config, host=host, overwrite=True)
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer(FORGET_ROWS[0].input, return_tensors="pt").input_ids
+    if not torch.isfinite(reloaded(ids).logits).all():
+        _fail("the saved model produces non-finite logits")
+    return str(out)
 
 
 def _fail(message: str) -> None:

@@ -186,7 +186,7 @@ def _record(name: str, kind: str, path: Path, started: float | None = None) -> d
     return record
 
 
-def run_recipe(  # noqa: C901, PLR0915 - still to split (issue 44)
+def run_recipe(
     recipe: Recipe,
     output_dir: Path,
     host: PluginHost | None = None,
@@ -209,69 +209,84 @@ def run_recipe(  # noqa: C901, PLR0915 - still to split (issue 44)
     output_dir = check_output(output_dir, "recipe", inputs, overwrite=None)  # resumed, never replaced
     output_dir.mkdir(parents=True, exist_ok=True)
     mark(output_dir, "recipe")
-    steps: list[dict[str, Any]] = []
-    for i, item in enumerate(recipe.runs):
-        name = item["name"]
-        fields = {k: v for k, v in _deep_merge(recipe.defaults, item).items() if k != "name"}
-        fields.update(model=recipe.model, output_dir=str(output_dir / name))
-        if device is not None:
-            fields["trainer"] = {**fields.get("trainer", {}), "device": device}
-        for key in ("data", "forget", "retain"):
-            if getattr(recipe, key) is not None:
-                fields[key] = str(getattr(recipe, key))
-        config = build_config(fields, source=f"recipe {recipe.name}, runs[{i}] ({name})")
-        host.configure(config)
-        done = output_dir / name / CONFIG_FILE
-        started = time.time()
-        if done.is_file() and run_identity(json.loads(done.read_text())) == run_identity(config.dump()):
-            say(f"[{name}] done already, skipped")
-            steps.append(_record(name, "run", output_dir / name))
-            continue
-        if done.is_file() and not overwrite:
-            raise RunError(
-                f"{output_dir / name} finished with other settings than recipe step {name!r}; "
-                "pass --overwrite to redo the steps whose settings changed"
-            )
-        say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
-        run(config, host=host, overwrite=overwrite)
-        steps.append(_record(name, "run", output_dir / name, started))
-    for step in recipe.post:
-        inputs = [output_dir / n for n in step.inputs]
-        method = host.method(step.method, kinds=("post-process",))
-        try:
-            method_config = method.config.model_validate(step.config)
-        except ValidationError as exc:
-            raise ConfigError(
-                describe_error(exc, prefix=f"post.{step.name}.config", source=f"recipe {recipe.name}")
-            ) from None
-        marker = {
-            "method": step.method,
-            "config": method_config.model_dump(mode="json"),
-            "base_model": recipe.model,
-            "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)},
-        }
-        target = output_dir / step.name
-        if (target / STEP_FILE).is_file():
-            # A post step is redone whenever its settings or inputs changed: it is cheap and derived.
-            if json.loads((target / STEP_FILE).read_text()) == marker:
-                say(f"[{step.name}] done already, skipped")
-                steps.append(_record(step.name, "post", target))
-                continue
-        say(f"[{step.name}] {step.method} over {', '.join(step.inputs)}")
-        started = time.time()
-        staging = output_dir / f".{step.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        ctx = StepContext(Path(recipe.model), inputs, staging)
-        host.call("post_process", method, config=method_config, output_dir=staging, run=ctx)
-        if not any(staging.glob("*.safetensors")):
-            raise RunError(f"recipe step {step.name!r}: {step.method} left no safetensors weights")
-        write_json(staging / STEP_FILE, marker)
-        publish(staging, target, "model")
-        steps.append(_record(step.name, "post", target, started))
+    steps = [_run_step(recipe, i, output_dir, host, overwrite, say, device) for i in range(len(recipe.runs))]
+    steps += [_post_step(recipe, step, output_dir, host, say) for step in recipe.post]
     final = output_dir / recipe.step_names()[-1]
     write_json(
         output_dir / RESULT_FILE,
         {"recipe": recipe.name, "final": recipe.step_names()[-1], "model": str(final), "steps": steps},
     )
     return final
+
+
+def _run_step(
+    recipe: Recipe,
+    i: int,
+    output_dir: Path,
+    host: PluginHost,
+    overwrite: bool,
+    say: Callable[[str], None],
+    device: str | None,
+) -> dict[str, Any]:
+    """The recipe's ``i``-th run, unless it finished before with the same settings; its record."""
+    item = recipe.runs[i]
+    name = item["name"]
+    fields = {k: v for k, v in _deep_merge(recipe.defaults, item).items() if k != "name"}
+    fields.update(model=recipe.model, output_dir=str(output_dir / name))
+    if device is not None:
+        fields["trainer"] = {**fields.get("trainer", {}), "device": device}
+    for key in ("data", "forget", "retain"):
+        if getattr(recipe, key) is not None:
+            fields[key] = str(getattr(recipe, key))
+    config = build_config(fields, source=f"recipe {recipe.name}, runs[{i}] ({name})")
+    host.configure(config)
+    done = output_dir / name / CONFIG_FILE
+    started = time.time()
+    if done.is_file() and run_identity(json.loads(done.read_text())) == run_identity(config.dump()):
+        say(f"[{name}] done already, skipped")
+        return _record(name, "run", output_dir / name)
+    if done.is_file() and not overwrite:
+        raise RunError(
+            f"{output_dir / name} finished with other settings than recipe step {name!r}; "
+            "pass --overwrite to redo the steps whose settings changed"
+        )
+    say(f"[{name}] training: {config.method}" + (f" with {', '.join(config.with_)}" if config.with_ else ""))
+    run(config, host=host, overwrite=overwrite)
+    return _record(name, "run", output_dir / name, started)
+
+
+def _post_step(
+    recipe: Recipe, step: PostStep, output_dir: Path, host: PluginHost, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """One post-processing step over earlier steps' models, redone whenever its settings or inputs
+    changed (it is cheap and derived); its record."""
+    inputs = [output_dir / n for n in step.inputs]
+    method = host.method(step.method, kinds=("post-process",))
+    try:
+        method_config = method.config.model_validate(step.config)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_error(exc, prefix=f"post.{step.name}.config", source=f"recipe {recipe.name}")
+        ) from None
+    marker = {
+        "method": step.method,
+        "config": method_config.model_dump(mode="json"),
+        "base_model": recipe.model,
+        "inputs": {n: _fingerprint(p) for n, p in zip(step.inputs, inputs)},
+    }
+    target = output_dir / step.name
+    if (target / STEP_FILE).is_file() and json.loads((target / STEP_FILE).read_text()) == marker:
+        say(f"[{step.name}] done already, skipped")
+        return _record(step.name, "post", target)
+    say(f"[{step.name}] {step.method} over {', '.join(step.inputs)}")
+    started = time.time()
+    staging = output_dir / f".{step.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    ctx = StepContext(Path(recipe.model), inputs, staging)
+    host.call("post_process", method, config=method_config, output_dir=staging, run=ctx)
+    if not any(staging.glob("*.safetensors")):
+        raise RunError(f"recipe step {step.name!r}: {step.method} left no safetensors weights")
+    write_json(staging / STEP_FILE, marker)
+    publish(staging, target, "model")
+    return _record(step.name, "post", target, started)
