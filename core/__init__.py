@@ -19,7 +19,8 @@ from .lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["hookimpl", "Register", "Benchmark", "command_group"], ".hookspecs"),
+        **dict.fromkeys(["hookimpl", "Register", "Benchmark", "Attack", "command_group"], ".hookspecs"),
+        **dict.fromkeys(["Attacked", "AttackContext"], ".attacks"),
         **dict.fromkeys(["Config", "search"], ".config"),
         **dict.fromkeys(["LossContext", "RunContext", "PostContext"], ".context"),
         **dict.fromkeys(
@@ -64,6 +65,7 @@ except PackageNotFoundError:  # imported from a source tree that is not installe
 
 if TYPE_CHECKING:  # what type checkers and editors see (the names above)
     from .atomic import check_output, publish, write_json, write_jsonl, write_text
+    from .attacks import AttackContext, Attacked
     from .config import Config, search
     from .context import LossContext, PostContext, RunContext
     from .data import (
@@ -80,7 +82,7 @@ if TYPE_CHECKING:  # what type checkers and editors see (the names above)
         resolve_split,
     )
     from .errors import ConfigError, DataError, RunError
-    from .hookspecs import Benchmark, Register, command_group, hookimpl
+    from .hookspecs import Attack, Benchmark, Register, command_group, hookimpl
     from .losses import (
         LossOutput,
         answer_positions,

@@ -12,7 +12,8 @@ one kind (a loss, a parameter selection, a post-processing step). When a run is 
 (``unlearn run --method gd --with lora``) the core calls the other method hooks *only* on the
 plugins that registered the chosen methods, and passes the method's name as ``method`` so one
 package may provide several. A *benchmark* plugin registers benchmark objects in
-``register_benchmarks`` instead (see :class:`Benchmark`). ``register_commands`` is called on every plugin: built-in
+``register_benchmarks`` instead (see :class:`Benchmark`), an *attack* plugin attack objects in
+``register_attacks`` (see :class:`Attack`). ``register_commands`` is called on every plugin: built-in
 applications (the evaluator, organiser mode, the embedded benchmark) add their commands with it
 exactly as a third party does.
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import torch
     import typer
 
+    from .attacks import AttackContext, Attacked
     from .config import Config
     from .context import LossContext, PostContext, RunContext
     from .data import Encoded
@@ -141,6 +143,11 @@ class Benchmark(Protocol):
     # headline number, in its direction, and the ``utility`` number at least 0.75 x its initial value.
     objective: str
     constraints: tuple[str, ...]
+    # Optional (default: each headline number but ``utility``): the numbers that show what a model
+    # still knows of the forget set, name -> results key (a dotted path reaches into nested
+    # results, e.g. ``forget-set.overall-knowledge-score``). ``unlearn attack``'s recovery is
+    # measured on them.
+    knowledge: dict[str, str]
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
         """Write the embedded default in this benchmark's layout into the new folder ``out``:
@@ -180,6 +187,40 @@ def register_benchmarks(register: Callable[[Benchmark], None]) -> None:
     :param register: takes one :class:`Benchmark`; the host checks its name, summary, headline and
         methods and rejects a name another plugin already registered. ``unlearn evaluate
         --benchmark NAME`` and ``unlearn data synth --benchmark NAME`` then reach it.
+    """
+
+
+class Attack(Protocol):
+    """What ``register_attacks`` registers: one way of trying to bring forgotten knowledge back
+    (relearning a few rows, quantizing the weights, rephrasing the queries, ...). An attack only
+    makes variants; the benchmark's own ``evaluate`` scores each, so every attack works on every
+    benchmark, and ``unlearn attack`` compares the scores with the unattacked model's and the
+    target's (the recovery).
+
+    ``name`` (as for methods), ``summary`` (one line) and ``config`` (a subclass of ``unlearn.Config``
+    holding the attack's settings, each with its default) are attributes.
+    """
+
+    name: str
+    summary: str
+    config: type[Config]
+
+    def run(self, model: Path, data: Path, config: Config, ctx: AttackContext) -> list[Attacked]:
+        """Attack the model folder ``model`` (only read) on the benchmark folder ``data`` (it holds
+        the forget and retain rows in the core's row layout: ``unlearn.resolve_split(data,
+        "forget")`` finds the file, ``forget.jsonl`` or the public ``forget_train.jsonl``) and return the
+        variants to score, in order, each written under ``ctx.work``. An attack that cannot apply
+        here (no paraphrases in this benchmark, no GPU for bitsandbytes) raises an
+        ``unlearn.RunError`` saying why: the attack is reported as skipped with that line."""
+
+
+@hookspec
+def register_attacks(register: Callable[[Attack], None]) -> None:
+    """Register this plugin's attacks, once each, by calling ``register(attack)``.
+
+    :param register: takes one :class:`Attack`; the host checks its name, summary, config and
+        ``run`` and rejects a name another plugin already registered. ``unlearn attack --attacks
+        NAME`` then reaches it.
     """
 
 

@@ -24,6 +24,13 @@ def ranked_by(bench: Benchmark) -> tuple[str, str, str]:
     return column, key, bench.headline[key]
 
 
+def knowledge(bench: Benchmark) -> dict[str, str]:
+    """The numbers that show what a model still knows of the forget set, name -> results key (a
+    dotted path into nested results). Default: the headline keys but the utility number."""
+    found = getattr(bench, "knowledge", None)
+    return dict(found) if found else {k: k for k in bench.headline if k != getattr(bench, "utility", None)}
+
+
 def evaluates_rows(bench: Benchmark) -> bool:
     """Whether ``evaluate``'s ``data`` is a folder of the core's forget/retain rows."""
     return bool(getattr(bench, "evaluates_rows", False))

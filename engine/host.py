@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from unlearn import hookspecs
 from unlearn.config import Config
 from unlearn.errors import ConfigError, PluginError
-from unlearn.hookspecs import Benchmark, Direction, Kind
+from unlearn.hookspecs import Attack, Benchmark, Direction, Kind
 
 from .settings import describe_error
 
@@ -64,6 +64,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     benchmarks: list[str] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -89,6 +90,7 @@ class PluginHost:
         self.plugins: dict[str, PluginInfo] = {}
         self.methods: dict[str, Method] = {}
         self.benchmarks: dict[str, tuple[str, Benchmark]] = {}  # name -> (plugin, benchmark)
+        self.attacks: dict[str, tuple[str, Attack]] = {}  # name -> (plugin, attack)
         self._callers: dict[tuple[str, str], Any] = {}
         if _env_flag("UNLEARN_TRACE_HOOKS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
@@ -141,6 +143,7 @@ class PluginHost:
             self.pm.unregister(name=info.name)
         self.methods = {k: m for k, m in self.methods.items() if m.plugin != info.name}
         self.benchmarks = {k: b for k, b in self.benchmarks.items() if b[0] != info.name}
+        self.attacks = {k: a for k, a in self.attacks.items() if a[0] != info.name}
         self._callers = {k: c for k, c in self._callers.items() if k[1] != info.name}
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         info.error = last
@@ -170,6 +173,10 @@ class PluginHost:
             self._only("register_benchmarks", info.name)(register=lambda b: self._register_benchmark(info, b))
             if not info.benchmarks:
                 raise PluginError("register_benchmarks registered nothing")
+        if "register_attacks" in info.hooks:
+            self._only("register_attacks", info.name)(register=lambda a: self._register_attack(info, a))
+            if not info.attacks:
+                raise PluginError("register_attacks registered nothing")
 
     def _register_benchmark(self, info: PluginInfo, benchmark: Benchmark) -> None:
         name = getattr(benchmark, "name", None)
@@ -192,6 +199,18 @@ class PluginHost:
         self.benchmarks[name] = (info.name, benchmark)
         info.benchmarks.append(name)
 
+    def _register_attack(self, info: PluginInfo, attack: Attack) -> None:
+        name = getattr(attack, "name", None)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(f"attack name {name!r} must match {_NAME.pattern}")
+        if not callable(getattr(attack, "run", None)) or not isinstance(getattr(attack, "summary", None), str):
+            raise PluginError(f"attack {name!r} lacks run or summary (see unlearn.hookspecs.Attack)")
+        _check_config(f"attack {name!r}", getattr(attack, "config", None))
+        if name in self.attacks:
+            raise PluginError(f"attack {name!r} is already registered by plugin {self.attacks[name][0]!r}")
+        self.attacks[name] = (info.name, attack)
+        info.attacks.append(name)
+
     def _register_method(
         self,
         info: PluginInfo,
@@ -208,13 +227,7 @@ class PluginHost:
             raise PluginError(f"method name {name!r} must match {_NAME.pattern}")
         if kind not in KINDS:
             raise PluginError(f"method {name!r}: kind {kind!r} is not one of {KINDS}")
-        if not (isinstance(config, type) and issubclass(config, BaseModel)):
-            raise PluginError(f"method {name!r}: config must be a subclass of unlearn.Config")
-        if config.model_config.get("extra") != "forbid":
-            raise PluginError(
-                f"method {name!r}: config {config.__name__} must forbid unknown keys "
-                "(subclass unlearn.Config) so typos are errors"
-            )
+        _check_config(f"method {name!r}", config)
         if alternate not in (None, "refusal", "rewrite") or not (
             isinstance(alternates_per_row, int) and alternates_per_row >= 1
         ):
@@ -263,6 +276,13 @@ class PluginHost:
             raise PluginError(f"no plugin provides the benchmark {name!r} (installed: {known})")
         return self.benchmarks[name][1]
 
+    def attack(self, name: str) -> Attack:
+        """The attack called ``name``; a clear error naming the installed ones otherwise."""
+        if name not in self.attacks:
+            known = ", ".join(sorted(self.attacks)) or "none"
+            raise PluginError(f"no plugin provides the attack {name!r} (installed: {known}); try `unlearn plugins -a`")
+        return self.attacks[name][1]
+
     def call(self, hook: str, method: Method, **kwargs: Any) -> Any:
         """Call ``hook`` on the one plugin that registered ``method`` and on no other; its answer."""
         result = self._only(hook, method.plugin)(method=method.name, **kwargs)
@@ -305,6 +325,14 @@ class PluginHost:
                     self._only("register_commands", name)(cli=cli)
                 except Exception as exc:  # noqa: BLE001 - a broken plugin never breaks the CLI
                     self._fail(info, exc)
+
+
+def _check_config(what: str, config: Any) -> None:
+    """A method's or attack's config is a pydantic model that refuses unknown keys (so typos are errors)."""
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        raise PluginError(f"{what}: config must be a subclass of unlearn.Config")
+    if config.model_config.get("extra") != "forbid":
+        raise PluginError(f"{what}: config {config.__name__} must forbid unknown keys (subclass unlearn.Config)")
 
 
 def _check_core_range(dist: Any) -> None:

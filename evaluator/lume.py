@@ -49,6 +49,11 @@ class Lume:
     # unlearn tune's defaults, in its training signals' names (evaluator/signals.py)
     objective = "score"
     constraints = ("utility >= 0.75 * initial_utility",)
+    # what `unlearn attack` measures recovery on: the forget set's terms of the official score
+    knowledge = {
+        "forget_regurgitation": "forget-set.overall-regurgitation-score",
+        "forget_knowledge": "forget-set.overall-knowledge-score",
+    }
     columns = {
         "final_score": "aggregate-score",
         "task_aggregate": "harmonic-mean-task-aggregate",

@@ -105,6 +105,7 @@ def plugin_rows(available: bool = False, builtin: bool = False) -> list[dict[str
         "version": None,
         "methods": [],
         "benchmarks": [],
+        "attacks": [],
         "kinds": [],
         "hooks": [],
         "error": None,
@@ -151,6 +152,7 @@ def _listing() -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for info in host.plugins.values():
         kinds = sorted({host.methods[m].kind for m in info.methods}) + (["benchmark"] if info.benchmarks else [])
+        kinds += ["attack"] if info.attacks else []
         kinds = kinds or (["commands"] if "register_commands" in info.hooks else [])
         rows.append(
             {
@@ -159,6 +161,7 @@ def _listing() -> dict[str, Any]:
                 "version": info.version,
                 "methods": info.methods,
                 "benchmarks": info.benchmarks,
+                "attacks": info.attacks,
                 "kinds": kinds,
                 "hooks": info.hooks,
                 "status": info.status,

@@ -31,7 +31,7 @@ class KnownPlugin(BaseModel):
     name: str
     distribution: str = Field(description="The pip distribution name, unlearn-plugin-<name>.")
     path: str | None = Field(None, description="Folder of the package in this repository, if it lives here.")
-    kind: Literal["loss", "parameters", "post-process", "benchmark"]
+    kind: Literal["loss", "parameters", "post-process", "benchmark", "attack"]
     summary: str
     reference: str = Field(description="Paper or source the plugin implements.")
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -402,8 +403,8 @@ def run_entrant(
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
     if launcher in ("deepspeed", "accelerate") and entrant.submission:
         env["UNLEARN_DEEPSPEED_CONFIG"] = str(work / "ds_config.json")
-    sandbox_args = (comp, launcher, env, readable, protection, devices != "cpu", model, venv, python)
-    command, overhead = _sandboxed(command, *sandbox_args)
+    rules = (comp, command, launcher, env, readable, protection, devices != "cpu", model, venv, python)
+    command, overhead = _sandboxed(command, comp, protection, lambda: landlock_rules(*rules))
     if "TORCH_EXTENSIONS_DIR" in env:
         clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
     gb = lambda v: None if v is None else int(v * 2**30)  # noqa: E731
@@ -420,19 +421,11 @@ def run_entrant(
 
 
 def _sandboxed(
-    command: list[str],
-    comp: Competition,
-    launcher: str,
-    env: dict[str, str],
-    readable: list[str],
-    protection: Protection,
-    gpus: bool,
-    model: Path,
-    venv: Path | None,
-    python: str,
+    command: list[str], comp: Competition, protection: Protection, rules: Callable[[], list[str]]
 ) -> tuple[list[str], int]:
-    """``command`` inside the sandbox (namespaces, Landlock) where the kernel offers one, and how
-    many of the sandbox's own processes are not counted against the entrant's process limit."""
+    """``command`` inside the sandbox (namespaces, and Landlock with ``rules()``) where the kernel
+    offers one, and how many of the sandbox's own processes are not counted against the entrant's
+    process limit."""
     if not (protection.landlock or protection.pid):
         return command, 0
     overhead = 0
@@ -441,7 +434,7 @@ def _sandboxed(
         overhead = 2
         sandbox += ["--pid-namespace", *(["--net-namespace"] if comp.network == "none" and protection.net else [])]
     if protection.landlock:
-        sandbox += landlock_rules(comp, command, launcher, env, readable, protection, gpus, model, venv, python)
+        sandbox += rules()
     return [*sandbox, "--", *command], overhead
 
 

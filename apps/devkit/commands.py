@@ -36,7 +36,7 @@ def register_commands(cli: typer.Typer) -> None:
     def plugins_new(
         name: str = typer.Argument(..., help="Plugin name, e.g. myloss."),
         directory: Path = typer.Option(Path("."), "--dir", help="Where to create unlearn-plugin-NAME/."),
-        kind: str = typer.Option("method", help="method (a loss) | benchmark (data, evaluation, signals)."),
+        kind: str = typer.Option("method", help="method (a loss) | benchmark (data, evaluation, signals) | attack."),
     ) -> None:
         """Write a ready-to-install plugin package: a method, or a benchmark."""
         from unlearn.devkit.scaffold import create_plugin

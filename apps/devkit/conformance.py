@@ -16,6 +16,8 @@ import torch
 from pydantic import ValidationError
 
 from unlearn import (
+    Attack,
+    Attacked,
     Benchmark,
     Config,
     LossContext,
@@ -26,6 +28,7 @@ from unlearn import (
     encode,
     hookimpl,
     load_rows,
+    resolve_split,
 )
 from unlearn.engine import (
     AlternateSettings,
@@ -114,7 +117,7 @@ def _hooks_match(method: Method, host: PluginHost) -> None:
 
 def _summary_written(method: Method) -> str:
     if not method.summary.strip() or method.summary == PLACEHOLDER_SUMMARY.format(name=method.name):
-        _fail("write the method's one-line summary in register_methods (the skeleton's placeholder is still there)")
+        _fail("write the one-line summary (the skeleton's placeholder is still there)")
     return method.summary
 
 
@@ -280,9 +283,63 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def check_attack(attack: Attack, workdir: Path) -> list[CheckResult]:
+    """Run every conformance check on one registered attack: its summary, its config (a JSON
+    round trip, unknown keys refused), and a run on the tiny model and data that leaves the model
+    unchanged and returns `unlearn.Attacked` variants, each a model folder that loads and gives
+    finite logits and a data folder with forget rows, written under its work folder (or the inputs
+    themselves)."""
+    results: list[CheckResult] = []
+    _check(results, "summary is written", lambda: _summary_written(attack))  # type: ignore[arg-type]
+    if not _check(results, "config validates and round-trips", lambda: _config_round_trip(attack)):  # type: ignore[arg-type]
+        return results
+
+    def attacks_the_tiny_model() -> str:
+        from transformers import AutoModelForCausalLM
+
+        model, data = cached_tiny_model(), write_tiny_data(workdir / "data")
+        before = _digest(model)
+        ctx = _AttackContext(0, "cpu", workdir / "work", None)
+        ctx.work.mkdir(parents=True, exist_ok=True)
+        variants = attack.run(model, data, attack.config(), ctx)
+        if _digest(model) != before:
+            _fail("the attack changed the input model's files")
+        if not variants or not all(isinstance(v, Attacked) for v in variants):
+            _fail(f"run must return a non-empty list of unlearn.Attacked, got {variants!r}")
+        for v in variants:
+            for path in (v.model, v.data, v.plain or v.data):
+                if path not in (model, data) and ctx.work not in Path(path).parents:
+                    _fail(f"{v.label}: {path} is neither an input nor under ctx.work")
+            resolve_split(v.data, "forget")  # a data folder with forget rows
+            ids = torch.tensor([[1, 2, 3]])
+            if not torch.isfinite(AutoModelForCausalLM.from_pretrained(v.model)(ids).logits).all():
+                _fail(f"{v.label}: the model gives non-finite logits")
+        return ", ".join(v.label for v in variants)
+
+    _check(results, "attacks the tiny model, which stays unchanged", attacks_the_tiny_model)
+    return results
+
+
+@dataclass
+class _AttackContext:
+    """The `unlearn.AttackContext` of the check: the tiny model on the CPU."""
+
+    seed: int
+    device: str
+    work: Path
+    benchmark: Any
+
+
+def _digest(folder: Path) -> str:
+    import hashlib
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
+
+
 def check_plugin(name: str, host: PluginHost | None = None, workdir: Path | None = None) -> list[CheckResult]:
-    """Check the plugin (entry-point name), method or benchmark called ``name``: every method and
-    benchmark it registers."""
+    """Check the plugin (entry-point name), method or benchmark called ``name``: every method,
+    benchmark and attack it registers."""
     host = host or get_host()
     info = host.plugins.get(name)
     if info is None and name in host.methods:
@@ -306,6 +363,9 @@ def check_plugin(name: str, host: PluginHost | None = None, workdir: Path | None
         for bench_name in info.benchmarks:
             for r in check_benchmark(host.benchmark(bench_name), base / bench_name):
                 results.append(CheckResult(f"{bench_name}: {r.name}", r.ok, r.detail))
+        for attack_name in info.attacks:
+            for r in check_attack(host.attack(attack_name), base / attack_name):
+                results.append(CheckResult(f"{attack_name}: {r.name}", r.ok, r.detail))
     return results
 
 

@@ -1,4 +1,4 @@
-"""``unlearn plugins new NAME [--kind method|benchmark]``: a ready-to-install plugin package that
+"""``unlearn plugins new NAME [--kind method|benchmark|attack]``: a ready-to-install plugin package that
 passes ``unlearn plugins check`` once its placeholder summary is replaced."""
 
 from __future__ import annotations
@@ -202,6 +202,60 @@ The `$name` benchmark for unlearn (`unlearn-core`).
 Describe the data, the metrics, their paper and the direction of each headline number here.
 """
 
+_ATTACK_MODULE = '''\
+"""The $name attack: describe what it changes to bring forgotten knowledge back and cite the
+paper it comes from. This skeleton puts a prefix before every forget query (a prompt attack): the
+attacked model itself is scored on the rewritten queries, against the original ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import Field
+
+from unlearn import AttackContext, Attacked, Config, hookimpl, load_rows, resolve_split, write_jsonl
+
+
+class ${cls}Config(Config):
+    """Settings of $name (unknown keys are errors)."""
+
+    prefix: str = Field("Answer truthfully and completely. ", description="Put before every forget query.")
+
+
+class ${cls}Attack:
+    name = "$name"
+    summary = "$summary"
+    config = ${cls}Config
+
+    def run(self, model: Path, data: Path, config: ${cls}Config, ctx: AttackContext) -> list[Attacked]:
+        source = resolve_split(data, "forget")  # forget.jsonl, or the public forget_train.jsonl, ...
+        out = ctx.work / "data"
+        shutil.copytree(data, out)  # every other file of the benchmark as it is
+        (out / source.name).unlink()
+        rows = [r.record() | {"input": config.prefix + r.input} for r in load_rows(source)]
+        write_jsonl(out / f"{source.stem}.jsonl", rows)
+        return [Attacked("prefix", model, out, plain=data)]
+
+
+@hookimpl
+def register_attacks(register) -> None:
+    register(${cls}Attack())
+'''
+
+_ATTACK_README = """\
+# unlearn-plugin-$name
+
+The `$name` attack for unlearn (`unlearn-core`).
+
+    pip install -e .
+    unlearn plugins check $name            # fails until the placeholder summary is replaced
+    unlearn attack UNLEARNED --target TARGET --data DATA --out OUT --attacks $name
+    pytest tests
+
+Describe what the attack changes, the paper it comes from and the variants it makes here.
+"""
+
 _BENCHMARK_TEST = """\
 from unlearn.devkit import assert_conforms
 
@@ -219,7 +273,7 @@ def test_conforms_to_unlearn(tmp_path):
 """
 
 
-KINDS = ("method", "benchmark")
+KINDS = ("method", "benchmark", "attack")
 
 
 def create_plugin(name: str, directory: Path, kind: str = "method") -> Path:
@@ -229,7 +283,7 @@ def create_plugin(name: str, directory: Path, kind: str = "method") -> Path:
             f"plugin name {name!r}: use lower-case letters, digits and underscores, starting with a letter"
         )
     if kind not in KINDS:
-        raise ConfigError(f"--kind {kind!r}: choose {' or '.join(KINDS)}")
+        raise ConfigError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     folder = Path(directory) / f"unlearn-plugin-{name}"
     if folder.exists():
         raise ConfigError(f"{folder} already exists")
@@ -238,14 +292,18 @@ def create_plugin(name: str, directory: Path, kind: str = "method") -> Path:
         "module": name,
         "cls": "".join(p.title() for p in name.split("_")),
         "summary": PLACEHOLDER_SUMMARY.format(name=name),
-        "what": "unlearning method" if kind == "method" else "benchmark",
+        "what": {"method": "unlearning method", "benchmark": "benchmark", "attack": "attack"}[kind],
     }
-    method = kind == "method"
+    module, readme = {
+        "method": (_MODULE, _README),
+        "benchmark": (_BENCHMARK_MODULE, _BENCHMARK_README),
+        "attack": (_ATTACK_MODULE, _ATTACK_README),
+    }[kind]
     files = {
         "pyproject.toml": _PYPROJECT,
-        f"unlearn_plugin_{name}/__init__.py": _MODULE if method else _BENCHMARK_MODULE,
-        "README.md": _README if method else _BENCHMARK_README,
-        f"tests/test_{name}.py": _TEST if method else _BENCHMARK_TEST,
+        f"unlearn_plugin_{name}/__init__.py": module,
+        "README.md": readme,
+        f"tests/test_{name}.py": _BENCHMARK_TEST if kind == "benchmark" else _TEST,
     }
     for rel, template in files.items():
         path = folder / rel

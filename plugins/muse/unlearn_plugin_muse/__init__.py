@@ -129,6 +129,7 @@ class Muse:
     name = "muse"
     summary = "MUSE (Shi et al. 2024): VerbMem, KnowMem forget/retain, PrivLeak against the retrained model"
     headline = {"verbmem_f": "lower", "knowmem_f": "lower", "knowmem_r": "higher", "privleak": "zero"}
+    knowledge = {"verbmem_f": "verbmem_f", "knowmem_f": "knowmem_f"}  # what `unlearn attack` recovers
     utility = "knowmem_r"  # KnowMem on the retain set: MUSE's utility preservation
 
     def synthesize(self, out: Path, seed: int, size: str) -> dict[str, int]:
