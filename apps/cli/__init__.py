@@ -245,10 +245,13 @@ def plugins(
             recipes.add_row(r["name"], ", ".join(r["methods"]), status, escape(r["summary"]))
             continue
         status = {"ok": "[green]ok[/green]", "not installed": "[dim]not installed[/dim]"}.get(
-            r["status"], f"[red]error: {escape(r['error'] or '')}[/red]"
+            r["status"], "[red]error (below)[/red]"
         )
         table.add_row(r["name"], r["version"] or "-", ",".join(r["kinds"]) or "-", ", ".join(r["hooks"]) or "-", status)
     out.print(table)
+    for r in rows:  # in full, one line each: a table cell would wrap the message
+        if r.get("error"):
+            out.print(f"[red]{escape(r['name'])}: {escape(r['error'])}[/red]", soft_wrap=True)
     if recipes.row_count:
         out.print(recipes)
     if not rows:
