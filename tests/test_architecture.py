@@ -30,6 +30,7 @@ APPLICATIONS = (
     "unlearn.compete",
     "unlearn.devkit",
     "unlearn.evaluator",
+    "unlearn.robustness",
 )
 ENGINE_LINES = 2350
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "unlearn_spec")]

@@ -297,9 +297,11 @@ def check_attack(attack: Attack, workdir: Path) -> list[CheckResult]:
     def attacks_the_tiny_model() -> str:
         from transformers import AutoModelForCausalLM
 
+        from unlearn.robustness import Context
+
         model, data = cached_tiny_model(), write_tiny_data(workdir / "data")
         before = _digest(model)
-        ctx = _AttackContext(0, "cpu", workdir / "work", None)
+        ctx = Context(0, "cpu", workdir / "work", None)
         ctx.work.mkdir(parents=True, exist_ok=True)
         variants = attack.run(model, data, attack.config(), ctx)
         if _digest(model) != before:
@@ -318,16 +320,6 @@ def check_attack(attack: Attack, workdir: Path) -> list[CheckResult]:
 
     _check(results, "attacks the tiny model, which stays unchanged", attacks_the_tiny_model)
     return results
-
-
-@dataclass
-class _AttackContext:
-    """The `unlearn.AttackContext` of the check: the tiny model on the CPU."""
-
-    seed: int
-    device: str
-    work: Path
-    benchmark: Any
 
 
 def _digest(folder: Path) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unlearn.lazy import lazy_exports
+from unlearn.engine import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(
-    __name__, dict.fromkeys(["run_attacks", "recovery", "worst", "number", "RESULT"], ".battery")
+    __name__, dict.fromkeys(["run_attacks", "recovery", "worst", "number", "Context", "RESULT"], ".battery")
 )
 
 if TYPE_CHECKING:
-    from .battery import RESULT, number, recovery, run_attacks, worst
+    from .battery import RESULT, Context, number, recovery, run_attacks, worst

@@ -43,13 +43,12 @@ from unlearn.engine import (
 )
 
 RESULT = "attack_results.json"
-REPORT = "report.md"
 _TINY = 1e-9  # unlearning "did not move" a number that changed by less
 
 
 @dataclass
 class Context:
-    """The `unlearn.AttackContext` an attack runs with."""
+    """The `unlearn.AttackContext` an attack runs with (here and in the plugin kit's check)."""
 
     seed: int
     device: str
@@ -117,7 +116,8 @@ def run_attacks(
     scorer = _Scorer(bench, staging / "evaluations", {**(options or {}), "device": device}, say)
     subjects = {"unlearned": model, **({"oracle": reference} if reference is not None else {})}
     results: dict[str, Any] = {"benchmark": benchmark, "model": str(model), "target": str(target)}
-    results |= {"reference": str(reference) if reference else None, "seed": seed, "settings": configs}
+    settings_used = {name: config.model_dump(mode="json") for name, config in configs.items()}
+    results |= {"reference": str(reference) if reference else None, "seed": seed, "settings": settings_used}
     place = str(resolve_device(device))
     for subject, path in subjects.items():
         results[subject] = {}
@@ -135,7 +135,7 @@ def run_attacks(
     return results
 
 
-def _configs(chosen: dict[str, Any], settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _configs(chosen: dict[str, Any], settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each chosen attack's validated settings (``attack.NAME.field`` named in an error)."""
     stray = sorted(set(settings) - set(chosen))
     if stray:
@@ -143,7 +143,7 @@ def _configs(chosen: dict[str, Any], settings: dict[str, dict[str, Any]]) -> dic
     found = {}
     for name, attack in chosen.items():
         try:
-            found[name] = attack.config.model_validate(settings.get(name, {})).model_dump(mode="json")
+            found[name] = attack.config.model_validate(settings.get(name, {}))
         except ValidationError as exc:
             raise ConfigError(describe_error(exc, prefix=f"attack.{name}")) from None
     return found
@@ -174,20 +174,13 @@ class _Scorer:
 
 
 def _attack(
-    attack: Any,
-    config: dict[str, Any],
-    model: Path,
-    data: Path,
-    target: Path,
-    ctx: Context,
-    scorer: _Scorer,
-    subject: str,
+    attack: Any, config: Any, model: Path, data: Path, target: Path, ctx: Context, scorer: _Scorer, subject: str
 ) -> dict[str, Any]:
     """One attack on one model: its variants' numbers and recoveries, or why it was skipped."""
     shutil.rmtree(ctx.work, ignore_errors=True)
     ctx.work.mkdir(parents=True)
     try:
-        variants = attack.run(model, data, attack.config.model_validate(config), ctx)
+        variants = attack.run(model, data, config, ctx)
     except UnlearnError as exc:
         scorer.say(f"{attack.name} on the {subject} model: skipped: {exc}")
         return {"skipped": str(exc)}
